@@ -1,0 +1,155 @@
+//! The example service: the template service authors copy, and the contract
+//! the black-box tests run against.
+//!
+//! ```text
+//! cargo run --release --example guarded_service
+//! ```
+//!
+//! - listens on `GUARDRAILS_LISTEN` (default `127.0.0.1:3000`);
+//! - reads `GUARDRAILS_CONFIG` (default `examples/guardrails.toml`, or the
+//!   same file embedded in the binary when run from elsewhere), with
+//!   `GUARDRAILS__<SECTION>__<KEY>` overrides;
+//! - writes one JSON object per log line to stdout;
+//! - refuses to start on an invalid config, with a clear message on stderr
+//!   and exit code 2;
+//! - shuts down gracefully on SIGINT/SIGTERM, giving in-flight requests
+//!   `server.shutdown_grace` to finish.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
+use guardrails::{GuardrailsConfig, GuardrailsLayer, guardrail_core::Problem};
+use serde_json::json;
+
+const DEFAULT_CONFIG_PATH: &str = "examples/guardrails.toml";
+const EMBEDDED_CONFIG: &str = include_str!("guardrails.toml");
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stdout)
+        .init();
+
+    let config = match load_config() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("guarded_service: refusing to start: {message}");
+            tracing::error!(error = %message, "refusing to start: invalid configuration");
+            return ExitCode::from(2);
+        }
+    };
+
+    let listen = std::env::var("GUARDRAILS_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("guarded_service: cannot listen on {listen}: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(listen);
+    tracing::info!(addr = %addr, profile = %config.profile, "listening");
+
+    let app = app(&config);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal());
+    let grace = config.server.shutdown_grace;
+    let mut server = tokio::spawn(async move { server.await });
+
+    let finished = tokio::select! {
+        finished = &mut server => finished,
+        () = shutdown_signal() => {
+            // In-flight requests get `grace` to finish.
+            tracing::info!(grace = ?grace, "shutting down");
+            match tokio::time::timeout(grace, server).await {
+                Ok(finished) => finished,
+                Err(_) => {
+                    tracing::warn!("shutdown grace period elapsed; dropping remaining connections");
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+    };
+    match finished {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "server failed");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "server task failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The router with every guardrail applied.
+fn app(config: &GuardrailsConfig) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .fallback(not_found)
+        .layer(GuardrailsLayer::from_config(config))
+}
+
+/// Public liveness.
+async fn health() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn not_found(req: axum::extract::Request) -> impl IntoResponse {
+    Problem::new(StatusCode::NOT_FOUND)
+        .detail("No route matches this path.")
+        .request_id_from(req.extensions())
+        .into_response::<axum::body::Body>()
+}
+
+fn load_config() -> Result<GuardrailsConfig, String> {
+    let config = match std::env::var("GUARDRAILS_CONFIG") {
+        Ok(path) => GuardrailsConfig::load(&path),
+        Err(_) if std::path::Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            GuardrailsConfig::load(DEFAULT_CONFIG_PATH)
+        }
+        Err(_) => GuardrailsConfig::from_sources(
+            EMBEDDED_CONFIG,
+            "embedded guardrails.toml",
+            std::env::vars(),
+        ),
+    }
+    .map_err(|e| e.to_string())?;
+    config.validate(config.profile).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,153 @@
+//! The response body every guardrail layer returns.
+//!
+//! A layer that rejects a request must produce its own response while still
+//! passing the inner service's responses through untouched. [`GuardBody`] is
+//! either the inner body or a small in-memory body (a problem+json document),
+//! so a layer's `Service::Response` is `Response<GuardBody<B>>` for any inner
+//! body `B` and no per-request boxing is needed.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use guardrail_core::GuardBody;
+//! use http_body_util::{BodyExt, Full};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let passed: GuardBody<Full<Bytes>> = GuardBody::new(Full::new(Bytes::from("hello")));
+//! assert_eq!(passed.collect().await.unwrap().to_bytes(), "hello");
+//!
+//! let own: GuardBody<Full<Bytes>> = GuardBody::full(Bytes::from_static(b"{}"));
+//! assert_eq!(own.collect().await.unwrap().to_bytes(), "{}");
+//! # }
+//! ```
+
+use std::{
+    fmt,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// Response body of every guardrail layer: the inner service's body, or
+    /// one produced by the layer itself.
+    pub struct GuardBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl<B> GuardBody<B> {
+    /// Wraps the inner service's body.
+    pub fn new(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    /// A body produced by the layer itself, sent as one frame.
+    pub fn full(data: Bytes) -> Self {
+        let data = (!data.is_empty()).then_some(data);
+        Self {
+            kind: Kind::Full { data },
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self {
+            kind: Kind::Full { data: None },
+        }
+    }
+}
+
+impl<B> Default for GuardBody<B> {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl<B> fmt::Debug for GuardBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Inner { .. } => f.write_str("GuardBody::Inner"),
+            Kind::Full { data } => f
+                .debug_struct("GuardBody::Full")
+                .field("len", &data.as_ref().map_or(0, Bytes::len))
+                .finish(),
+        }
+    }
+}
+
+impl<B> Body for GuardBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, Bytes::len) as u64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+
+    #[tokio::test]
+    async fn full_body_reports_exact_size_and_ends() {
+        let body: GuardBody<Empty<Bytes>> = GuardBody::full(Bytes::from_static(b"abc"));
+        assert_eq!(body.size_hint().exact(), Some(3));
+        assert!(!body.is_end_stream());
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "abc");
+    }
+
+    #[test]
+    fn empty_body_is_at_end() {
+        let body: GuardBody<Empty<Bytes>> = GuardBody::full(Bytes::new());
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+    }
+
+    #[test]
+    fn inner_body_passes_through_hints() {
+        let body = GuardBody::new(Empty::<Bytes>::new());
+        assert!(body.is_end_stream());
+    }
+}

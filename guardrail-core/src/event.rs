@@ -1,0 +1,303 @@
+//! The event taxonomy, and the one way guardrail crates emit events.
+//!
+//! Every decision a layer makes is a `tracing` event whose `event` field is a
+//! stable [`EventName`] from the taxonomy: `user.*`, `api.*`, `database.*`,
+//! `security.*`, `integration.*`, `flag.*`, `alert.*`. Crates emit through
+//! [`emit!`](crate::emit) so the name, target and field layout are the same
+//! everywhere, and log pipelines can filter on `event` without parsing
+//! messages. Values that identify a person (user ids, IPs) are pseudonymized
+//! or masked by the caller before they reach an event.
+//!
+//! # Example
+//!
+//! ```
+//! use guardrail_core::{emit, event::{Category, EventName}};
+//!
+//! assert_eq!(EventName::SECURITY_RATE_LIMITED.as_str(), "security.rate_limited");
+//! assert_eq!(EventName::SECURITY_RATE_LIMITED.category(), Category::Security);
+//!
+//! // Names outside the taxonomy don't compile when used as constants.
+//! const LOGIN: EventName = EventName::new("user.login");
+//! assert_eq!(LOGIN.category(), Category::User);
+//!
+//! emit!(WARN, EventName::SECURITY_RATE_LIMITED, policy = "per_ip", key = "203.0.113.0/24");
+//! ```
+
+use std::fmt;
+
+/// The `tracing` target of every guardrail event.
+pub const TARGET: &str = "guardrails";
+
+/// A family of events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Category {
+    /// `user.{action}`: things a user did (login, profile change).
+    User,
+    /// `api.{endpoint}`: one `api.request` per request.
+    Api,
+    /// `database.{operation}`.
+    Database,
+    /// `security.{event}`: authentication failures, denials, rate limits.
+    Security,
+    /// `integration.{service}`: retries, circuit changes of outbound calls.
+    Integration,
+    /// `flag.{event}`: feature-flag changes.
+    Flag,
+    /// `alert.{severity}`: `alert.p0` critical, `alert.p1` warning,
+    /// `alert.p2` info.
+    Alert,
+}
+
+impl Category {
+    const ALL: [(Category, &'static str); 7] = [
+        (Category::User, "user."),
+        (Category::Api, "api."),
+        (Category::Database, "database."),
+        (Category::Security, "security."),
+        (Category::Integration, "integration."),
+        (Category::Flag, "flag."),
+        (Category::Alert, "alert."),
+    ];
+}
+
+/// A stable event name from the taxonomy.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventName(&'static str);
+
+impl EventName {
+    /// One per request, written by the trace layer.
+    pub const API_REQUEST: Self = Self("api.request");
+    /// A request could not be authenticated.
+    pub const SECURITY_AUTH_FAILED: Self = Self("security.auth_failed");
+    /// An authenticated caller lacks the required level, role or ownership.
+    pub const SECURITY_FORBIDDEN: Self = Self("security.forbidden");
+    /// A request exceeded a rate limit.
+    pub const SECURITY_RATE_LIMITED: Self = Self("security.rate_limited");
+    /// A webhook's signature was missing, wrong, stale or replayed.
+    pub const SECURITY_WEBHOOK_REJECTED: Self = Self("security.webhook_rejected");
+    /// An outbound call is retried.
+    pub const INTEGRATION_RETRY: Self = Self("integration.retry");
+    /// A circuit breaker opened.
+    pub const INTEGRATION_CIRCUIT_OPENED: Self = Self("integration.circuit_opened");
+    /// A circuit breaker closed again.
+    pub const INTEGRATION_CIRCUIT_CLOSED: Self = Self("integration.circuit_closed");
+    /// A backend (Redis, JWKS endpoint, flag source) failed.
+    pub const INTEGRATION_BACKEND_FAILED: Self = Self("integration.backend_failed");
+    /// A backend recovered.
+    pub const INTEGRATION_BACKEND_RECOVERED: Self = Self("integration.backend_recovered");
+    /// A flag's kill switch was turned on.
+    pub const FLAG_KILL_SWITCH_ACTIVATED: Self = Self("flag.kill_switch_activated");
+    /// A flag changed.
+    pub const FLAG_CHANGED: Self = Self("flag.changed");
+    /// P0, critical.
+    pub const ALERT_P0: Self = Self("alert.p0");
+    /// P1, warning.
+    pub const ALERT_P1: Self = Self("alert.p1");
+    /// P2, info.
+    pub const ALERT_P2: Self = Self("alert.p2");
+
+    /// A name of one of the taxonomy's families, e.g. `"user.login"`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not `<category>.<action>` with a known category and an
+    /// action of `[a-z0-9_.]`. Used in a `const`, that is a compile error.
+    pub const fn new(name: &'static str) -> Self {
+        let bytes = name.as_bytes();
+        let mut i = 0;
+        while i < Category::ALL.len() {
+            let prefix = Category::ALL[i].1.as_bytes();
+            if starts_with(bytes, prefix) && valid_action(bytes, prefix.len()) {
+                return Self(name);
+            }
+            i += 1;
+        }
+        panic!(
+            "event names are `<category>.<action>`: user, api, database, security, integration, flag or alert"
+        );
+    }
+
+    /// The name as text.
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+
+    /// The family the event belongs to.
+    pub fn category(self) -> Category {
+        Category::ALL
+            .iter()
+            .find(|(_, prefix)| self.0.starts_with(prefix))
+            .map(|(c, _)| *c)
+            .unwrap_or(Category::Api)
+    }
+}
+
+const fn starts_with(bytes: &[u8], prefix: &[u8]) -> bool {
+    if bytes.len() < prefix.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < prefix.len() {
+        if bytes[i] != prefix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn valid_action(bytes: &[u8], from: usize) -> bool {
+    if bytes.len() == from {
+        return false;
+    }
+    let mut i = from;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.') {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl fmt::Debug for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Emits a guardrail event: a `tracing` event with target `guardrails` and
+/// an `event` field holding the [`EventName`].
+///
+/// The level is a `tracing::Level` constant name (`ERROR`, `WARN`, `INFO`,
+/// `DEBUG`, `TRACE`), or `level = expr` for a level chosen at run time. The
+/// remaining arguments are `tracing` fields and an optional message.
+///
+/// ```
+/// use guardrail_core::{emit, event::EventName};
+/// use tracing::Level;
+///
+/// emit!(INFO, EventName::API_REQUEST, status = 200_u16, latency_ms = 3.2);
+/// let level = Level::WARN;
+/// emit!(level = level, EventName::API_REQUEST, status = 404_u16);
+/// ```
+#[macro_export]
+macro_rules! emit {
+    (level = $level:expr, $name:expr $(, $($rest:tt)+)?) => {{
+        use $crate::__private::tracing::Level as __Level;
+        let __level: __Level = $level;
+        if __level == __Level::ERROR {
+            $crate::emit!(ERROR, $name $(, $($rest)+)?);
+        } else if __level == __Level::WARN {
+            $crate::emit!(WARN, $name $(, $($rest)+)?);
+        } else if __level == __Level::INFO {
+            $crate::emit!(INFO, $name $(, $($rest)+)?);
+        } else if __level == __Level::DEBUG {
+            $crate::emit!(DEBUG, $name $(, $($rest)+)?);
+        } else {
+            $crate::emit!(TRACE, $name $(, $($rest)+)?);
+        }
+    }};
+    ($level:ident, $name:expr $(, $($rest:tt)+)?) => {
+        $crate::__private::tracing::event!(
+            target: $crate::event::TARGET,
+            $crate::__private::tracing::Level::$level,
+            event = $crate::event::EventName::as_str($name),
+            $($($rest)+)?
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::MakeWriter;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn emitted_events_carry_name_target_and_fields() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(capture.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            emit!(WARN, EventName::SECURITY_AUTH_FAILED, reason = "expired");
+            emit!(
+                level = tracing::Level::ERROR,
+                EventName::API_REQUEST,
+                status = 503_u16,
+                "upstream down"
+            );
+        });
+        let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["target"], "guardrails");
+        assert_eq!(lines[0]["level"], "WARN");
+        assert_eq!(lines[0]["fields"]["event"], "security.auth_failed");
+        assert_eq!(lines[0]["fields"]["reason"], "expired");
+        assert_eq!(lines[1]["level"], "ERROR");
+        assert_eq!(lines[1]["fields"]["event"], "api.request");
+        assert_eq!(lines[1]["fields"]["status"], 503);
+        assert_eq!(lines[1]["fields"]["message"], "upstream down");
+    }
+
+    #[test]
+    fn every_predefined_name_belongs_to_its_category() {
+        for (name, cat) in [
+            (EventName::API_REQUEST, Category::Api),
+            (EventName::SECURITY_WEBHOOK_REJECTED, Category::Security),
+            (EventName::INTEGRATION_CIRCUIT_OPENED, Category::Integration),
+            (EventName::FLAG_KILL_SWITCH_ACTIVATED, Category::Flag),
+            (EventName::ALERT_P0, Category::Alert),
+            (EventName::new("database.insert"), Category::Database),
+        ] {
+            assert_eq!(name.category(), cat, "{name}");
+            assert_eq!(EventName::new(name.as_str()), name);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "event names are")]
+    fn names_outside_the_taxonomy_are_refused() {
+        let _ = EventName::new(String::from("payments.charged").leak());
+    }
+
+    #[test]
+    #[should_panic(expected = "event names are")]
+    fn empty_or_uppercase_actions_are_refused() {
+        let _ = EventName::new(String::from("user.Login").leak());
+    }
+}

@@ -1,0 +1,208 @@
+//! Who the caller is: the [`Principal`] that authentication puts in request
+//! extensions and every other layer reads.
+//!
+//! Its `Debug` output never shows the raw subject or session id, so
+//! `tracing::debug!(?principal)` can't leak a user id into logs.
+//!
+//! # Example
+//!
+//! ```
+//! use guardrail_core::{AssuranceLevel, Principal};
+//!
+//! let p = Principal::new("user-8c1f")
+//!     .with_assurance(AssuranceLevel::Aal2)
+//!     .with_roles(["admin"])
+//!     .with_org_id("org-7");
+//! assert!(p.has_role("admin"));
+//! assert!(p.is_mfa());
+//! assert_eq!(p.subject(), "user-8c1f");
+//! assert!(!format!("{p:?}").contains("user-8c1f"));
+//! ```
+
+use std::{fmt, time::SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// Authenticator assurance level, as in NIST SP 800-63B and Supabase's `aal`
+/// claim.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AssuranceLevel {
+    /// Single factor (password, magic link, OAuth).
+    #[default]
+    Aal1,
+    /// Multi-factor.
+    Aal2,
+}
+
+impl AssuranceLevel {
+    /// `"aal1"` or `"aal2"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aal1 => "aal1",
+            Self::Aal2 => "aal2",
+        }
+    }
+}
+
+impl fmt::Display for AssuranceLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal {
+    subject: String,
+    assurance: AssuranceLevel,
+    roles: Vec<String>,
+    org_id: Option<String>,
+    session_id: Option<String>,
+    auth_time: Option<SystemTime>,
+    mfa_time: Option<SystemTime>,
+}
+
+impl Principal {
+    /// A principal with subject `subject` (the token's `sub`), at
+    /// [`AssuranceLevel::Aal1`], with no roles.
+    pub fn new(subject: impl Into<String>) -> Self {
+        Self {
+            subject: subject.into(),
+            assurance: AssuranceLevel::Aal1,
+            roles: Vec::new(),
+            org_id: None,
+            session_id: None,
+            auth_time: None,
+            mfa_time: None,
+        }
+    }
+
+    /// Sets the assurance level.
+    pub fn with_assurance(mut self, level: AssuranceLevel) -> Self {
+        self.assurance = level;
+        self
+    }
+
+    /// Sets the roles.
+    pub fn with_roles<I, R>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = R>,
+        R: Into<String>,
+    {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the organization id.
+    pub fn with_org_id(mut self, org_id: impl Into<String>) -> Self {
+        self.org_id = Some(org_id.into());
+        self
+    }
+
+    /// Sets the session id.
+    pub fn with_session_id(mut self, session_id: impl Into<String>) -> Self {
+        self.session_id = Some(session_id.into());
+        self
+    }
+
+    /// Sets when the user authenticated.
+    pub fn with_auth_time(mut self, at: SystemTime) -> Self {
+        self.auth_time = Some(at);
+        self
+    }
+
+    /// Sets when the user last completed a second factor.
+    pub fn with_mfa_time(mut self, at: SystemTime) -> Self {
+        self.mfa_time = Some(at);
+        self
+    }
+
+    /// The subject (raw user id). Log [`pseudonyms`](crate::event) of it,
+    /// never the value itself.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The assurance level.
+    pub fn assurance(&self) -> AssuranceLevel {
+        self.assurance
+    }
+
+    /// Whether the caller completed multi-factor authentication (aal2).
+    pub fn is_mfa(&self) -> bool {
+        self.assurance >= AssuranceLevel::Aal2
+    }
+
+    /// The roles.
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    /// Whether the caller has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// The organization id.
+    pub fn org_id(&self) -> Option<&str> {
+        self.org_id.as_deref()
+    }
+
+    /// The session id.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
+    /// When the user authenticated.
+    pub fn auth_time(&self) -> Option<SystemTime> {
+        self.auth_time
+    }
+
+    /// When the user last completed a second factor.
+    pub fn mfa_time(&self) -> Option<SystemTime> {
+        self.mfa_time
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const REDACTED: &str = "[redacted]";
+        f.debug_struct("Principal")
+            .field("subject", &REDACTED)
+            .field("assurance", &self.assurance)
+            .field("roles", &self.roles)
+            .field("org_id", &self.org_id)
+            .field("session_id", &self.session_id.as_ref().map(|_| REDACTED))
+            .field("auth_time", &self.auth_time)
+            .field("mfa_time", &self.mfa_time)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_subject_or_session() {
+        let p = Principal::new("alice@example.com").with_session_id("sess-secret-123");
+        let dbg = format!("{p:?} {p:#?}");
+        assert!(!dbg.contains("alice"));
+        assert!(!dbg.contains("sess-secret-123"));
+        assert!(dbg.contains("[redacted]"));
+    }
+
+    #[test]
+    fn aal2_is_mfa_and_aal1_is_not() {
+        assert!(!Principal::new("u").is_mfa());
+        assert!(
+            Principal::new("u")
+                .with_assurance(AssuranceLevel::Aal2)
+                .is_mfa()
+        );
+        assert_eq!(AssuranceLevel::Aal2.to_string(), "aal2");
+    }
+}

@@ -1,0 +1,239 @@
+//! The one configuration file for every guardrail: TOML, with environment
+//! overrides, validated per profile.
+//!
+//! # Loading
+//!
+//! [`GuardrailsConfig::load`] reads a TOML file, then applies every
+//! environment variable named `GUARDRAILS__<SECTION>__<KEY>` (double
+//! underscores separate the path; names are case-insensitive), so
+//! `GUARDRAILS__SERVER__SHUTDOWN_GRACE=5s` overrides `[server]
+//! shutdown_grace`. An override's value is read as a TOML value
+//! (`20`, `true`, `["10.0.0.0/8"]`) and, if that fails, as a string. Unknown
+//! keys — in the file or in an override — are errors naming the key, so a
+//! typo never silently falls back to a default.
+//!
+//! # Validation
+//!
+//! [`GuardrailsConfig::validate`] checks the loaded values against a
+//! [`Profile`] and returns **every** problem at once, each with its key path.
+//! [`Profile::Production`] (the default when the file names none) refuses
+//! what is merely unwise in development.
+//!
+//! # Secrets
+//!
+//! A secret is never written in the file: a [`SecretRef`] names the
+//! environment variable or file that holds it (`{ env = "JWT_SECRET" }`).
+//!
+//! # Example
+//!
+//! ```
+//! use guardrails::{GuardrailsConfig, Profile};
+//! use std::time::Duration;
+//!
+//! let env = [("GUARDRAILS__SERVER__SHUTDOWN_GRACE".to_string(), "3s".to_string())];
+//! let config = GuardrailsConfig::from_sources(
+//!     "[server]\nshutdown_grace = \"20s\"\n",
+//!     "inline",
+//!     env,
+//! ).unwrap();
+//! assert_eq!(config.server.shutdown_grace, Duration::from_secs(3));
+//! assert_eq!(config.profile, Profile::Production);
+//!
+//! let err = GuardrailsConfig::from_toml_str("[server]\nshutdown_grace_period = \"1s\"").unwrap_err();
+//! assert!(err.to_string().contains("shutdown_grace_period"));
+//! ```
+
+mod env;
+mod secret;
+mod validate;
+
+use std::{fmt, path::Path, time::Duration};
+
+use guardrail_core::ClientIpConfig;
+use serde::{Deserialize, Deserializer};
+
+pub use env::ENV_PREFIX;
+pub use secret::{Secret, SecretError, SecretRef};
+pub use validate::{ConfigProblem, ValidationErrors};
+
+/// Strict checks for production, or lenient ones for development.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Local development and tests: weak settings are allowed.
+    Development,
+    /// The default: refuses weak secrets, wildcard proxies and the like.
+    #[default]
+    Production,
+}
+
+/// Every guardrail's settings, one section per layer.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct GuardrailsConfig {
+    /// Which checks [`GuardrailsConfig::validate`] applies by default
+    /// (`"development"` or `"production"`; default production).
+    pub profile: Profile,
+    /// `[server]`: how the service itself runs.
+    pub server: ServerConfig,
+    /// `[request_id]`: request id header and trust.
+    pub request_id: RequestIdConfig,
+    /// `[client_ip]`: trusted proxies and the forwarding header.
+    pub client_ip: ClientIpConfig,
+    /// `[auth]`: authentication (no keys yet).
+    pub auth: EmptySection,
+    /// `[rate_limit]`: rate limiting (no keys yet).
+    pub rate_limit: EmptySection,
+    /// `[trace]`: scrubbed tracing (no keys yet).
+    pub trace: EmptySection,
+    /// `[timeout]`: deadlines and retries (no keys yet).
+    pub timeout: EmptySection,
+    /// `[flags]`: feature flags (no keys yet).
+    pub flags: EmptySection,
+    /// `[monitor]`: metrics and alerts (no keys yet).
+    pub monitor: EmptySection,
+}
+
+/// A section whose layer has no settings yet: any key in it is an error.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmptySection {}
+
+/// `[server]`: how the service runs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// How long in-flight requests may take to finish after a shutdown
+    /// signal (default `"10s"`, at most 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[request_id]`: the request id header.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct RequestIdConfig {
+    /// The header carrying the id (default `"x-request-id"`).
+    #[serde(deserialize_with = "header_name")]
+    pub header: http::HeaderName,
+    /// Keep a well-formed id sent by the client (default `true`); otherwise
+    /// every request gets a fresh one.
+    pub trust_incoming: bool,
+}
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        Self {
+            header: guardrail_core::request_id::X_REQUEST_ID,
+            trust_incoming: true,
+        }
+    }
+}
+
+fn header_name<'de, D: Deserializer<'de>>(d: D) -> Result<http::HeaderName, D::Error> {
+    let s = String::deserialize(d)?;
+    http::HeaderName::from_bytes(s.as_bytes())
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a valid HTTP header name")))
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{origin} is not valid TOML: {message}")]
+    Syntax {
+        /// Where the text came from.
+        origin: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// An environment override could not be applied.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key has an unknown name or a value of the wrong shape.
+    #[error("config key `{path}`{}: {message}", origin.as_ref().map(|o| format!(" (set by {o})")).unwrap_or_default())]
+    Invalid {
+        /// The key path, e.g. `client_ip.trusted_proxies[0]`.
+        path: String,
+        /// Where the value came from, when it was an environment override.
+        origin: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl GuardrailsConfig {
+    /// Loads `path`, then applies `GUARDRAILS__*` overrides from the process
+    /// environment.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_sources(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses TOML text with no environment overrides.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_sources(text, "config", std::iter::empty())
+    }
+
+    /// Parses TOML `text` (named `origin` in errors), then applies the
+    /// `GUARDRAILS__*` overrides found in `env`; other variables are ignored.
+    pub fn from_sources<I>(text: &str, origin: &str, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    origin: origin.to_owned(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?;
+        let overrides = env::apply(&mut table, env)?;
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+            let path = err.path().to_string();
+            let origin = overrides.origin_of(&path);
+            ConfigError::Invalid {
+                path,
+                origin,
+                message: err.into_inner().to_string().trim_end().to_owned(),
+            }
+        })
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        })
+    }
+}

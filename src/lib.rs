@@ -1,0 +1,72 @@
+//! Production guardrails for any tower-based service (axum, hyper, tonic),
+//! added with `.layer(...)`.
+//!
+//! This umbrella crate re-exports each layer crate behind a cargo feature of
+//! the same name (all on by default), owns the one configuration file for
+//! every layer ([`GuardrailsConfig`]), and stacks the configured layers in
+//! the recommended order ([`GuardrailsLayer`]).
+//!
+//! | feature / crate | guardrail |
+//! |---|---|
+//! | [`guardrail_core`] (always) | problem+json, client IP, request id, principal, events |
+//! | `auth-layer` | authentication and authorization levels |
+//! | `ratelimit-layer` | rate limiting |
+//! | `pii-trace-layer` | PII scrubbing and request tracing |
+//! | `timeout-retry-layer` | deadlines, retries, circuit breaking |
+//! | `flag-layer` | feature flags |
+//! | `monitor-layer` | metrics, health, alerts |
+//!
+//! # Example
+//!
+//! ```
+//! use guardrails::{GuardrailsConfig, GuardrailsLayer, Profile};
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let config = GuardrailsConfig::from_toml_str(r#"
+//!     profile = "development"
+//!     [client_ip]
+//!     trusted_proxies = ["10.0.0.0/8"]
+//! "#).unwrap();
+//! config.validate(config.profile).unwrap();
+//!
+//! let svc = ServiceBuilder::new()
+//!     .layer(GuardrailsLayer::from_config(&config))
+//!     .service(service_fn(|_req: Request<()>| async {
+//!         Ok::<_, std::convert::Infallible>(Response::new("hello"))
+//!     }));
+//! let res = svc.oneshot(Request::new(())).await.unwrap();
+//! assert!(res.headers().contains_key("x-request-id"));
+//! # }
+//! ```
+
+#![deny(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
+pub mod config;
+mod stack;
+
+pub use config::{ConfigError, GuardrailsConfig, Profile, SecretRef, ValidationErrors};
+pub use stack::GuardrailsLayer;
+
+pub use guardrail_core;
+
+#[cfg(feature = "auth-layer")]
+pub use auth_layer;
+#[cfg(feature = "flag-layer")]
+pub use flag_layer;
+#[cfg(feature = "monitor-layer")]
+pub use monitor_layer;
+#[cfg(feature = "pii-trace-layer")]
+pub use pii_trace_layer;
+#[cfg(feature = "ratelimit-layer")]
+pub use ratelimit_layer;
+#[cfg(feature = "timeout-retry-layer")]
+pub use timeout_retry_layer;

@@ -1,0 +1,177 @@
+//! Loading, overriding and validating `GuardrailsConfig`.
+
+use std::time::Duration;
+
+use guardrails::{ConfigError, GuardrailsConfig, Profile};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn empty_file_gives_fail_secure_defaults() {
+    let c = GuardrailsConfig::from_toml_str("").unwrap();
+    assert_eq!(c.profile, Profile::Production);
+    assert!(
+        c.client_ip.trusted_proxy_list().is_empty(),
+        "no proxy is trusted by default"
+    );
+    assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
+    assert!(c.request_id.trust_incoming);
+    c.validate(Profile::Production).unwrap();
+}
+
+#[test]
+fn example_config_is_valid_in_its_profile() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/guardrails.toml");
+    let c =
+        GuardrailsConfig::from_sources(&std::fs::read_to_string(path).unwrap(), path, []).unwrap();
+    c.validate(c.profile).unwrap();
+}
+
+#[test]
+fn env_overrides_win_over_the_file_and_are_typed() {
+    let file = r#"
+        profile = "development"
+        [server]
+        shutdown_grace = "20s"
+        [client_ip]
+        header = "forwarded"
+    "#;
+    let c = GuardrailsConfig::from_sources(
+        file,
+        "test.toml",
+        env(&[
+            ("GUARDRAILS__SERVER__SHUTDOWN_GRACE", "1m 30s"),
+            ("GUARDRAILS__PROFILE", "production"),
+            (
+                "guardrails__client_ip__trusted_proxies",
+                r#"["10.0.0.0/8", "fd00::/8"]"#,
+            ),
+            ("GUARDRAILS__REQUEST_ID__TRUST_INCOMING", "false"),
+            ("GUARDRAILS_LISTEN", "127.0.0.1:9"), // single underscore: not an override
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.server.shutdown_grace, Duration::from_secs(90));
+    assert_eq!(c.profile, Profile::Production);
+    assert_eq!(c.client_ip.trusted_proxy_list().len(), 2);
+    assert_eq!(
+        c.client_ip.forwarded_header(),
+        guardrail_core::ForwardedHeader::Forwarded
+    );
+    assert!(!c.request_id.trust_incoming);
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    for (text, key) in [
+        ("[server]\nshutdown_grase = \"1s\"", "shutdown_grase"),
+        ("[client_ip]\ntrusted_proxy = []", "trusted_proxy"),
+        ("[rate_limit]\nburst = 5", "burst"),
+        ("[nope]\nx = 1", "nope"),
+        ("profil = \"development\"", "profil"),
+    ] {
+        let err = GuardrailsConfig::from_toml_str(text).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{msg}");
+        assert!(msg.contains(key), "{text:?} -> {msg}");
+    }
+}
+
+#[test]
+fn unknown_env_override_names_the_variable() {
+    let err = GuardrailsConfig::from_sources(
+        "",
+        "test.toml",
+        env(&[("GUARDRAILS__SERVER__GRACE", "5s")]),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("server.grace") || msg.contains("`grace`"),
+        "{msg}"
+    );
+    assert!(msg.contains("GUARDRAILS__SERVER__GRACE"), "{msg}");
+}
+
+#[test]
+fn bad_values_name_their_key_path() {
+    let cases = [
+        (
+            "[server]\nshutdown_grace = \"soon\"",
+            "server.shutdown_grace",
+        ),
+        (
+            "[client_ip]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0/33\"]",
+            "client_ip.trusted_proxies",
+        ),
+        ("[client_ip]\nheader = \"x-client-ip\"", "client_ip.header"),
+        ("[request_id]\nheader = \"bad header\"", "request_id.header"),
+        ("profile = \"staging\"", "profile"),
+    ];
+    for (text, path) in cases {
+        let msg = GuardrailsConfig::from_toml_str(text)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(path), "{text:?} -> {msg}");
+    }
+}
+
+#[test]
+fn syntax_errors_carry_line_numbers() {
+    let err = GuardrailsConfig::from_sources("[server\nx = 1", "svc.toml", []).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ConfigError::Syntax { .. }));
+    assert!(msg.contains("svc.toml") && msg.contains("line 1"), "{msg}");
+}
+
+#[test]
+fn validation_lists_every_problem_with_its_path() {
+    let c = GuardrailsConfig::from_toml_str(
+        r#"
+        [server]
+        shutdown_grace = "1h"
+        [client_ip]
+        trusted_proxies = ["10.0.0.0/8", "0.0.0.0/0", "::/0"]
+        ipv6_group_prefix = 8
+        "#,
+    )
+    .unwrap();
+    let err = c.validate(Profile::Production).unwrap_err();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "server.shutdown_grace",
+            "client_ip.trusted_proxies[1]",
+            "client_ip.trusted_proxies[2]",
+            "client_ip.ipv6_group_prefix",
+        ]
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with("invalid configuration for the production profile (4 problems):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("any client could choose its own IP"),
+        "{text}"
+    );
+
+    // Development tolerates a wildcard proxy, but not nonsense values.
+    let dev = c.validate(Profile::Development).unwrap_err();
+    assert_eq!(dev.problems().len(), 2);
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let err = GuardrailsConfig::load("/definitely/not/here.toml").unwrap_err();
+    assert!(
+        err.to_string().contains("/definitely/not/here.toml"),
+        "{err}"
+    );
+}

@@ -1,0 +1,199 @@
+//! Black-box tests of `examples/guarded_service.rs`: the real binary, a real
+//! listener on 127.0.0.1, plain HTTP/1.1 over TCP.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+/// The example binary that `cargo test` builds beside the test executables.
+fn example_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let target_dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let bin = target_dir
+        .join("examples")
+        .join(format!("guarded_service{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace --all-features`, which builds examples",
+        bin.display()
+    );
+    bin
+}
+
+fn command() -> Command {
+    let mut cmd = Command::new(example_binary());
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("GUARDRAILS_CONFIG")
+        .env("GUARDRAILS_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GUARDRAILS__") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+struct Running {
+    child: Child,
+    addr: String,
+    stdout: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> Self {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Owned by `Running` at once, so `Drop` reaps it on every path.
+        let mut svc = Self {
+            child,
+            addr: String::new(),
+            stdout: None,
+        };
+        let mut stdout = BufReader::new(svc.child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let mut err = String::new();
+                svc.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("service exited before listening: {err}");
+            }
+            let json: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            if json["message"] == "listening" {
+                svc.addr = json["addr"].as_str().unwrap().to_owned();
+                svc.stdout = Some(stdout);
+                return svc;
+            }
+        }
+    }
+
+    /// Sends one request and returns (status, headers, body).
+    fn get(&self, path: &str, extra: &str) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_ascii_lowercase(), body.to_owned())
+    }
+
+    fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(ok.success());
+        let status = self.child.wait().unwrap();
+        let mut rest = String::new();
+        if let Some(stdout) = self.stdout.as_mut() {
+            stdout.read_to_string(&mut rest).unwrap();
+        }
+        (status, rest)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the service running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn health_is_public_json_with_request_id() {
+    let mut svc = Running::start(command());
+    let (status, head, body) = svc.get("/api/health", "x-request-id: client-id-1\r\n");
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(head.contains("x-request-id: client-id-1"), "{head}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["status"], "ok");
+
+    let (status, head, body) = svc.get("/nowhere", "x-request-id: bad id\r\n");
+    assert_eq!(status, 404);
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["status"], 404);
+    let id = json["request_id"].as_str().unwrap();
+    assert_eq!(id.len(), 36, "malformed client id was replaced by a UUID");
+
+    let (status, logs) = svc.terminate();
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0, got {status:?}"
+    );
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    assert!(logs.contains("shutting down"), "{logs}");
+}
+
+#[test]
+fn bad_config_file_refuses_to_start() {
+    let path = std::env::temp_dir().join(format!("guardrails-bad-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[server]\nshutdown_grace = \"10s\"\nlisten = \"0.0.0.0:80\"\n",
+    )
+    .unwrap();
+    let out = command().env("GUARDRAILS_CONFIG", &path).output().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to start"), "{err}");
+    assert!(
+        err.contains("server.listen") || err.contains("`listen`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_config_file_refuses_to_start() {
+    let out = command()
+        .env("GUARDRAILS_CONFIG", "/no/such/guardrails.toml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/guardrails.toml"));
+}
+
+#[test]
+fn production_profile_lists_every_problem_and_refuses_to_start() {
+    let out = command()
+        .env("GUARDRAILS__PROFILE", "production")
+        .env("GUARDRAILS__CLIENT_IP__TRUSTED_PROXIES", r#"["0.0.0.0/0"]"#)
+        .env("GUARDRAILS__SERVER__SHUTDOWN_GRACE", "1h")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 problems"), "{err}");
+    assert!(err.contains("client_ip.trusted_proxies[0]"), "{err}");
+    assert!(err.contains("server.shutdown_grace"), "{err}");
+}
