@@ -58,22 +58,27 @@ async fn main() -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(listen);
+    let signal = shutdown_signal();
     tracing::info!(addr = %addr, profile = %config.profile, "listening");
 
     let app = app(&config);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal());
+    .with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
     let grace = config.server.shutdown_grace;
     let mut server = tokio::spawn(async move { server.await });
 
     let finished = tokio::select! {
         finished = &mut server => finished,
-        () = shutdown_signal() => {
-            // In-flight requests get `grace` to finish.
+        () = signal => {
+            // Stop accepting; in-flight requests get `grace` to finish.
             tracing::info!(grace = ?grace, "shutting down");
+            let _ = stop_tx.send(());
             match tokio::time::timeout(grace, server).await {
                 Ok(finished) => finished,
                 Err(_) => {
@@ -133,23 +138,29 @@ fn load_config() -> Result<GuardrailsConfig, String> {
     Ok(config)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when it is first polled, so a signal sent right after the
+/// "listening" line is never lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                }
+                _ => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -9,6 +9,7 @@
 //!   on the response.
 //! - [`Principal`]: who the caller is, inserted by authentication.
 //! - [`event`]: the event taxonomy and the [`emit!`] macro.
+//! - [`config`], [`SecretRef`]: what every layer's config section shares.
 //!
 //! # Example
 //!
@@ -47,10 +48,12 @@
 
 mod body;
 pub mod client_ip;
+pub mod config;
 pub mod event;
 mod principal;
 pub mod problem;
 pub mod request_id;
+mod secret;
 
 pub use body::GuardBody;
 pub use client_ip::{
@@ -60,6 +63,7 @@ pub use event::EventName;
 pub use principal::{AssuranceLevel, Principal};
 pub use problem::Problem;
 pub use request_id::{RequestId, SetRequestId, SetRequestIdLayer};
+pub use secret::{Secret, SecretError, SecretRef};
 
 #[doc(hidden)]
 pub mod __private {

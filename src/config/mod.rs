@@ -44,28 +44,17 @@
 //! ```
 
 mod env;
-mod secret;
 mod validate;
 
-use std::{fmt, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use guardrail_core::ClientIpConfig;
 use serde::{Deserialize, Deserializer};
 
 pub use env::ENV_PREFIX;
-pub use secret::{Secret, SecretError, SecretRef};
-pub use validate::{ConfigProblem, ValidationErrors};
-
-/// Strict checks for production, or lenient ones for development.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    /// Local development and tests: weak settings are allowed.
-    Development,
-    /// The default: refuses weak secrets, wildcard proxies and the like.
-    #[default]
-    Production,
-}
+pub use guardrail_core::config::{ConfigProblem, Profile};
+pub use guardrail_core::{Secret, SecretError, SecretRef};
+pub use validate::ValidationErrors;
 
 /// Every guardrail's settings, one section per layer.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -225,15 +214,6 @@ impl GuardrailsConfig {
                 origin,
                 message: err.into_inner().to_string().trim_end().to_owned(),
             }
-        })
-    }
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Development => "development",
-            Self::Production => "production",
         })
     }
 }

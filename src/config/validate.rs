@@ -2,16 +2,7 @@
 
 use std::{fmt, time::Duration};
 
-use super::{GuardrailsConfig, Profile};
-
-/// One invalid setting.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// The key path, e.g. `client_ip.trusted_proxies[0]`.
-    pub path: String,
-    /// What is wrong and what to do instead.
-    pub message: String,
-}
+use super::{ConfigProblem, GuardrailsConfig, Profile};
 
 /// Every problem [`GuardrailsConfig::validate`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,12 +42,8 @@ impl GuardrailsConfig {
     /// Checks every setting against `profile` and returns all problems.
     pub fn validate(&self, profile: Profile) -> Result<(), ValidationErrors> {
         let mut problems = Vec::new();
-        let mut problem = |path: String, message: &str| {
-            problems.push(ConfigProblem {
-                path,
-                message: message.to_owned(),
-            });
-        };
+        let mut problem =
+            |path: String, message: &str| problems.push(ConfigProblem::new(path, message));
 
         let grace = self.server.shutdown_grace;
         if grace.is_zero() || grace > MAX_SHUTDOWN_GRACE {

@@ -1,5 +1,18 @@
-//! References to secrets: the config names where a secret is, never the
-//! secret itself.
+//! References to secrets: configuration names where a secret is, never the
+//! secret itself. A [`Secret`]'s `Debug` never shows its bytes.
+//!
+//! # Example
+//!
+//! ```
+//! use guardrail_core::{Secret, SecretRef};
+//!
+//! let r = SecretRef::Env("GUARDRAILS_DOC_EXAMPLE_SECRET".into());
+//! assert!(r.resolve().is_err(), "unset variables are an error, not an empty key");
+//!
+//! let s = Secret::new("correct horse battery staple, but random");
+//! assert_eq!(format!("{s:?}"), "Secret([redacted])");
+//! assert!(s.weakness(32).is_none());
+//! ```
 
 use std::{collections::HashSet, fmt, path::PathBuf};
 
@@ -14,7 +27,7 @@ use serde::{
 /// committed with the configuration.
 ///
 /// ```
-/// use guardrails::SecretRef;
+/// use guardrail_core::SecretRef;
 ///
 /// #[derive(Debug, serde::Deserialize)]
 /// struct Section { key: SecretRef }
@@ -39,13 +52,12 @@ pub enum SecretRef {
 }
 
 /// Why a secret could not be read.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
+#[non_exhaustive]
 pub enum SecretError {
     /// The variable is unset or empty.
-    #[error("environment variable {0} is not set (or empty)")]
     MissingEnv(String),
     /// The file could not be read.
-    #[error("cannot read secret file {path}: {source}")]
     File {
         /// The file.
         path: String,
@@ -53,8 +65,26 @@ pub enum SecretError {
         source: std::io::Error,
     },
     /// The file is empty.
-    #[error("secret file {0} is empty")]
     EmptyFile(String),
+}
+
+impl fmt::Display for SecretError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingEnv(var) => write!(f, "environment variable {var} is not set (or empty)"),
+            Self::File { path, source } => write!(f, "cannot read secret file {path}: {source}"),
+            Self::EmptyFile(path) => write!(f, "secret file {path} is empty"),
+        }
+    }
+}
+
+impl std::error::Error for SecretError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::File { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 impl SecretRef {
