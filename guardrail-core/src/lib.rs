@@ -52,6 +52,7 @@ pub mod config;
 pub mod event;
 mod principal;
 pub mod problem;
+mod pseudonym;
 pub mod request_id;
 mod secret;
 
@@ -62,6 +63,7 @@ pub use client_ip::{
 pub use event::EventName;
 pub use principal::{AssuranceLevel, Principal};
 pub use problem::Problem;
+pub use pseudonym::Pseudonymizer;
 pub use request_id::{RequestId, SetRequestId, SetRequestIdLayer};
 pub use secret::{Secret, SecretError, SecretRef};
 

@@ -182,6 +182,32 @@ impl fmt::Debug for Principal {
     }
 }
 
+/// Extracts the [`Principal`] that authentication put in the request. A
+/// handler taking one is unreachable without it: a request that somehow
+/// arrives unauthenticated gets a 401 problem, never a panic.
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
+    type Rejection = http::Response<axum::body::Body>;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
+            let (parts_, body) = crate::Problem::unauthorized()
+                .detail("Authentication is required.")
+                .header(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                )
+                .request_id_from(&parts.extensions)
+                .into_response::<axum::body::Body>()
+                .into_parts();
+            http::Response::from_parts(parts_, axum::body::Body::new(body))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +219,20 @@ mod tests {
         assert!(!dbg.contains("alice"));
         assert!(!dbg.contains("sess-secret-123"));
         assert!(dbg.contains("[redacted]"));
+    }
+
+    #[cfg(feature = "axum")]
+    #[tokio::test]
+    async fn extractor_rejects_missing_principal_with_401() {
+        use axum::extract::FromRequestParts;
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        let res = Principal::from_request_parts(&mut parts, &()).await.unwrap_err();
+        assert_eq!(res.status(), http::StatusCode::UNAUTHORIZED);
+        assert_eq!(res.headers()[http::header::CONTENT_TYPE], "application/problem+json");
+
+        parts.extensions.insert(Principal::new("u1"));
+        let p = Principal::from_request_parts(&mut parts, &()).await.unwrap();
+        assert_eq!(p.subject(), "u1");
     }
 
     #[test]
