@@ -50,6 +50,7 @@ mod body;
 pub mod client_ip;
 pub mod config;
 pub mod event;
+mod future;
 mod principal;
 pub mod problem;
 mod pseudonym;
@@ -61,6 +62,7 @@ pub use client_ip::{
     ClientIp, ClientIpConfig, ForwardedHeader, ResolveClientIp, ResolveClientIpLayer,
 };
 pub use event::EventName;
+pub use future::GuardFuture;
 pub use principal::{AssuranceLevel, Principal};
 pub use problem::Problem;
 pub use pseudonym::Pseudonymizer;

@@ -226,12 +226,19 @@ mod tests {
     async fn extractor_rejects_missing_principal_with_401() {
         use axum::extract::FromRequestParts;
         let (mut parts, ()) = http::Request::new(()).into_parts();
-        let res = Principal::from_request_parts(&mut parts, &()).await.unwrap_err();
+        let res = Principal::from_request_parts(&mut parts, &())
+            .await
+            .unwrap_err();
         assert_eq!(res.status(), http::StatusCode::UNAUTHORIZED);
-        assert_eq!(res.headers()[http::header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            res.headers()[http::header::CONTENT_TYPE],
+            "application/problem+json"
+        );
 
         parts.extensions.insert(Principal::new("u1"));
-        let p = Principal::from_request_parts(&mut parts, &()).await.unwrap();
+        let p = Principal::from_request_parts(&mut parts, &())
+            .await
+            .unwrap();
         assert_eq!(p.subject(), "u1");
     }
 

@@ -47,10 +47,7 @@ impl Pseudonymizer {
 
     /// A pseudonymizer with a random key (stable for this value only).
     pub fn random() -> Self {
-        let mut key = [0u8; 32];
-        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        Self::new(&key)
+        Self::new(crate::Secret::random().expose())
     }
 
     /// The process-wide pseudonymizer: the installed one, or a random one.
@@ -105,6 +102,9 @@ mod tests {
 
     #[test]
     fn debug_hides_the_key() {
-        assert_eq!(format!("{:?}", Pseudonymizer::new(b"secret")), "Pseudonymizer([key redacted])");
+        assert_eq!(
+            format!("{:?}", Pseudonymizer::new(b"secret")),
+            "Pseudonymizer([key redacted])"
+        );
     }
 }

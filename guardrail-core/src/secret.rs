@@ -170,6 +170,14 @@ impl Secret {
         Self(bytes.into())
     }
 
+    /// 32 random bytes, e.g. a development stand-in that no caller knows.
+    pub fn random() -> Self {
+        let mut bytes = Vec::with_capacity(32);
+        bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Self(bytes)
+    }
+
     /// The bytes, for the one place that needs them (a key constructor).
     pub fn expose(&self) -> &[u8] {
         &self.0

@@ -1,0 +1,246 @@
+//! Mapping verified claims to a [`Principal`].
+//!
+//! [`SupabaseClaims`] (the default) reads Supabase Auth's claims: `sub`,
+//! `aal` (`aal2` = MFA), `amr` (objects `{method, timestamp}` or strings),
+//! `session_id`, `role` and `app_metadata.role` / `app_metadata.roles`, and
+//! an organization id from a configurable claim path. `user_metadata` is
+//! never read: users can edit it. Any other issuer's shape plugs in through
+//! [`ClaimsMapper`], which closures implement.
+//!
+//! # Example
+//!
+//! ```
+//! use auth_layer::{ClaimsMapper, SupabaseClaims};
+//! use serde_json::json;
+//!
+//! let claims = json!({
+//!     "sub": "8c1f", "aal": "aal2", "role": "authenticated",
+//!     "amr": [{"method": "password", "timestamp": 1700000000},
+//!             {"method": "totp", "timestamp": 1700000100}],
+//!     "app_metadata": {"roles": ["admin"], "org_id": "org-7"},
+//!     "user_metadata": {"roles": ["superuser"]},
+//! });
+//! let mapper = SupabaseClaims::new().org_claim("app_metadata.org_id");
+//! let p = mapper.principal(claims.as_object().unwrap()).unwrap();
+//! assert!(p.is_mfa() && p.has_role("admin") && !p.has_role("superuser"));
+//! assert_eq!(p.org_id(), Some("org-7"));
+//! ```
+
+use std::{
+    fmt,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use guardrail_core::{AssuranceLevel, Principal};
+use serde_json::{Map, Value};
+
+/// Turns verified claims into a [`Principal`]; `None` rejects the token
+/// (as `invalid_claims`).
+pub trait ClaimsMapper: Send + Sync + 'static {
+    /// Maps the claims.
+    fn principal(&self, claims: &Map<String, Value>) -> Option<Principal>;
+}
+
+impl<F> ClaimsMapper for F
+where
+    F: Fn(&Map<String, Value>) -> Option<Principal> + Send + Sync + 'static,
+{
+    fn principal(&self, claims: &Map<String, Value>) -> Option<Principal> {
+        self(claims)
+    }
+}
+
+/// `amr` methods that count as a second factor.
+const MFA_METHODS: [&str; 5] = ["totp", "webauthn", "mfa/totp", "mfa/phone", "mfa/webauthn"];
+
+/// Longest accepted `sub`.
+const MAX_SUBJECT_LEN: usize = 256;
+
+/// The default mapper, for Supabase Auth's claims.
+#[derive(Clone, Default)]
+pub struct SupabaseClaims {
+    org_claim: Option<Vec<String>>,
+}
+
+impl SupabaseClaims {
+    /// Reads no organization id.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads the organization id from a dotted claim path, e.g.
+    /// `app_metadata.org_id`.
+    pub fn org_claim(mut self, path: &str) -> Self {
+        self.org_claim = Some(path.split('.').map(str::to_owned).collect());
+        self
+    }
+}
+
+impl fmt::Debug for SupabaseClaims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupabaseClaims")
+            .field("org_claim", &self.org_claim.as_ref().map(|p| p.join(".")))
+            .finish()
+    }
+}
+
+fn timestamp(value: &Value) -> Option<SystemTime> {
+    let secs = value
+        .as_u64()
+        .or_else(|| value.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+fn str_at<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a str> {
+    let (last, parents) = path.split_last()?;
+    let mut map = claims;
+    for key in parents {
+        map = map.get(key)?.as_object()?;
+    }
+    map.get(last)?.as_str()
+}
+
+impl ClaimsMapper for SupabaseClaims {
+    fn principal(&self, claims: &Map<String, Value>) -> Option<Principal> {
+        let subject = claims
+            .get("sub")?
+            .as_str()
+            .filter(|s| !s.is_empty() && s.len() <= MAX_SUBJECT_LEN)?;
+        let assurance = match claims.get("aal").and_then(Value::as_str) {
+            Some("aal2") => AssuranceLevel::Aal2,
+            _ => AssuranceLevel::Aal1,
+        };
+
+        let mut mfa_time: Option<SystemTime> = None;
+        let mut first_auth: Option<SystemTime> = None;
+        for entry in claims
+            .get("amr")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let (method, at) = match entry {
+                Value::String(m) => (m.as_str(), None),
+                Value::Object(o) => (
+                    o.get("method").and_then(Value::as_str).unwrap_or_default(),
+                    o.get("timestamp").and_then(timestamp),
+                ),
+                _ => continue,
+            };
+            if let Some(at) = at {
+                if MFA_METHODS.contains(&method) {
+                    mfa_time = mfa_time.max(Some(at));
+                } else {
+                    first_auth = Some(first_auth.map_or(at, |t| t.min(at)));
+                }
+            }
+        }
+        let auth_time = claims
+            .get("auth_time")
+            .and_then(timestamp)
+            .or(first_auth)
+            .or_else(|| claims.get("iat").and_then(timestamp));
+
+        let mut roles: Vec<String> = Vec::new();
+        let app = claims.get("app_metadata").and_then(Value::as_object);
+        let role_values = [claims.get("role"), app.and_then(|a| a.get("role"))];
+        for role in role_values.into_iter().flatten().filter_map(Value::as_str) {
+            roles.push(role.to_owned());
+        }
+        for role in app
+            .and_then(|a| a.get("roles"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            roles.push(role.to_owned());
+        }
+        roles.sort();
+        roles.dedup();
+
+        let mut principal = Principal::new(subject)
+            .with_assurance(assurance)
+            .with_roles(roles);
+        if let Some(at) = auth_time {
+            principal = principal.with_auth_time(at);
+        }
+        if let Some(at) = mfa_time {
+            principal = principal.with_mfa_time(at);
+        }
+        if let Some(session) = claims.get("session_id").and_then(Value::as_str) {
+            principal = principal.with_session_id(session);
+        }
+        if let Some(org) = self.org_claim.as_deref().and_then(|p| str_at(claims, p)) {
+            principal = principal.with_org_id(org);
+        }
+        Some(principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn string_amr_and_missing_aal_mean_single_factor() {
+        let p = SupabaseClaims::new()
+            .principal(&map(
+                json!({"sub": "u", "amr": ["pwd", "mfa"], "iat": 1700000000}),
+            ))
+            .unwrap();
+        assert!(!p.is_mfa());
+        assert_eq!(p.mfa_time(), None);
+        assert_eq!(
+            p.auth_time(),
+            UNIX_EPOCH.checked_add(Duration::from_secs(1700000000))
+        );
+    }
+
+    #[test]
+    fn mfa_time_is_the_latest_second_factor() {
+        let p = SupabaseClaims::new()
+            .principal(&map(json!({"sub": "u", "aal": "aal2", "amr": [
+                {"method": "totp", "timestamp": 100}, {"method": "totp", "timestamp": 300},
+                {"method": "password", "timestamp": 50}]})))
+            .unwrap();
+        assert_eq!(
+            p.mfa_time(),
+            UNIX_EPOCH.checked_add(Duration::from_secs(300))
+        );
+        assert_eq!(
+            p.auth_time(),
+            UNIX_EPOCH.checked_add(Duration::from_secs(50))
+        );
+    }
+
+    #[test]
+    fn missing_empty_or_non_string_subject_is_rejected() {
+        for claims in [
+            json!({}),
+            json!({"sub": ""}),
+            json!({"sub": 42}),
+            json!({"sub": "x".repeat(300)}),
+        ] {
+            assert!(SupabaseClaims::new().principal(&map(claims)).is_none());
+        }
+    }
+
+    #[test]
+    fn closures_are_mappers() {
+        let mapper =
+            |c: &Map<String, Value>| c.get("uid").and_then(Value::as_str).map(Principal::new);
+        assert_eq!(
+            mapper
+                .principal(&map(json!({"uid": "7"})))
+                .unwrap()
+                .subject(),
+            "7"
+        );
+    }
+}

@@ -1,0 +1,393 @@
+//! The `[auth]` config section.
+
+use std::{path::PathBuf, str::FromStr, time::Duration};
+
+use guardrail_core::{
+    Secret, SecretRef,
+    config::{ConfigProblem, Profile},
+};
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use crate::{
+    AuthenticateLayer, Jwks, JwtVerifier, KeySource, PublicRoutes, SupabaseClaims,
+    VerifyWebhookLayer,
+    jwt::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES},
+    webhook::{DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_CAPACITY, DEFAULT_TOLERANCE},
+};
+
+/// Production's shortest HS256 secret, in bytes.
+const MIN_HS256_SECRET: usize = 32;
+const MIN_WEBHOOK_SECRET: usize = 16;
+
+/// `[auth]`: how callers are authenticated and what the levels mean.
+///
+/// Exactly one key source: `hs256_secret`, `public_key_file` (with
+/// `algorithm`), or `[auth.jwks]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// The HS256 secret: `{ env = "VAR" }` or `{ file = "/path" }`.
+    pub hs256_secret: Option<SecretRef>,
+    /// A PEM public key file (RS*/PS*, ES256/ES384, EdDSA).
+    pub public_key_file: Option<PathBuf>,
+    /// The algorithm of `public_key_file`, e.g. `"ES256"`.
+    pub algorithm: Option<String>,
+    /// A JWKS endpoint.
+    pub jwks: Option<JwksConfig>,
+    /// Required `iss` (required in production).
+    pub issuer: Option<String>,
+    /// Required `aud` (required in production).
+    pub audience: Option<String>,
+    /// Clock-skew allowance for `exp`/`nbf` (default `"30s"`, at most 5m).
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Largest accepted token in bytes (default 8192).
+    pub max_token_bytes: usize,
+    /// Routes that need no authentication: exact paths and `/prefix/*`.
+    pub public: Vec<String>,
+    /// Roles that count as administrator (default `["admin"]`).
+    pub admin_roles: Vec<String>,
+    /// Whether administrators also need MFA (default `true`).
+    pub admin_requires_mfa: bool,
+    /// Max age of the second factor for sensitive routes (default `"15m"`).
+    #[serde(with = "humantime_serde")]
+    pub mfa_max_age: Duration,
+    /// Dotted claim path of the organization id, e.g. `"app_metadata.org_id"`.
+    pub org_claim: Option<String>,
+    /// Realm of the `WWW-Authenticate` challenge (default `"api"`).
+    pub realm: String,
+    /// `[auth.webhook]`: webhook signature verification.
+    pub webhook: WebhookConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            public_key_file: None,
+            algorithm: None,
+            jwks: None,
+            issuer: None,
+            audience: None,
+            leeway: DEFAULT_LEEWAY,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            public: Vec::new(),
+            admin_roles: vec!["admin".into()],
+            admin_requires_mfa: true,
+            mfa_max_age: Duration::from_secs(15 * 60),
+            org_claim: None,
+            realm: "api".into(),
+            webhook: WebhookConfig::default(),
+        }
+    }
+}
+
+/// `[auth.jwks]`: a JWKS endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct JwksConfig {
+    /// The key set URL (https in production).
+    pub url: String,
+    /// How long fetched keys are fresh (default `"10m"`).
+    #[serde(with = "humantime_serde", default = "JwksConfig::default_ttl")]
+    pub ttl: Duration,
+    /// How long past `ttl` cached keys serve while the endpoint fails
+    /// (default `"1h"`).
+    #[serde(with = "humantime_serde", default = "JwksConfig::default_max_stale")]
+    pub max_stale: Duration,
+    /// Least time between fetches (default `"30s"`).
+    #[serde(with = "humantime_serde", default = "JwksConfig::default_min_refresh")]
+    pub min_refresh_interval: Duration,
+    /// Timeout of one fetch (default `"5s"`).
+    #[serde(with = "humantime_serde", default = "JwksConfig::default_timeout")]
+    pub timeout: Duration,
+}
+
+impl JwksConfig {
+    fn default_ttl() -> Duration {
+        Duration::from_secs(600)
+    }
+    fn default_max_stale() -> Duration {
+        Duration::from_secs(3600)
+    }
+    fn default_min_refresh() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+/// `[auth.webhook]`: webhook signature verification.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct WebhookConfig {
+    /// Signing secrets; any one verifies (list the old and new one while
+    /// rotating).
+    pub secrets: Vec<SecretRef>,
+    /// How far a signed timestamp may be from now (default `"5m"`).
+    #[serde(with = "humantime_serde")]
+    pub tolerance: Duration,
+    /// Largest accepted body in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Accepted signatures remembered to refuse replays (default 10000).
+    pub replay_capacity: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            secrets: Vec::new(),
+            tolerance: DEFAULT_TOLERANCE,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            replay_capacity: DEFAULT_REPLAY_CAPACITY,
+        }
+    }
+}
+
+/// Algorithms a PEM public key can be for.
+fn public_key_algorithm(name: &str) -> Option<Algorithm> {
+    use Algorithm::*;
+    Algorithm::from_str(name).ok().filter(|a| {
+        matches!(
+            a,
+            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 | ES256 | ES384 | EdDSA
+        )
+    })
+}
+
+impl AuthConfig {
+    /// Adds every problem of this section to `problems` (paths start with
+    /// `auth.`). Secrets are resolved to check them; their values never
+    /// appear in a message.
+    pub fn validate(&self, profile: Profile, problems: &mut Vec<ConfigProblem>) {
+        let prod = profile == Profile::Production;
+        let mut problem =
+            |path: &str, message: String| problems.push(ConfigProblem::new(path, message));
+
+        let sources = [
+            self.hs256_secret.is_some(),
+            self.public_key_file.is_some(),
+            self.jwks.is_some(),
+        ];
+        match sources.iter().filter(|s| **s).count() {
+            0 => problem(
+                "auth",
+                "no key source: set hs256_secret, public_key_file (with algorithm) or [auth.jwks]"
+                    .into(),
+            ),
+            1 => {}
+            _ => problem(
+                "auth",
+                "set only one of hs256_secret, public_key_file and [auth.jwks]".into(),
+            ),
+        }
+        if let Some(secret) = &self.hs256_secret {
+            match secret.resolve() {
+                Ok(s) if prod => {
+                    if let Some(weak) = s.weakness(MIN_HS256_SECRET) {
+                        problem(
+                            "auth.hs256_secret",
+                            format!("the secret in {secret} {weak}"),
+                        );
+                    }
+                }
+                Ok(_) => {}
+                // Development runs without a secret (every token is refused).
+                Err(_) if !prod => {}
+                Err(e) => problem("auth.hs256_secret", e.to_string()),
+            }
+        }
+        match (&self.public_key_file, &self.algorithm) {
+            (Some(path), Some(alg)) => match public_key_algorithm(alg) {
+                None => problem(
+                    "auth.algorithm",
+                    format!(
+                        "`{alg}` is not a public-key algorithm (RS256, PS256, ES256, ES384, EdDSA, …)"
+                    ),
+                ),
+                Some(alg) => match std::fs::read(path) {
+                    Err(e) => problem(
+                        "auth.public_key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    ),
+                    Ok(pem) => {
+                        if KeySource::from_pem(alg, &pem).is_err() {
+                            problem(
+                                "auth.public_key_file",
+                                format!("{} is not a {alg:?} public key in PEM", path.display()),
+                            );
+                        }
+                    }
+                },
+            },
+            (Some(_), None) => problem("auth.algorithm", "required with public_key_file".into()),
+            (None, Some(_)) => problem(
+                "auth.algorithm",
+                "only meaningful with public_key_file".into(),
+            ),
+            (None, None) => {}
+        }
+        if let Some(jwks) = &self.jwks {
+            if let Err(e) = Jwks::builder(&jwks.url).build() {
+                problem("auth.jwks.url", e.to_string());
+            } else if prod && !jwks.url.starts_with("https://") {
+                problem("auth.jwks.url", "must be https in production".into());
+            }
+            if jwks.ttl.is_zero() {
+                problem("auth.jwks.ttl", "must be more than 0s".into());
+            }
+            if jwks.min_refresh_interval > jwks.ttl {
+                problem(
+                    "auth.jwks.min_refresh_interval",
+                    "must not exceed ttl".into(),
+                );
+            }
+            if jwks.timeout.is_zero() || jwks.timeout > Duration::from_secs(30) {
+                problem(
+                    "auth.jwks.timeout",
+                    "must be more than 0s and at most 30s".into(),
+                );
+            }
+        }
+        if prod && self.issuer.as_deref().is_none_or(str::is_empty) {
+            problem(
+                "auth.issuer",
+                "required in production: tokens from any issuer would be accepted".into(),
+            );
+        }
+        if prod && self.audience.as_deref().is_none_or(str::is_empty) {
+            problem(
+                "auth.audience",
+                "required in production: tokens for any audience would be accepted".into(),
+            );
+        }
+        if self.leeway > Duration::from_secs(300) {
+            problem("auth.leeway", "must be at most 5m".into());
+        }
+        if !(1024..=65536).contains(&self.max_token_bytes) {
+            problem(
+                "auth.max_token_bytes",
+                "must be between 1024 and 65536".into(),
+            );
+        }
+        for (i, pattern) in self.public.iter().enumerate() {
+            if let Err(e) = PublicRoutes::new([pattern]) {
+                problem(&format!("auth.public[{i}]"), e.to_string());
+            }
+        }
+        if self.admin_roles.is_empty() {
+            problem("auth.admin_roles", "must name at least one role".into());
+        }
+        if self.mfa_max_age.is_zero() {
+            problem("auth.mfa_max_age", "must be more than 0s".into());
+        }
+        if self.realm.is_empty() || self.realm.contains(['"', '\\']) {
+            problem(
+                "auth.realm",
+                "must be non-empty, without quotes or backslashes".into(),
+            );
+        }
+        for (i, secret) in self.webhook.secrets.iter().enumerate() {
+            let path = format!("auth.webhook.secrets[{i}]");
+            match secret.resolve() {
+                Ok(s) if prod => {
+                    if let Some(weak) = s.weakness(MIN_WEBHOOK_SECRET) {
+                        problem(&path, format!("the secret in {secret} {weak}"));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) if !prod => {}
+                Err(e) => problem(&path, e.to_string()),
+            }
+        }
+        if self.webhook.tolerance.is_zero() || self.webhook.tolerance > Duration::from_secs(3600) {
+            problem(
+                "auth.webhook.tolerance",
+                "must be more than 0s and at most 1h".into(),
+            );
+        }
+        if self.webhook.max_body_bytes == 0 {
+            problem("auth.webhook.max_body_bytes", "must be at least 1".into());
+        }
+        if self.webhook.replay_capacity == 0 {
+            problem("auth.webhook.replay_capacity", "must be at least 1".into());
+        }
+    }
+
+    /// Builds the verifier. Call after [`validate`](Self::validate). In
+    /// development an unset HS256 secret becomes a random one (so every
+    /// token is refused) and a warning; in production it is an error.
+    pub fn verifier(&self) -> Result<JwtVerifier, String> {
+        let keys = if let Some(secret) = &self.hs256_secret {
+            let secret = secret.resolve().or_else(|e| {
+                tracing::warn!(error = %e, "no HS256 secret: using a random one, every token will be refused");
+                Ok::<_, String>(Secret::random())
+            })?;
+            KeySource::hs256(secret.expose())
+        } else if let (Some(path), Some(alg)) = (&self.public_key_file, &self.algorithm) {
+            let alg = public_key_algorithm(alg)
+                .ok_or_else(|| format!("`{alg}` is not a public-key algorithm"))?;
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            KeySource::from_pem(alg, &pem).map_err(|e| e.to_string())?
+        } else if let Some(jwks) = &self.jwks {
+            Jwks::builder(&jwks.url)
+                .ttl(jwks.ttl)
+                .max_stale(jwks.max_stale)
+                .min_refresh_interval(jwks.min_refresh_interval)
+                .timeout(jwks.timeout)
+                .build()
+                .map_err(|e| e.to_string())?
+                .into()
+        } else {
+            return Err("no key source configured".into());
+        };
+        let mut claims = SupabaseClaims::new();
+        if let Some(path) = &self.org_claim {
+            claims = claims.org_claim(path);
+        }
+        let mut verifier = JwtVerifier::new(keys)
+            .leeway(self.leeway)
+            .max_token_bytes(self.max_token_bytes)
+            .claims(claims);
+        if let Some(iss) = &self.issuer {
+            verifier = verifier.issuer(iss.clone());
+        }
+        if let Some(aud) = &self.audience {
+            verifier = verifier.audience(aud.clone());
+        }
+        Ok(verifier)
+    }
+
+    /// Builds the global authentication layer with the public allow-list.
+    pub fn authenticate_layer(&self) -> Result<AuthenticateLayer, String> {
+        let public = PublicRoutes::new(&self.public).map_err(|e| e.to_string())?;
+        Ok(AuthenticateLayer::new(self.verifier()?)
+            .public(public)
+            .realm(&self.realm))
+    }
+
+    /// Builds the Stripe webhook layer. Unresolvable secrets are left out
+    /// (with a warning); with none left every delivery is refused.
+    pub fn stripe_webhook_layer(&self) -> VerifyWebhookLayer {
+        let secrets: Vec<Secret> = self
+            .webhook
+            .secrets
+            .iter()
+            .filter_map(|r| {
+                r.resolve()
+                    .inspect_err(|e| tracing::warn!(error = %e, "webhook secret unavailable"))
+                    .ok()
+            })
+            .collect();
+        VerifyWebhookLayer::stripe(secrets)
+            .tolerance(self.webhook.tolerance)
+            .max_body_bytes(self.webhook.max_body_bytes)
+            .replay_capacity(self.webhook.replay_capacity)
+    }
+}

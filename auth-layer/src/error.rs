@@ -1,0 +1,215 @@
+//! Why a request was refused, and the response and event each reason gives.
+
+use std::fmt;
+
+use guardrail_core::{ClientIp, EventName, Problem, emit, problem::types};
+use http::{Extensions, HeaderValue, Method, header::WWW_AUTHENTICATE};
+
+/// Why authentication failed. The [`reason`](AuthError::reason) code is what
+/// events carry; clients only see a generic, safe description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No `Authorization` header.
+    Missing,
+    /// Several `Authorization` headers (token smuggling).
+    MultipleCredentials,
+    /// An `Authorization` scheme other than `Bearer`.
+    UnsupportedScheme,
+    /// The token is not a well-formed JWS compact serialization.
+    Malformed,
+    /// The token is larger than the configured cap.
+    Oversized,
+    /// The header's `alg` is not the configured key's algorithm (or `none`).
+    WrongAlgorithm,
+    /// The header carries `crit`, `jku`, `x5u`, `jwk` or `x5c`.
+    ForbiddenHeader,
+    /// No configured key has the token's `kid`.
+    UnknownKey,
+    /// The signature does not verify.
+    BadSignature,
+    /// `exp` is in the past.
+    Expired,
+    /// `nbf` is in the future.
+    NotYetValid,
+    /// `aud` is not the configured audience.
+    WrongAudience,
+    /// `iss` is not the configured issuer.
+    WrongIssuer,
+    /// A required claim (`exp`, `sub`, `iss`, `aud`) is absent or mistyped.
+    MissingClaim,
+    /// The claims could not be mapped to a principal.
+    InvalidClaims,
+    /// No key could be obtained (JWKS endpoint down, nothing cached).
+    KeysUnavailable,
+}
+
+impl AuthError {
+    /// The stable reason code carried by `security.auth_failed` events.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::MultipleCredentials => "multiple_credentials",
+            Self::UnsupportedScheme => "unsupported_scheme",
+            Self::Malformed => "malformed",
+            Self::Oversized => "oversized",
+            Self::WrongAlgorithm => "wrong_algorithm",
+            Self::ForbiddenHeader => "forbidden_header",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongAudience => "wrong_audience",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::MissingClaim => "missing_claim",
+            Self::InvalidClaims => "invalid_claims",
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// The RFC 6750 `error_description`: safe to show a client.
+    fn description(self) -> &'static str {
+        match self {
+            Self::Expired => "The access token expired",
+            Self::NotYetValid => "The access token is not valid yet",
+            Self::Oversized => "The access token is too large",
+            Self::MultipleCredentials => "Send exactly one Authorization header",
+            _ => "The access token is invalid",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge for this failure.
+    fn challenge(self, realm: &str) -> HeaderValue {
+        let text = match self {
+            Self::Missing | Self::UnsupportedScheme | Self::KeysUnavailable => {
+                format!("Bearer realm=\"{realm}\"")
+            }
+            Self::MultipleCredentials => format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{}\"",
+                self.description()
+            ),
+            _ => format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
+                self.description()
+            ),
+        };
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+    }
+
+    /// Emits this failure's event and returns its problem+json rejection.
+    pub(crate) fn problem(self, realm: &str, method: &Method, extensions: &Extensions) -> Problem {
+        let client = extensions.get::<ClientIp>().map(ClientIp::masked);
+        let request_id = extensions.get::<guardrail_core::RequestId>();
+        let problem = if self == Self::KeysUnavailable {
+            emit!(
+                ERROR,
+                EventName::SECURITY_AUTH_FAILED,
+                reason = self.reason(),
+                method = %method,
+                client = client.map(tracing::field::display),
+                request_id = request_id.map(tracing::field::display),
+            );
+            Problem::service_unavailable(30)
+                .detail("Authentication is temporarily unavailable. Try again shortly.")
+        } else {
+            emit!(
+                WARN,
+                EventName::SECURITY_AUTH_FAILED,
+                reason = self.reason(),
+                method = %method,
+                client = client.map(tracing::field::display),
+                request_id = request_id.map(tracing::field::display),
+            );
+            Problem::unauthorized().detail(match self {
+                Self::Missing | Self::UnsupportedScheme => "This endpoint requires a bearer token.",
+                Self::Expired => "The access token expired. Sign in again.",
+                _ => "The access token is invalid.",
+            })
+        };
+        problem
+            .header(WWW_AUTHENTICATE, self.challenge(realm))
+            .request_id_from(extensions)
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// Why an authenticated caller was refused (403).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Denial {
+    /// Not authenticated with a second factor (aal2).
+    MfaRequired,
+    /// MFA happened longer ago than the route allows.
+    MfaTooOld,
+    /// Lacks an administrator role.
+    AdminRequired,
+    /// The resource belongs to another user.
+    NotOwner,
+}
+
+impl Denial {
+    /// The stable reason code carried by `security.forbidden` events.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::MfaRequired => "mfa_required",
+            Self::MfaTooOld => "mfa_too_old",
+            Self::AdminRequired => "admin_required",
+            Self::NotOwner => "not_owner",
+        }
+    }
+
+    /// Emits this denial's event and returns its problem+json rejection.
+    pub(crate) fn problem(
+        self,
+        realm: &str,
+        subject: Option<&str>,
+        route: Option<&str>,
+        extensions: &Extensions,
+    ) -> Problem {
+        let user = subject.map(|s| guardrail_core::Pseudonymizer::global().user(s));
+        emit!(
+            WARN,
+            EventName::SECURITY_FORBIDDEN,
+            reason = self.reason(),
+            user = user.as_deref(),
+            route = route,
+            client = extensions
+                .get::<ClientIp>()
+                .map(|c| tracing::field::display(c.masked())),
+            request_id = extensions
+                .get::<guardrail_core::RequestId>()
+                .map(tracing::field::display),
+        );
+        let (problem, detail) = match self {
+            Self::MfaRequired => (
+                Problem::forbidden().with_type(types::MFA_REQUIRED),
+                "Multi-factor authentication required.",
+            ),
+            Self::MfaTooOld => (
+                Problem::forbidden().with_type(types::MFA_REQUIRED),
+                "Recent multi-factor authentication required. Verify again and retry.",
+            ),
+            Self::AdminRequired => (Problem::forbidden(), "Administrator role required."),
+            Self::NotOwner => (
+                Problem::forbidden(),
+                "You can only access your own resources.",
+            ),
+        };
+        let challenge = format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\"");
+        problem
+            .detail(detail)
+            .header(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_str(&challenge)
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
+            )
+            .request_id_from(extensions)
+    }
+}

@@ -1,0 +1,429 @@
+//! A cached JWKS endpoint: keys by `kid`, refreshed in the background and on
+//! an unknown `kid` (rate-limited), kept through endpoint outages.
+//!
+//! | situation | result |
+//! |---|---|
+//! | cache younger than `ttl` with the token's `kid` | that key, no I/O |
+//! | unknown `kid`, last fetch older than `min_refresh_interval` | one fetch (shared by concurrent requests), then decide |
+//! | unknown `kid`, fetched recently | 401 (`unknown_key`) without I/O, so random `kid`s can't hammer the endpoint |
+//! | cache older than `ttl`, endpoint down | cached keys, until `ttl + max_stale` |
+//! | nothing usable cached, endpoint down | 503 with `Retry-After` (never 500) |
+//!
+//! Symmetric (`oct`) keys in a JWKS are ignored: an HMAC key published in a
+//! key set would let anyone sign. Each key's algorithm comes from its `alg`
+//! or, failing that, its curve (P-256 → ES256, Ed25519 → EdDSA) or type
+//! (RSA → RS256).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use auth_layer::{Jwks, JwtVerifier};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let jwks = Jwks::builder("http://127.0.0.1:9/.well-known/jwks.json")
+//!     .ttl(Duration::from_secs(600))
+//!     .build()
+//!     .unwrap();
+//! let verifier = JwtVerifier::new(jwks.clone());
+//! # let _ = verifier;
+//! // In a service: fetch at startup and keep keys fresh in the background.
+//! let task = jwks.spawn_refresh();
+//! # task.abort();
+//!
+//! assert!(Jwks::builder("ftp://example.com/keys").build().is_err());
+//! # }
+//! ```
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwapOption;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use guardrail_core::{EventName, emit};
+use http::{StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use jsonwebtoken::{
+    Algorithm, DecodingKey,
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm},
+};
+use tokio::time::Instant;
+
+use crate::jwt::VerificationKey;
+
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// Why a JWKS source could not be built.
+#[derive(Debug)]
+pub struct JwksError(String);
+
+impl fmt::Display for JwksError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for JwksError {}
+
+/// Builder for [`Jwks`].
+#[derive(Debug, Clone)]
+pub struct JwksBuilder {
+    url: String,
+    ttl: Duration,
+    max_stale: Duration,
+    min_refresh_interval: Duration,
+    timeout: Duration,
+}
+
+impl JwksBuilder {
+    /// How long fetched keys are fresh (default 10 minutes).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How long past `ttl` cached keys keep being used while the endpoint
+    /// fails (default 1 hour).
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
+        self
+    }
+
+    /// The least time between two fetches, whatever triggers them (default
+    /// 30 seconds).
+    pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
+        self.min_refresh_interval = interval;
+        self
+    }
+
+    /// How long one fetch may take (default 5 seconds).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Checks the URL and builds the source. No request is made yet.
+    pub fn build(self) -> Result<Jwks, JwksError> {
+        let url: Uri = self
+            .url
+            .parse()
+            .map_err(|_| JwksError(format!("`{}` is not a valid JWKS URL", self.url)))?;
+        match url.scheme_str() {
+            Some("http") => {}
+            Some("https") if cfg!(feature = "https") => {}
+            Some("https") => {
+                return Err(JwksError(
+                    "https JWKS URLs need the `https` feature of auth-layer".into(),
+                ));
+            }
+            _ => return Err(JwksError(format!("`{}` is not an http(s) URL", self.url))),
+        }
+        if url.host().is_none() {
+            return Err(JwksError(format!("`{}` has no host", self.url)));
+        }
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(self.timeout));
+        #[cfg(feature = "https")]
+        let connector = {
+            http.enforce_http(false);
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(std::sync::Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .map_err(|e| JwksError(format!("cannot set up TLS: {e}")))?
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
+        };
+        #[cfg(not(feature = "https"))]
+        let connector = http;
+        Ok(Jwks {
+            inner: Arc::new(Inner {
+                url,
+                client: Client::builder(TokioExecutor::new()).build(connector),
+                ttl: self.ttl,
+                max_stale: self.max_stale,
+                min_refresh_interval: self.min_refresh_interval,
+                timeout: self.timeout,
+                cache: ArcSwapOption::empty(),
+                last_attempt: Mutex::new(None),
+                refreshing: tokio::sync::Mutex::new(()),
+                failing: AtomicBool::new(false),
+                fetches: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+/// A cached JWKS key source. Cheap to clone.
+#[derive(Clone)]
+pub struct Jwks {
+    inner: Arc<Inner>,
+}
+
+#[cfg(feature = "https")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "https"))]
+type Connector = HttpConnector;
+
+struct Inner {
+    url: Uri,
+    client: Client<Connector, Empty<Bytes>>,
+    ttl: Duration,
+    max_stale: Duration,
+    min_refresh_interval: Duration,
+    timeout: Duration,
+    cache: ArcSwapOption<Snapshot>,
+    last_attempt: Mutex<Option<Instant>>,
+    refreshing: tokio::sync::Mutex<()>,
+    failing: AtomicBool,
+    fetches: AtomicU64,
+}
+
+struct Snapshot {
+    by_kid: HashMap<String, VerificationKey>,
+    /// The key for tokens without `kid`, when the set has exactly one key.
+    only: Option<VerificationKey>,
+    fetched_at: Instant,
+}
+
+impl fmt::Debug for Jwks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jwks")
+            .field("url", &self.inner.url)
+            .field("ttl", &self.inner.ttl)
+            .field("max_stale", &self.inner.max_stale)
+            .field("min_refresh_interval", &self.inner.min_refresh_interval)
+            .field(
+                "keys",
+                &self.inner.cache.load().as_ref().map(|s| s.by_kid.len()),
+            )
+            .finish()
+    }
+}
+
+/// What the cache can say without I/O.
+pub(crate) enum Lookup {
+    Found(VerificationKey),
+    Missing,
+    Unavailable,
+    Refresh,
+}
+
+impl Jwks {
+    /// Starts building a source for `url`.
+    pub fn builder(url: impl Into<String>) -> JwksBuilder {
+        JwksBuilder {
+            url: url.into(),
+            ttl: Duration::from_secs(600),
+            max_stale: Duration::from_secs(3600),
+            min_refresh_interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// How many fetches were attempted (for health reports and tests).
+    pub fn fetch_count(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How many keys are cached.
+    pub fn key_count(&self) -> usize {
+        self.inner.cache.load().as_ref().map_or(0, |s| {
+            s.by_kid.len() + usize::from(s.by_kid.is_empty() && s.only.is_some())
+        })
+    }
+
+    /// Fetches now, then again every `ttl / 2`, until every clone of this
+    /// source is dropped. Call it once at startup.
+    pub fn spawn_refresh(&self) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let period = (self.inner.ttl / 2).max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                match weak.upgrade() {
+                    Some(inner) => Jwks { inner }.refresh().await,
+                    None => return,
+                }
+                tokio::time::sleep(period).await;
+            }
+        })
+    }
+
+    pub(crate) fn lookup(&self, kid: Option<&str>, may_refresh: bool) -> Lookup {
+        let now = Instant::now();
+        let refresh_allowed = may_refresh && self.refresh_allowed(now);
+        let Some(snapshot) = self.inner.cache.load_full() else {
+            return if refresh_allowed {
+                Lookup::Refresh
+            } else {
+                Lookup::Unavailable
+            };
+        };
+        let age = now.saturating_duration_since(snapshot.fetched_at);
+        if age >= self.inner.ttl && refresh_allowed {
+            return Lookup::Refresh;
+        }
+        if age >= self.inner.ttl + self.inner.max_stale {
+            return Lookup::Unavailable;
+        }
+        let key = match kid {
+            Some(kid) => snapshot.by_kid.get(kid),
+            None => snapshot.only.as_ref(),
+        };
+        match key {
+            Some(key) => Lookup::Found(key.clone()),
+            None if refresh_allowed => Lookup::Refresh,
+            None => Lookup::Missing,
+        }
+    }
+
+    fn refresh_allowed(&self, now: Instant) -> bool {
+        let last = *self
+            .inner
+            .last_attempt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        last.is_none_or(|at| now.saturating_duration_since(at) >= self.inner.min_refresh_interval)
+    }
+
+    /// Fetches the key set unless another fetch happened within
+    /// `min_refresh_interval`; concurrent callers share one fetch.
+    pub async fn refresh(&self) {
+        let _one_at_a_time = self.inner.refreshing.lock().await;
+        let now = Instant::now();
+        {
+            let mut last = self
+                .inner
+                .last_attempt
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| {
+                now.saturating_duration_since(at) < self.inner.min_refresh_interval
+            }) {
+                return;
+            }
+            *last = Some(now);
+        }
+        self.inner.fetches.fetch_add(1, Ordering::Relaxed);
+        let result = match tokio::time::timeout(self.inner.timeout, self.fetch()).await {
+            Ok(result) => result,
+            Err(_) => Err("timed out"),
+        };
+        match result {
+            Ok(snapshot) => {
+                self.inner.cache.store(Some(Arc::new(snapshot)));
+                if self.inner.failing.swap(false, Ordering::Relaxed) {
+                    emit!(
+                        INFO,
+                        EventName::INTEGRATION_BACKEND_RECOVERED,
+                        backend = "jwks"
+                    );
+                }
+            }
+            Err(reason) => {
+                self.inner.failing.store(true, Ordering::Relaxed);
+                emit!(
+                    WARN,
+                    EventName::INTEGRATION_BACKEND_FAILED,
+                    backend = "jwks",
+                    reason = reason,
+                    cached_keys = self.key_count(),
+                );
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Snapshot, &'static str> {
+        let req = http::Request::get(self.inner.url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|_| "bad request")?;
+        let res = self
+            .inner
+            .client
+            .request(req)
+            .await
+            .map_err(|_| "unreachable")?;
+        if res.status() != StatusCode::OK {
+            return Err("unexpected status");
+        }
+        let body = Limited::new(res.into_body(), MAX_JWKS_BYTES)
+            .collect()
+            .await
+            .map_err(|_| "body too large or interrupted")?
+            .to_bytes();
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|_| "not a JWK set")?;
+        let mut by_kid = HashMap::new();
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            let Some(key) = verification_key(jwk) else {
+                continue;
+            };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    by_kid.insert(kid.clone(), key.clone());
+                }
+                None => {}
+            }
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Err("no usable signing keys");
+        }
+        let only = (keys.len() == 1).then(|| keys.remove(0));
+        Ok(Snapshot {
+            by_kid,
+            only,
+            fetched_at: Instant::now(),
+        })
+    }
+}
+
+/// A signing key from a JWK, or `None` for keys we must not or cannot use.
+fn verification_key(jwk: &Jwk) -> Option<VerificationKey> {
+    if jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| !matches!(u, jsonwebtoken::jwk::PublicKeyUse::Signature))
+    {
+        return None;
+    }
+    let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+        (_, AlgorithmParameters::OctetKey(_)) => return None,
+        (Some(ka), _) => match ka {
+            KeyAlgorithm::HS256 | KeyAlgorithm::HS384 | KeyAlgorithm::HS512 => return None,
+            other => Algorithm::try_from(*other).ok()?,
+        },
+        (None, AlgorithmParameters::EllipticCurve(ec)) => match ec.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => return None,
+        },
+        (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
+        (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+        (None, _) => return None,
+    };
+    // A short Ed25519 `x` would panic inside the verifier; refuse it here.
+    if let AlgorithmParameters::OctetKeyPair(okp) = &jwk.algorithm {
+        if URL_SAFE_NO_PAD.decode(&okp.x).map(|x| x.len()).ok() != Some(32) {
+            return None;
+        }
+    }
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(VerificationKey::new(alg, key))
+}
