@@ -17,8 +17,17 @@
 
 use std::{net::SocketAddr, process::ExitCode};
 
-use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
-use guardrails::{GuardrailsConfig, GuardrailsLayer, guardrail_core::Problem};
+use axum::{
+    Json, Router,
+    extract::Path,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+};
+use guardrails::{
+    GuardrailsConfig, GuardrailsLayer,
+    guardrail_core::{Principal, Problem},
+};
 use serde_json::json;
 
 const DEFAULT_CONFIG_PATH: &str = "examples/guardrails.toml";
@@ -61,7 +70,13 @@ async fn main() -> ExitCode {
     let signal = shutdown_signal();
     tracing::info!(addr = %addr, profile = %config.profile, "listening");
 
-    let app = app(&config);
+    let app = match app(&config) {
+        Ok(app) => app,
+        Err(message) => {
+            eprintln!("guarded_service: refusing to start: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,
@@ -102,16 +117,71 @@ async fn main() -> ExitCode {
 }
 
 /// The router with every guardrail applied.
-fn app(config: &GuardrailsConfig) -> Router {
-    Router::new()
+fn app(config: &GuardrailsConfig) -> Result<Router, String> {
+    let auth = &config.auth;
+    let guardrails = GuardrailsLayer::from_config(config)?;
+    // Route coverage, visible at startup: everything else needs a token.
+    let public: Vec<String> = guardrails.auth().public_routes().patterns().collect();
+    tracing::info!(public_routes = ?public, "authentication required on every route except these");
+
+    Ok(Router::new()
         .route("/api/health", get(health))
+        .route("/api/me", get(me))
+        .route(
+            "/api/users/{user_id}/profile",
+            get(profile).route_layer(auth.require_owner("user_id")),
+        )
+        .route(
+            "/api/integrations/{id}/credentials",
+            post(store_credentials).route_layer(auth.require_fresh_mfa()),
+        )
+        .route(
+            "/api/admin/users",
+            get(admin_users).route_layer(auth.require_admin()),
+        )
+        .route(
+            "/api/webhooks/stripe",
+            post(stripe_webhook).route_layer(auth.stripe_webhook_layer()),
+        )
         .fallback(not_found)
-        .layer(GuardrailsLayer::from_config(config))
+        .layer(guardrails))
 }
 
 /// Public liveness.
 async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
+}
+
+/// Authenticated: who the caller is.
+async fn me(principal: Principal) -> impl IntoResponse {
+    Json(json!({
+        "subject": principal.subject(),
+        "assurance_level": principal.assurance().as_str(),
+        "roles": principal.roles(),
+    }))
+}
+
+/// Owner or admin.
+async fn profile(Path(user_id): Path<String>) -> impl IntoResponse {
+    Json(json!({ "user_id": user_id }))
+}
+
+/// MFA within `auth.mfa_max_age`.
+async fn store_credentials(Path(id): Path<String>) -> impl IntoResponse {
+    (
+        StatusCode::CREATED,
+        Json(json!({ "integration": id, "stored": true })),
+    )
+}
+
+/// Admin (with MFA unless configured otherwise).
+async fn admin_users() -> impl IntoResponse {
+    Json(json!({ "users": [] }))
+}
+
+/// Public, but only reached with a valid `Stripe-Signature`.
+async fn stripe_webhook(body: axum::body::Bytes) -> impl IntoResponse {
+    Json(json!({ "received": true, "bytes": body.len() }))
 }
 
 async fn not_found(req: axum::extract::Request) -> impl IntoResponse {

@@ -29,16 +29,25 @@
 //!     profile = "development"
 //!     [client_ip]
 //!     trusted_proxies = ["10.0.0.0/8"]
+//!     [auth]
+//!     hs256_secret = { env = "MY_SERVICE_JWT_SECRET" }
+//!     public = ["/api/health"]
 //! "#).unwrap();
 //! config.validate(config.profile).unwrap();
 //!
 //! let svc = ServiceBuilder::new()
-//!     .layer(GuardrailsLayer::from_config(&config))
+//!     .layer(GuardrailsLayer::from_config(&config).unwrap())
 //!     .service(service_fn(|_req: Request<()>| async {
-//!         Ok::<_, std::convert::Infallible>(Response::new("hello"))
+//!         Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
 //!     }));
-//! let res = svc.oneshot(Request::new(())).await.unwrap();
+//! let health = Request::get("/api/health").body(()).unwrap();
+//! let res = svc.clone().oneshot(health).await.unwrap();
+//! assert_eq!(res.status(), 200);
 //! assert!(res.headers().contains_key("x-request-id"));
+//!
+//! // Every other route needs a bearer token.
+//! let me = Request::get("/api/me").body(()).unwrap();
+//! assert_eq!(svc.oneshot(me).await.unwrap().status(), 401);
 //! # }
 //! ```
 

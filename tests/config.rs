@@ -21,7 +21,68 @@ fn empty_file_gives_fail_secure_defaults() {
     );
     assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
     assert!(c.request_id.trust_incoming);
-    c.validate(Profile::Production).unwrap();
+    assert!(c.auth.public.is_empty(), "no route is public by default");
+    // Production refuses to run without knowing how to authenticate.
+    let err = c.validate(Profile::Production).unwrap_err();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["auth", "auth.issuer", "auth.audience"]);
+}
+
+#[test]
+fn production_auth_checks_weak_secrets_wildcards_and_missing_claims() {
+    let dir = std::env::temp_dir();
+    let weak = dir.join(format!("guardrails-weak-secret-{}", std::process::id()));
+    std::fs::write(&weak, "short\n").unwrap();
+    let c = GuardrailsConfig::from_toml_str(&format!(
+        r#"
+        [auth]
+        hs256_secret = {{ file = "{}" }}
+        public = ["/*", "/api/health"]
+        "#,
+        weak.display()
+    ))
+    .unwrap();
+    let text = c.validate(Profile::Production).unwrap_err().to_string();
+    assert!(
+        text.contains("auth.hs256_secret: the secret in file"),
+        "{text}"
+    );
+    assert!(text.contains("is 5 bytes long; at least 32"), "{text}");
+    assert!(
+        !text.contains("short"),
+        "the secret itself is never printed: {text}"
+    );
+    assert!(text.contains("auth.public[0]"), "{text}");
+    assert!(
+        text.contains("auth.issuer") && text.contains("auth.audience"),
+        "{text}"
+    );
+
+    let low_variety = dir.join(format!("guardrails-low-variety-{}", std::process::id()));
+    std::fs::write(&low_variety, "ab".repeat(20)).unwrap();
+    let c = GuardrailsConfig::from_toml_str(&format!(
+        "[auth]\nhs256_secret = {{ file = \"{}\" }}\nissuer = \"i\"\naudience = \"a\"",
+        low_variety.display()
+    ))
+    .unwrap();
+    let text = c.validate(Profile::Production).unwrap_err().to_string();
+    assert!(text.contains("distinct bytes"), "{text}");
+    std::fs::remove_file(weak).unwrap();
+    std::fs::remove_file(low_variety).unwrap();
+}
+
+#[test]
+fn inline_secret_is_refused_without_echoing_it() {
+    let err = GuardrailsConfig::from_toml_str(
+        "[auth]\nhs256_secret = \"hunter2-but-longer-than-32-bytes!!\"",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("auth.hs256_secret") && text.contains("never written inline"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
 }
 
 #[test]
@@ -133,6 +194,10 @@ fn syntax_errors_carry_line_numbers() {
 fn validation_lists_every_problem_with_its_path() {
     let c = GuardrailsConfig::from_toml_str(
         r#"
+        [auth]
+        hs256_secret = { env = "GUARDRAILS_TEST_UNSET_SECRET_VAR" }
+        issuer = "https://auth.example.test"
+        audience = "authenticated"
         [server]
         shutdown_grace = "1h"
         [client_ip]
@@ -150,11 +215,12 @@ fn validation_lists_every_problem_with_its_path() {
             "client_ip.trusted_proxies[1]",
             "client_ip.trusted_proxies[2]",
             "client_ip.ipv6_group_prefix",
+            "auth.hs256_secret",
         ]
     );
     let text = err.to_string();
     assert!(
-        text.starts_with("invalid configuration for the production profile (4 problems):"),
+        text.starts_with("invalid configuration for the production profile (5 problems):"),
         "{text}"
     );
     assert!(

@@ -24,10 +24,15 @@ fn example_binary() -> PathBuf {
     bin
 }
 
+const JWT_SECRET: &str = "black-box-test-secret-0123456789-abcdefgh";
+const WEBHOOK_SECRET: &str = "whsec_black_box_test_0123456789";
+
 fn command() -> Command {
     let mut cmd = Command::new(example_binary());
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("GUARDRAILS_CONFIG")
+        .env("GUARDRAILS_JWT_SECRET", JWT_SECRET)
+        .env("GUARDRAILS_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("GUARDRAILS_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null());
@@ -84,13 +89,19 @@ impl Running {
 
     /// Sends one request and returns (status, headers, body).
     fn get(&self, path: &str, extra: &str) -> (u16, String, String) {
+        self.send("GET", path, extra, "")
+    }
+
+    /// Sends one request; returns (status, lower-cased head, body).
+    fn send(&self, method: &str, path: &str, extra: &str, body: &str) -> (u16, String, String) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         )
         .unwrap();
         let mut raw = String::new();
@@ -131,14 +142,15 @@ fn health_is_public_json_with_request_id() {
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["status"], "ok");
 
+    // Deny by default: an unknown route is not public either.
     let (status, head, body) = svc.get("/nowhere", "x-request-id: bad id\r\n");
-    assert_eq!(status, 404);
+    assert_eq!(status, 401);
     assert!(
         head.contains("content-type: application/problem+json"),
         "{head}"
     );
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(json["status"], 404);
+    assert_eq!(json["status"], 401);
     let id = json["request_id"].as_str().unwrap();
     assert_eq!(id.len(), 36, "malformed client id was replaced by a UUID");
 
@@ -187,13 +199,132 @@ fn missing_config_file_refuses_to_start() {
 fn production_profile_lists_every_problem_and_refuses_to_start() {
     let out = command()
         .env("GUARDRAILS__PROFILE", "production")
+        .env("GUARDRAILS_JWT_SECRET", "weak")
         .env("GUARDRAILS__CLIENT_IP__TRUSTED_PROXIES", r#"["0.0.0.0/0"]"#)
         .env("GUARDRAILS__SERVER__SHUTDOWN_GRACE", "1h")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("2 problems"), "{err}");
     assert!(err.contains("client_ip.trusted_proxies[0]"), "{err}");
     assert!(err.contains("server.shutdown_grace"), "{err}");
+    assert!(
+        err.contains("auth.hs256_secret"),
+        "the weak/unset JWT secret is refused: {err}"
+    );
+    assert!(err.contains("auth.issuer"), "{err}");
+    assert!(!err.contains(JWT_SECRET), "{err}");
+}
+
+fn token(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn bearer(claims: serde_json::Value) -> String {
+    format!("Authorization: Bearer {}\r\n", token(claims))
+}
+
+#[test]
+fn auth_routes_enforce_their_levels() {
+    let svc = Running::start(command());
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let now = jsonwebtoken::get_current_timestamp();
+    let user = serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp, "role": "authenticated"});
+    let admin_mfa = serde_json::json!({
+        "sub": "admin-1", "aud": "authenticated", "exp": exp, "aal": "aal2",
+        "amr": [{"method": "totp", "timestamp": now - 30}],
+        "app_metadata": {"roles": ["admin"]},
+    });
+
+    let (status, head, body) = svc.get("/api/me", "");
+    assert_eq!(status, 401);
+    assert!(
+        head.contains("www-authenticate: bearer realm=\"api\""),
+        "{head}"
+    );
+    assert!(head.contains("application/problem+json"), "{head}");
+    assert!(body.contains("request_id"), "{body}");
+
+    let (status, _, body) = svc.get("/api/nowhere", &bearer(user.clone()));
+    assert_eq!(
+        status, 404,
+        "authenticated callers get a plain 404 problem: {body}"
+    );
+
+    let (status, _, body) = svc.get("/api/me", &bearer(user.clone()));
+    assert_eq!(status, 200, "{body}");
+    let me: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(me["subject"], "user-1");
+    assert_eq!(me["assurance_level"], "aal1");
+
+    assert_eq!(
+        svc.get("/api/users/user-1/profile", &bearer(user.clone()))
+            .0,
+        200
+    );
+    assert_eq!(
+        svc.get("/api/users/user-2/profile", &bearer(user.clone()))
+            .0,
+        403
+    );
+    assert_eq!(
+        svc.get("/api/users/user-2/profile", &bearer(admin_mfa.clone()))
+            .0,
+        200
+    );
+    assert_eq!(svc.get("/api/admin/users", &bearer(user.clone())).0, 403);
+    assert_eq!(
+        svc.get("/api/admin/users", &bearer(admin_mfa.clone())).0,
+        200
+    );
+    assert_eq!(
+        svc.send(
+            "POST",
+            "/api/integrations/gh/credentials",
+            &bearer(user),
+            ""
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        svc.send(
+            "POST",
+            "/api/integrations/gh/credentials",
+            &bearer(admin_mfa),
+            ""
+        )
+        .0,
+        201
+    );
+}
+
+#[test]
+fn stripe_webhook_is_public_but_signature_verified() {
+    use hmac::Mac;
+    let svc = Running::start(command());
+    let body = r#"{"id":"evt_1","type":"invoice.paid"}"#;
+    assert_eq!(svc.send("POST", "/api/webhooks/stripe", "", body).0, 400);
+
+    let t = jsonwebtoken::get_current_timestamp();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    let sig = hex::encode(mac.finalize().into_bytes());
+    let header = format!("Stripe-Signature: t={t},v1={sig}\r\n");
+    let (status, _, reply) = svc.send("POST", "/api/webhooks/stripe", &header, body);
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply.contains(&format!("\"bytes\":{}", body.len())),
+        "the handler got the intact body: {reply}"
+    );
+    assert_eq!(
+        svc.send("POST", "/api/webhooks/stripe", &header, body).0,
+        400,
+        "replay refused"
+    );
 }

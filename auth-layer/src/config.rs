@@ -10,7 +10,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use crate::{
-    AuthenticateLayer, Jwks, JwtVerifier, KeySource, PublicRoutes, SupabaseClaims,
+    AuthenticateLayer, Jwks, JwtVerifier, KeySource, PublicRoutes, RequireLayer, SupabaseClaims,
     VerifyWebhookLayer,
     jwt::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES},
     webhook::{DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_CAPACITY, DEFAULT_TOLERANCE},
@@ -370,6 +370,30 @@ impl AuthConfig {
         Ok(AuthenticateLayer::new(self.verifier()?)
             .public(public)
             .realm(&self.realm))
+    }
+
+    /// [`RequireLayer::mfa`] with `mfa_max_age`: for sensitive operations.
+    pub fn require_fresh_mfa(&self) -> RequireLayer {
+        RequireLayer::mfa()
+            .max_age(self.mfa_max_age)
+            .realm(&self.realm)
+    }
+
+    /// [`RequireLayer::admin`] with the configured admin roles and MFA rule.
+    pub fn require_admin(&self) -> RequireLayer {
+        self.levels(RequireLayer::admin())
+    }
+
+    /// [`RequireLayer::owner`] with the configured admin roles and MFA rule.
+    pub fn require_owner(&self, param: &str) -> RequireLayer {
+        self.levels(RequireLayer::owner(param))
+    }
+
+    fn levels(&self, layer: RequireLayer) -> RequireLayer {
+        layer
+            .admin_roles(self.admin_roles.iter().cloned())
+            .admin_requires_mfa(self.admin_requires_mfa)
+            .realm(&self.realm)
     }
 
     /// Builds the Stripe webhook layer. Unresolvable secrets are left out

@@ -373,11 +373,8 @@ impl Jwks {
             let Some(key) = verification_key(jwk) else {
                 continue;
             };
-            match &jwk.common.key_id {
-                Some(kid) => {
-                    by_kid.insert(kid.clone(), key.clone());
-                }
-                None => {}
+            if let Some(kid) = &jwk.common.key_id {
+                by_kid.insert(kid.clone(), key.clone());
             }
             keys.push(key);
         }
@@ -419,10 +416,10 @@ fn verification_key(jwk: &Jwk) -> Option<VerificationKey> {
         (None, _) => return None,
     };
     // A short Ed25519 `x` would panic inside the verifier; refuse it here.
-    if let AlgorithmParameters::OctetKeyPair(okp) = &jwk.algorithm {
-        if URL_SAFE_NO_PAD.decode(&okp.x).map(|x| x.len()).ok() != Some(32) {
-            return None;
-        }
+    if let AlgorithmParameters::OctetKeyPair(okp) = &jwk.algorithm
+        && URL_SAFE_NO_PAD.decode(&okp.x).map(|x| x.len()).ok() != Some(32)
+    {
+        return None;
     }
     let key = DecodingKey::from_jwk(jwk).ok()?;
     Some(VerificationKey::new(alg, key))

@@ -137,6 +137,16 @@ impl RequireLayer {
         self
     }
 
+    /// Sets the `realm` of the `WWW-Authenticate` challenge (default `api`;
+    /// quotes and backslashes are dropped).
+    pub fn realm(mut self, realm: &str) -> Self {
+        self.rule_mut().realm = realm
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .collect();
+        self
+    }
+
     /// Whether administrators also need MFA (default `true`).
     pub fn admin_requires_mfa(mut self, required: bool) -> Self {
         self.rule_mut().admin_requires_mfa = required;

@@ -15,7 +15,9 @@
 //!
 //! ```
 //! use auth_layer::VerifyWebhookLayer;
+//! use bytes::Bytes;
 //! use guardrail_core::Secret;
+//! use http_body_util::Full;
 //! use http::{Request, Response, StatusCode};
 //! use hmac::{Hmac, Mac};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -24,7 +26,7 @@
 //! # async fn main() {
 //! let svc = ServiceBuilder::new()
 //!     .layer(VerifyWebhookLayer::stripe([Secret::new("whsec_test")]))
-//!     .service(service_fn(|req: Request<String>| async move {
+//!     .service(service_fn(|req: Request<Full<Bytes>>| async move {
 //!         Ok::<_, std::convert::Infallible>(Response::new(req.into_body()))
 //!     }));
 //!
@@ -36,13 +38,13 @@
 //!
 //! let req = Request::post("/api/webhooks/stripe")
 //!     .header("stripe-signature", format!("t={t},v1={sig}"))
-//!     .body(body.to_string()).unwrap();
+//!     .body(Full::new(Bytes::from(body))).unwrap();
 //! let res = svc.clone().oneshot(req).await.unwrap();
 //! assert_eq!(res.status(), StatusCode::OK);
 //!
 //! let forged = Request::post("/api/webhooks/stripe")
 //!     .header("stripe-signature", format!("t={t},v1={}", "00".repeat(32)))
-//!     .body(body.to_string()).unwrap();
+//!     .body(Full::new(Bytes::from(body))).unwrap();
 //! assert_eq!(svc.oneshot(forged).await.unwrap().status(), StatusCode::BAD_REQUEST);
 //! # }
 //! ```
@@ -489,5 +491,276 @@ where
             let req = Request::from_parts(parts, ReqBody::from(bytes));
             inner.call(req).await.map(|res| res.map(GuardBody::new))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+    use std::convert::Infallible;
+    use tower::{ServiceExt, service_fn};
+
+    fn now() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn stripe_sig(secret: &[u8], t: i64, body: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(secret).unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// A layer-wrapped echo service; returns (status, body the handler saw).
+    async fn deliver(
+        layer: &VerifyWebhookLayer<impl SignatureScheme>,
+        header: (&str, String),
+        body: &str,
+    ) -> (u16, String) {
+        let svc = layer.layer(service_fn(|req: Request<Full<Bytes>>| async move {
+            Ok::<_, Infallible>(Response::new(req.into_body()))
+        }));
+        let req = Request::post("/hook")
+            .header(header.0, header.1)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    const BODY: &str = r#"{"id":"evt_1","type":"invoice.paid","data":{"amount":1200}}"#;
+
+    #[tokio::test]
+    async fn valid_signature_passes_the_body_intact() {
+        let layer = VerifyWebhookLayer::stripe([Secret::new("whsec_a")]);
+        let t = now();
+        let (status, seen) = deliver(
+            &layer,
+            (
+                "stripe-signature",
+                format!("t={t},v1={}", stripe_sig(b"whsec_a", t, BODY)),
+            ),
+            BODY,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(seen, BODY);
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_is_rejected_with_problem() {
+        let layer = VerifyWebhookLayer::stripe([Secret::new("whsec_a")]);
+        let t = now();
+        let (status, body) = deliver(
+            &layer,
+            (
+                "stripe-signature",
+                format!("t={t},v1={}", stripe_sig(b"whsec_b", t, BODY)),
+            ),
+            BODY,
+        )
+        .await;
+        assert_eq!(status, 400);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["detail"], "Webhook signature verification failed.");
+    }
+
+    #[tokio::test]
+    async fn timestamps_outside_tolerance_are_rejected_both_ways() {
+        let layer = VerifyWebhookLayer::stripe([Secret::new("whsec_a")]);
+        for t in [now() - 301, now() + 301] {
+            let sig = stripe_sig(b"whsec_a", t, BODY);
+            assert_eq!(
+                deliver(
+                    &layer,
+                    ("stripe-signature", format!("t={t},v1={sig}")),
+                    BODY
+                )
+                .await
+                .0,
+                400
+            );
+        }
+        let t = now() - 290;
+        let sig = stripe_sig(b"whsec_a", t, BODY);
+        assert_eq!(
+            deliver(
+                &layer,
+                ("stripe-signature", format!("t={t},v1={sig}")),
+                BODY
+            )
+            .await
+            .0,
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn replayed_delivery_is_rejected() {
+        let layer = VerifyWebhookLayer::stripe([Secret::new("whsec_a")]);
+        let t = now();
+        let header = format!("t={t},v1={}", stripe_sig(b"whsec_a", t, BODY));
+        assert_eq!(
+            deliver(&layer, ("stripe-signature", header.clone()), BODY)
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            deliver(&layer, ("stripe-signature", header), BODY).await.0,
+            400
+        );
+    }
+
+    #[tokio::test]
+    async fn rotated_secret_verifies_with_either_and_any_v1() {
+        let layer =
+            VerifyWebhookLayer::stripe([Secret::new("whsec_new"), Secret::new("whsec_old")]);
+        let t = now();
+        let old = stripe_sig(b"whsec_old", t, BODY);
+        assert_eq!(
+            deliver(
+                &layer,
+                ("stripe-signature", format!("t={t},v1={old}")),
+                BODY
+            )
+            .await
+            .0,
+            200
+        );
+        // Stripe sends one v1 per active secret; one match is enough.
+        let t = now() - 1;
+        let new = stripe_sig(b"whsec_new", t, BODY);
+        let junk = "ab".repeat(32);
+        assert_eq!(
+            deliver(
+                &layer,
+                (
+                    "stripe-signature",
+                    format!("t={t},v1={junk},v1={new},v0=xyz")
+                ),
+                BODY
+            )
+            .await
+            .0,
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn tampered_body_is_rejected() {
+        let layer = VerifyWebhookLayer::stripe([Secret::new("whsec_a")]);
+        let t = now();
+        let sig = stripe_sig(b"whsec_a", t, BODY);
+        let tampered = BODY.replace("1200", "1");
+        assert_eq!(
+            deliver(
+                &layer,
+                ("stripe-signature", format!("t={t},v1={sig}")),
+                &tampered
+            )
+            .await
+            .0,
+            400
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_headers_are_rejected_not_panicking() {
+        let layer = VerifyWebhookLayer::stripe([Secret::new("whsec_a")]);
+        for header in [
+            "",
+            "t=",
+            "v1=abc",
+            "t=abc,v1=00",
+            "t=1,t=2,v1=00",
+            "garbage",
+            "t=1,v1=zz",
+            &format!("t={},v1=", now()),
+        ] {
+            assert_eq!(
+                deliver(&layer, ("stripe-signature", header.to_owned()), BODY)
+                    .await
+                    .0,
+                400,
+                "{header:?}"
+            );
+        }
+        assert_eq!(deliver(&layer, ("x-other", "1".into()), BODY).await.0, 400);
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_413() {
+        let layer = VerifyWebhookLayer::stripe([Secret::new("whsec_a")]).max_body_bytes(16);
+        let t = now();
+        let sig = stripe_sig(b"whsec_a", t, BODY);
+        assert_eq!(
+            deliver(
+                &layer,
+                ("stripe-signature", format!("t={t},v1={sig}")),
+                BODY
+            )
+            .await
+            .0,
+            413
+        );
+    }
+
+    #[tokio::test]
+    async fn no_secrets_refuses_everything() {
+        let layer = VerifyWebhookLayer::stripe([]);
+        let t = now();
+        let sig = stripe_sig(b"", t, BODY);
+        assert_eq!(
+            deliver(
+                &layer,
+                ("stripe-signature", format!("t={t},v1={sig}")),
+                BODY
+            )
+            .await
+            .0,
+            400
+        );
+    }
+
+    #[tokio::test]
+    async fn github_scheme_verifies_body_signature() {
+        let layer = VerifyWebhookLayer::github([Secret::new("gh-secret")]);
+        let mut mac = HmacSha256::new_from_slice(b"gh-secret").unwrap();
+        mac.update(BODY.as_bytes());
+        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(
+            deliver(&layer, ("x-hub-signature-256", sig.clone()), BODY)
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            deliver(&layer, ("x-hub-signature-256", sig), BODY).await.0,
+            400,
+            "replay"
+        );
+        assert_eq!(
+            deliver(&layer, ("x-hub-signature-256", "sha1=00".into()), BODY)
+                .await
+                .0,
+            400
+        );
+    }
+
+    #[test]
+    fn replay_cache_is_bounded() {
+        let mut cache = ReplayCache::default();
+        for i in 0..100u32 {
+            assert!(cache.insert(&i.to_be_bytes(), 10));
+        }
+        assert_eq!(cache.order.len(), 10);
+        assert_eq!(cache.seen.len(), 10);
+        assert!(!cache.insert(&99u32.to_be_bytes(), 10));
     }
 }

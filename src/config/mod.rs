@@ -70,7 +70,11 @@ pub struct GuardrailsConfig {
     pub request_id: RequestIdConfig,
     /// `[client_ip]`: trusted proxies and the forwarding header.
     pub client_ip: ClientIpConfig,
-    /// `[auth]`: authentication (no keys yet).
+    /// `[auth]`: authentication and authorization levels.
+    #[cfg(feature = "auth-layer")]
+    pub auth: auth_layer::AuthConfig,
+    /// `[auth]`: the `auth-layer` feature is off, so no keys are accepted.
+    #[cfg(not(feature = "auth-layer"))]
     pub auth: EmptySection,
     /// `[rate_limit]`: rate limiting (no keys yet).
     pub rate_limit: EmptySection,

@@ -69,6 +69,9 @@ impl GuardrailsConfig {
             );
         }
 
+        #[cfg(feature = "auth-layer")]
+        self.auth.validate(profile, &mut problems);
+
         if problems.is_empty() {
             Ok(())
         } else {

@@ -1,0 +1,234 @@
+//! JWKS against a real HTTP server on 127.0.0.1: rotation, rate-limited
+//! refresh, stale-while-error, and 503 when no key can be had.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use auth_layer::{AuthenticateLayer, Jwks, JwtVerifier};
+use axum::{Router, body::Body, extract::State, http::StatusCode, routing::get};
+use guardrail_core::Principal;
+use http_body_util::BodyExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, jwk::Jwk};
+use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use serde_json::json;
+use tower::ServiceExt;
+
+/// An EC key pair derived from `seed`, as (signing key, public JWK with `kid`).
+fn key(seed: u8, kid: &str) -> (EncodingKey, Jwk) {
+    let sk = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
+    let enc =
+        EncodingKey::from_ec_pem(sk.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&enc, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some(kid.to_owned());
+    (enc, jwk)
+}
+
+fn token(enc: &EncodingKey, kid: &str) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    encode(&header, &json!({"sub": "user-1", "exp": exp}), enc).unwrap()
+}
+
+/// What the fake identity provider serves, and how often it was asked.
+#[derive(Clone, Default)]
+struct Provider {
+    reply: Arc<Mutex<(StatusCode, String)>>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Provider {
+    fn serve_keys(&self, keys: &[&Jwk]) {
+        *self.reply.lock().unwrap() = (StatusCode::OK, json!({ "keys": keys }).to_string());
+    }
+    fn fail(&self) {
+        *self.reply.lock().unwrap() = (StatusCode::INTERNAL_SERVER_ERROR, "oops".into());
+    }
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn start(provider: Provider) -> String {
+    let app = Router::new()
+        .route(
+            "/.well-known/jwks.json",
+            get(|State(p): State<Provider>| async move {
+                p.hits.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = p.reply.lock().unwrap().clone();
+                (status, body)
+            }),
+        )
+        .with_state(provider);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/.well-known/jwks.json")
+}
+
+fn app(jwks: Jwks) -> Router {
+    Router::new()
+        .route(
+            "/api/me",
+            get(|p: Principal| async move { p.subject().to_owned() }),
+        )
+        .layer(AuthenticateLayer::new(JwtVerifier::new(jwks)))
+}
+
+async fn call(app: &Router, token: &str) -> (StatusCode, http::HeaderMap, String) {
+    let req = http::Request::get("/api/me")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn key_rotation_is_picked_up() {
+    let provider = Provider::default();
+    let (k1, jwk1) = key(1, "k1");
+    let (k2, jwk2) = key(2, "k2");
+    provider.serve_keys(&[&jwk1]);
+    let url = start(provider.clone()).await;
+    let jwks = Jwks::builder(url)
+        .min_refresh_interval(Duration::ZERO)
+        .build()
+        .unwrap();
+    let app = app(jwks);
+
+    assert_eq!(call(&app, &token(&k1, "k1")).await.0, StatusCode::OK);
+    assert_eq!(provider.hits(), 1);
+    assert_eq!(call(&app, &token(&k1, "k1")).await.0, StatusCode::OK);
+    assert_eq!(provider.hits(), 1, "a cached key needs no fetch");
+
+    provider.serve_keys(&[&jwk2]);
+    let (status, _, body) = call(&app, &token(&k2, "k2")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "user-1");
+    assert_eq!(provider.hits(), 2, "the unknown kid triggered one refresh");
+
+    // The retired key is gone from the refreshed set.
+    assert_eq!(
+        call(&app, &token(&k1, "k1")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn unknown_kid_refresh_is_rate_limited() {
+    let provider = Provider::default();
+    let (k1, jwk1) = key(1, "k1");
+    provider.serve_keys(&[&jwk1]);
+    let url = start(provider.clone()).await;
+    let jwks = Jwks::builder(url)
+        .min_refresh_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let app = app(jwks);
+
+    assert_eq!(call(&app, &token(&k1, "k1")).await.0, StatusCode::OK);
+    for i in 0..25 {
+        let (status, _, body) = call(&app, &token(&k1, &format!("random-{i}"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(!body.contains("random-"), "the kid is never echoed");
+    }
+    assert_eq!(
+        provider.hits(),
+        1,
+        "random kids cannot make us hammer the endpoint"
+    );
+}
+
+#[tokio::test]
+async fn endpoint_down_keeps_serving_cached_keys() {
+    let provider = Provider::default();
+    let (k1, jwk1) = key(1, "k1");
+    provider.serve_keys(&[&jwk1]);
+    let url = start(provider.clone()).await;
+    // Keys go stale at once, so every request wants a refresh.
+    let jwks = Jwks::builder(url)
+        .ttl(Duration::from_nanos(1))
+        .max_stale(Duration::from_secs(3600))
+        .min_refresh_interval(Duration::ZERO)
+        .build()
+        .unwrap();
+    let app = app(jwks.clone());
+    assert_eq!(call(&app, &token(&k1, "k1")).await.0, StatusCode::OK);
+
+    provider.fail();
+    for _ in 0..3 {
+        assert_eq!(call(&app, &token(&k1, "k1")).await.0, StatusCode::OK);
+    }
+    assert!(provider.hits() >= 2, "refresh was tried while failing");
+    assert_eq!(jwks.key_count(), 1);
+}
+
+#[tokio::test]
+async fn no_cached_key_and_endpoint_failing_is_503_with_retry_after() {
+    let provider = Provider::default();
+    provider.fail();
+    let url = start(provider.clone()).await;
+    let app = app(Jwks::builder(url).build().unwrap());
+    let (k1, _) = key(1, "k1");
+    let (status, headers, body) = call(&app, &token(&k1, "k1")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(
+        !body.contains("127.0.0.1") && !body.contains("jwks"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_503_not_500() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let jwks = Jwks::builder(format!("http://{addr}/jwks.json"))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let (k1, _) = key(1, "k1");
+    assert_eq!(
+        call(&app(jwks), &token(&k1, "k1")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn symmetric_keys_in_a_jwks_are_ignored() {
+    let provider = Provider::default();
+    let oct: Jwk =
+        serde_json::from_value(json!({"kty": "oct", "kid": "h", "alg": "HS256", "k": "c2VjcmV0"}))
+            .unwrap();
+    provider.serve_keys(&[&oct]);
+    let url = start(provider.clone()).await;
+    let app = app(Jwks::builder(url).build().unwrap());
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("h".into());
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let forged = encode(
+        &header,
+        &json!({"sub": "admin", "exp": exp}),
+        &EncodingKey::from_secret(b"secret"),
+    )
+    .unwrap();
+    let status = call(&app, &forged).await.0;
+    assert!(
+        status == StatusCode::UNAUTHORIZED || status == StatusCode::SERVICE_UNAVAILABLE,
+        "{status}"
+    );
+}
