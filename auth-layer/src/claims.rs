@@ -32,6 +32,8 @@ use std::{
 };
 
 use guardrail_core::{AssuranceLevel, Principal};
+
+use crate::jwt::{Amr, RawClaims};
 use serde_json::{Map, Value};
 
 /// Turns verified claims into a [`Principal`]; `None` rejects the token
@@ -39,6 +41,12 @@ use serde_json::{Map, Value};
 pub trait ClaimsMapper: Send + Sync + 'static {
     /// Maps the claims.
     fn principal(&self, claims: &Map<String, Value>) -> Option<Principal>;
+
+    /// The built-in Supabase mapper reads claims without building a `Map`.
+    #[doc(hidden)]
+    fn as_supabase(&self) -> Option<&SupabaseClaims> {
+        None
+    }
 }
 
 impl<F> ClaimsMapper for F
@@ -84,78 +92,64 @@ impl fmt::Debug for SupabaseClaims {
     }
 }
 
-fn timestamp(value: &Value) -> Option<SystemTime> {
-    let secs = value
-        .as_u64()
-        .or_else(|| value.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))?;
-    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
-fn str_at<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a str> {
-    let (last, parents) = path.split_last()?;
-    let mut map = claims;
-    for key in parents {
-        map = map.get(key)?.as_object()?;
+fn timestamp(secs: f64) -> Option<SystemTime> {
+    if !(secs.is_finite() && secs >= 0.0) {
+        return None;
     }
-    map.get(last)?.as_str()
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))
 }
 
-impl ClaimsMapper for SupabaseClaims {
-    fn principal(&self, claims: &Map<String, Value>) -> Option<Principal> {
+fn str_at<'a>(claims: &'a Value, path: &[String]) -> Option<&'a str> {
+    path.iter().try_fold(claims, |v, key| v.get(key))?.as_str()
+}
+
+impl SupabaseClaims {
+    /// Maps claims already parsed from `payload` (the decoded JSON).
+    pub(crate) fn map_raw(&self, claims: &RawClaims<'_>, payload: &[u8]) -> Option<Principal> {
         let subject = claims
-            .get("sub")?
-            .as_str()
+            .sub
+            .as_deref()
             .filter(|s| !s.is_empty() && s.len() <= MAX_SUBJECT_LEN)?;
-        let assurance = match claims.get("aal").and_then(Value::as_str) {
+        let assurance = match claims.aal.as_deref() {
             Some("aal2") => AssuranceLevel::Aal2,
             _ => AssuranceLevel::Aal1,
         };
 
         let mut mfa_time: Option<SystemTime> = None;
         let mut first_auth: Option<SystemTime> = None;
-        for entry in claims
-            .get("amr")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let (method, at) = match entry {
-                Value::String(m) => (m.as_str(), None),
-                Value::Object(o) => (
-                    o.get("method").and_then(Value::as_str).unwrap_or_default(),
-                    o.get("timestamp").and_then(timestamp),
-                ),
-                _ => continue,
+        for entry in claims.amr.iter().flatten() {
+            let Amr::Entry {
+                method,
+                timestamp: Some(at),
+            } = entry
+            else {
+                continue;
             };
-            if let Some(at) = at {
-                if MFA_METHODS.contains(&method) {
-                    mfa_time = mfa_time.max(Some(at));
-                } else {
-                    first_auth = Some(first_auth.map_or(at, |t| t.min(at)));
-                }
+            let Some(at) = timestamp(*at) else { continue };
+            if method.as_deref().is_some_and(|m| MFA_METHODS.contains(&m)) {
+                mfa_time = mfa_time.max(Some(at));
+            } else {
+                first_auth = Some(first_auth.map_or(at, |t| t.min(at)));
             }
         }
         let auth_time = claims
-            .get("auth_time")
+            .auth_time
             .and_then(timestamp)
             .or(first_auth)
-            .or_else(|| claims.get("iat").and_then(timestamp));
+            .or_else(|| claims.iat.and_then(timestamp));
 
-        let mut roles: Vec<String> = Vec::new();
-        let app = claims.get("app_metadata").and_then(Value::as_object);
-        let role_values = [claims.get("role"), app.and_then(|a| a.get("role"))];
-        for role in role_values.into_iter().flatten().filter_map(Value::as_str) {
-            roles.push(role.to_owned());
-        }
-        for role in app
-            .and_then(|a| a.get("roles"))
-            .and_then(Value::as_array)
+        let app = claims.app_metadata.as_ref();
+        let mut roles: Vec<String> = [claims.role.as_deref(), app.and_then(|a| a.role.as_deref())]
             .into_iter()
             .flatten()
-            .filter_map(Value::as_str)
-        {
-            roles.push(role.to_owned());
-        }
+            .chain(
+                app.and_then(|a| a.roles.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r.as_ref()),
+            )
+            .map(str::to_owned)
+            .collect();
         roles.sort();
         roles.dedup();
 
@@ -168,13 +162,29 @@ impl ClaimsMapper for SupabaseClaims {
         if let Some(at) = mfa_time {
             principal = principal.with_mfa_time(at);
         }
-        if let Some(session) = claims.get("session_id").and_then(Value::as_str) {
+        if let Some(session) = claims.session_id.as_deref() {
             principal = principal.with_session_id(session);
         }
-        if let Some(org) = self.org_claim.as_deref().and_then(|p| str_at(claims, p)) {
-            principal = principal.with_org_id(org);
+        if let Some(path) = self.org_claim.as_deref() {
+            // Only services that configured an org claim pay for a full parse.
+            let value: Value = serde_json::from_slice(payload).ok()?;
+            if let Some(org) = str_at(&value, path) {
+                principal = principal.with_org_id(org);
+            }
         }
         Some(principal)
+    }
+}
+
+impl ClaimsMapper for SupabaseClaims {
+    fn principal(&self, claims: &Map<String, Value>) -> Option<Principal> {
+        let payload = serde_json::to_vec(claims).ok()?;
+        let raw: RawClaims<'_> = serde_json::from_slice(&payload).ok()?;
+        self.map_raw(&raw, &payload)
+    }
+
+    fn as_supabase(&self) -> Option<&SupabaseClaims> {
+        Some(self)
     }
 }
 

@@ -30,11 +30,11 @@
 //! # }
 //! ```
 
-use std::{collections::HashMap, fmt, str::FromStr, sync::Arc, time::Duration};
+use std::{borrow::Cow, collections::HashMap, fmt, str::FromStr, sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use guardrail_core::Principal;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use jsonwebtoken::{Algorithm, DecodingKey, errors::ErrorKind};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -175,8 +175,6 @@ struct Settings {
     leeway: Duration,
     max_token_bytes: usize,
     mapper: Arc<dyn ClaimsMapper>,
-    /// One `Validation` per algorithm, built once.
-    validations: HashMap<Algorithm, Validation>,
 }
 
 impl fmt::Debug for JwtVerifier {
@@ -206,15 +204,13 @@ impl JwtVerifier {
         // would pick; installing it explicitly keeps a second backend pulled
         // in by feature unification from turning into a panic on first use.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
-        let mut settings = Settings {
+        let settings = Settings {
             issuer: None,
             audience: None,
             leeway: DEFAULT_LEEWAY,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             mapper: Arc::new(SupabaseClaims::new()),
-            validations: HashMap::new(),
         };
-        settings.rebuild();
         Self {
             keys: keys.into(),
             settings: Arc::new(settings),
@@ -225,7 +221,6 @@ impl JwtVerifier {
         // Copies only if this verifier was cloned before being configured.
         let settings = Arc::make_mut(&mut self.settings);
         f(settings);
-        settings.rebuild();
         self
     }
 
@@ -305,67 +300,159 @@ impl JwtVerifier {
         if Algorithm::from_str(&header.alg).ok() != Some(key.alg) {
             return Err(AuthError::WrongAlgorithm);
         }
-        let validation = self
-            .settings
-            .validations
-            .get(&key.alg)
-            .ok_or(AuthError::WrongAlgorithm)?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
-                    AuthError::MissingClaim
-                }
-                ErrorKind::InvalidAlgorithm
-                | ErrorKind::MissingAlgorithm
-                | ErrorKind::InvalidAlgorithmName
-                | ErrorKind::UnsupportedAlgorithm
-                | ErrorKind::InvalidKeyFormat => AuthError::WrongAlgorithm,
-                _ => AuthError::Malformed,
-            })?;
-        self.settings
-            .mapper
-            .principal(&data.claims)
-            .ok_or(AuthError::InvalidClaims)
+        // The signature first: nothing in an unverified payload is read.
+        let (message, signature) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
+        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.key, key.alg) {
+            Ok(true) => {}
+            Ok(false) => return Err(AuthError::BadSignature),
+            Err(e) => {
+                return Err(match e.kind() {
+                    ErrorKind::Base64(_) => AuthError::Malformed,
+                    ErrorKind::InvalidSignature => AuthError::BadSignature,
+                    _ => AuthError::WrongAlgorithm,
+                });
+            }
+        }
+        let payload = message
+            .split_once('.')
+            .map(|(_, p)| p)
+            .ok_or(AuthError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| AuthError::Malformed)?;
+        // One parse, borrowing from the payload; a mistyped registered claim
+        // (a string `exp`, a numeric `sub`) fails it.
+        let claims: RawClaims<'_> =
+            serde_json::from_slice(&payload).map_err(|_| AuthError::MissingClaim)?;
+        self.check_registered(&claims)?;
+        match self.settings.mapper.as_supabase() {
+            Some(supabase) => supabase.map_raw(&claims, &payload),
+            None => {
+                let map: Map<String, Value> =
+                    serde_json::from_slice(&payload).map_err(|_| AuthError::Malformed)?;
+                self.settings.mapper.principal(&map)
+            }
+        }
+        .ok_or(AuthError::InvalidClaims)
+    }
+
+    /// `exp` (required), `nbf`, `sub` (required), and `iss`/`aud` when
+    /// configured (then required).
+    fn check_registered(&self, claims: &RawClaims<'_>) -> Result<(), AuthError> {
+        let s = &self.settings;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let leeway = s.leeway.as_secs_f64();
+        let exp = claims.exp.ok_or(AuthError::MissingClaim)?;
+        if exp + leeway <= now {
+            return Err(AuthError::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now + leeway) {
+            return Err(AuthError::NotYetValid);
+        }
+        if claims.sub.as_deref().is_none_or(str::is_empty) {
+            return Err(AuthError::MissingClaim);
+        }
+        if let Some(issuer) = &s.issuer {
+            match claims.iss.as_deref() {
+                None => return Err(AuthError::MissingClaim),
+                Some(iss) if iss != issuer => return Err(AuthError::WrongIssuer),
+                Some(_) => {}
+            }
+        }
+        if let Some(audience) = &s.audience {
+            match &claims.aud {
+                None => return Err(AuthError::MissingClaim),
+                Some(aud) if !aud.contains(audience) => return Err(AuthError::WrongAudience),
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 }
 
-impl Settings {
-    fn rebuild(&mut self) {
-        use Algorithm::*;
-        let mut required = vec!["exp", "sub"];
-        if self.issuer.is_some() {
-            required.push("iss");
+/// The claims we read, borrowed from the decoded payload. Unknown claims are
+/// skipped without being parsed into values.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct RawClaims<'a> {
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) exp: Option<f64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) nbf: Option<f64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) iat: Option<f64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) auth_time: Option<f64>,
+    #[serde(borrow, default)]
+    pub(crate) sub: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) iss: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) aud: Option<OneOrMany<'a>>,
+    #[serde(borrow, default)]
+    pub(crate) aal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) amr: Option<Vec<Amr<'a>>>,
+    #[serde(borrow, default)]
+    pub(crate) session_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) app_metadata: Option<AppMetadata<'a>>,
+}
+
+/// `aud`: one string or a list.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany<'a> {
+    One(#[serde(borrow)] Cow<'a, str>),
+    Many(#[serde(borrow)] Vec<Cow<'a, str>>),
+}
+
+impl OneOrMany<'_> {
+    fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Self::One(one) => one == wanted,
+            Self::Many(many) => many.iter().any(|a| a == wanted),
         }
-        if self.audience.is_some() {
-            required.push("aud");
-        }
-        self.validations = [
-            HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
-        ]
-        .into_iter()
-        .map(|alg| {
-            let mut v = Validation::new(alg);
-            v.leeway = self.leeway.as_secs();
-            v.validate_exp = true;
-            v.validate_nbf = true;
-            v.set_required_spec_claims(&required);
-            match &self.issuer {
-                Some(iss) => v.set_issuer(&[iss]),
-                None => v.iss = None,
-            }
-            match &self.audience {
-                Some(aud) => v.set_audience(&[aud]),
-                None => v.validate_aud = false,
-            }
-            (alg, v)
-        })
-        .collect();
     }
+}
+
+/// One `amr` entry: `"pwd"` or `{"method": "totp", "timestamp": 1700000000}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Amr<'a> {
+    /// A bare method name carries no time, so nothing reads it.
+    Method(
+        #[serde(borrow)]
+        #[allow(dead_code)]
+        Cow<'a, str>,
+    ),
+    Entry {
+        #[serde(borrow, default)]
+        method: Option<Cow<'a, str>>,
+        #[serde(default)]
+        timestamp: Option<f64>,
+    },
+}
+
+/// The server-controlled part of Supabase's metadata (never `user_metadata`).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct AppMetadata<'a> {
+    #[serde(borrow, default)]
+    pub(crate) role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) roles: Option<Vec<Cow<'a, str>>>,
+}
+
+/// A NumericDate: a JSON number (integer or not). Strings are refused.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    use serde::Deserialize;
+    Option::<f64>::deserialize(d).and_then(|v| match v {
+        Some(f) if !f.is_finite() => Err(serde::de::Error::custom("not a finite number")),
+        v => Ok(v),
+    })
 }
 
 struct TokenHeader {

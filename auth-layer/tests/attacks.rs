@@ -183,6 +183,8 @@ async fn crit_jku_x5u_jwk_and_x5c_headers_are_rejected() {
         ("x5u", json!("https://evil.test/cert.pem")),
         ("jwk", json!({"kty": "oct", "k": "AAAA"})),
         ("x5c", json!(["MIIB"])),
+        ("crit", json!(null)),
+        ("jku", json!(null)),
     ] {
         let t = with_header(json!({"alg": "HS256", "typ": "JWT", name: value}), &c, &key);
         assert_rejected(&t, name).await;
