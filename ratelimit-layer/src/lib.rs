@@ -1,14 +1,55 @@
-//! Rate limiting on governor (GCRA), keyed by client IP, principal, API key, globally or by a custom key, with bounded memory and a Redis backend for many replicas.
+//! Rate limiting for tower services: keyed GCRA on governor, keys a client
+//! cannot spoof, memory bounded by `max_keys`, and a Redis backend for
+//! limits shared by many replicas.
 //!
-//! **Not implemented yet.** This crate reserves its place in the workspace
-//! (and the `ratelimit-layer` feature of the `guardrails` umbrella crate); it exports
-//! nothing until its issue lands.
+//! - [`RateLimitPolicy`]: "`burst` requests at once, refilling at `rate` per
+//!   `period`", with a name, a [key](key) and optional route/method scope.
+//!   Several policies can apply to one request; the strictest decides.
+//! - [`RateLimitLayer`]: answers over-limit requests with a 429
+//!   problem+json carrying `Retry-After` (whole seconds, rounded up) and the
+//!   IETF draft headers `RateLimit-Policy: "name";q=…;w=…` and
+//!   `RateLimit: "name";r=…;t=…` — also on allowed responses.
+//! - [`RedisBackend`]: one server-side script per decision; on failure the
+//!   layer decides locally, allows or denies ([`OnRedisError`]).
+//!
+//! In the headers `q` is the burst, `w` the seconds an empty bucket takes to
+//! refill, `r` the requests left now and `t` the seconds until the bucket is
+//! full again (rounded up: never earlier than true).
+//!
+//! Every 429 is a `security.rate_limited` event (policy, key type, masked
+//! key) and a `guardrails_ratelimit_decisions_total{policy,outcome}` count;
+//! `guardrails_ratelimit_keys{policy}` tracks keys held.
 //!
 //! # Example
 //!
 //! ```
-//! // The crate links, and the shared vocabulary it will build on is reachable.
-//! assert_eq!(guardrail_core::EventName::API_REQUEST.as_str(), "api.request");
+//! use guardrail_core::ClientIp;
+//! use http::{Request, Response, StatusCode};
+//! use ratelimit_layer::{RateLimitLayer, RateLimitPolicy};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = RateLimitLayer::new(RateLimitPolicy::per_minute(60).burst(2).name("per_ip")).unwrap();
+//! let mut svc = ServiceBuilder::new().layer(layer).service(service_fn(|_req: Request<()>| async {
+//!     Ok::<_, std::convert::Infallible>(Response::new(()))
+//! }));
+//!
+//! let req = || {
+//!     let mut r = Request::new(());
+//!     r.extensions_mut().insert(ClientIp::new("203.0.113.9".parse().unwrap()));
+//!     r
+//! };
+//! let ok = svc.ready().await.unwrap().call(req()).await.unwrap();
+//! assert_eq!(ok.status(), StatusCode::OK);
+//! assert_eq!(ok.headers()["ratelimit"], "\"per_ip\";r=1;t=1");
+//! svc.ready().await.unwrap().call(req()).await.unwrap();
+//!
+//! let limited = svc.ready().await.unwrap().call(req()).await.unwrap();
+//! assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(limited.headers()["retry-after"], "1");
+//! assert_eq!(limited.headers()["ratelimit-policy"], "\"per_ip\";q=2;w=2");
+//! # }
 //! ```
 
 #![deny(unsafe_code)]
@@ -18,3 +59,22 @@
     rust_2018_idioms,
     unreachable_pub
 )]
+
+mod config;
+mod decision;
+pub mod key;
+mod layer;
+mod memory;
+mod policy;
+#[cfg(feature = "redis")]
+mod redis;
+
+pub use config::{Backend, KeyKind, PolicyConfig, RateLimitConfig, Stage};
+pub use decision::{Decision, RATELIMIT, RATELIMIT_POLICY};
+pub use layer::{
+    DEFAULT_MAX_KEYS, OnRedisError, RateLimit, RateLimitLayer, RateLimitLayerBuilder,
+    ResponseFuture,
+};
+pub use policy::RateLimitPolicy;
+#[cfg(feature = "redis")]
+pub use redis::RedisBackend;

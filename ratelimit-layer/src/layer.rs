@@ -1,0 +1,508 @@
+//! [`RateLimitLayer`]: applies policies to requests, answers 429s, reports
+//! quota in headers.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use guardrail_core::{ClientIp, EventName, GuardBody, Problem, emit};
+use http::{HeaderMap, Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    RateLimitPolicy,
+    decision::{Decision, ceil_secs, write_headers},
+    key::{Key, RequestParts},
+    memory::MemoryLimiter,
+};
+
+/// The default cap on keys held per policy in memory.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// What a Redis-backed limiter does when Redis fails or is too slow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRedisError {
+    /// Decide with this replica's in-memory limiter (the default): limits
+    /// stay enforced per replica.
+    #[default]
+    Local,
+    /// Let the request through.
+    Allow,
+    /// Refuse with 503 and `Retry-After: 1`.
+    Deny,
+}
+
+struct Compiled {
+    policy: RateLimitPolicy,
+    local: MemoryLimiter,
+    allowed: metrics::Counter,
+    limited: metrics::Counter,
+    keys: metrics::Gauge,
+}
+
+struct Shared {
+    policies: Vec<Compiled>,
+    headers: bool,
+    exempt: Vec<String>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::RedisBackend>,
+    on_redis_error: OnRedisError,
+}
+
+/// Builder for [`RateLimitLayer`].
+#[derive(Debug, Default)]
+pub struct RateLimitLayerBuilder {
+    policies: Vec<RateLimitPolicy>,
+    max_keys: Option<usize>,
+    headers: Option<bool>,
+    exempt: Vec<String>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::RedisBackend>,
+    on_redis_error: OnRedisError,
+}
+
+impl RateLimitLayerBuilder {
+    /// Adds a policy; every applicable policy counts, the strictest decides.
+    /// A layer without policies lets everything through.
+    pub fn policy(mut self, policy: RateLimitPolicy) -> Self {
+        self.policies.push(policy);
+        self
+    }
+
+    /// Keys held per policy in memory (default 100 000).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = Some(max_keys);
+        self
+    }
+
+    /// Whether allowed responses carry `RateLimit-Policy` and `RateLimit`
+    /// (default `true`; 429s always do).
+    pub fn headers(mut self, on: bool) -> Self {
+        self.headers = Some(on);
+        self
+    }
+
+    /// Paths never limited: exact paths, or prefixes written `/prefix/*`.
+    pub fn exempt<I, P>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.exempt = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Decides on Redis, shared by every replica.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, backend: crate::RedisBackend) -> Self {
+        self.redis = Some(backend);
+        self
+    }
+
+    /// What to do when Redis fails (default: decide locally).
+    pub fn on_redis_error(mut self, choice: OnRedisError) -> Self {
+        self.on_redis_error = choice;
+        self
+    }
+
+    /// Checks every policy and builds the layer.
+    pub fn build(self) -> Result<RateLimitLayer, String> {
+        let max_keys = self.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+        if max_keys == 0 {
+            return Err("max_keys must be at least 1".into());
+        }
+        let mut policies = Vec::with_capacity(self.policies.len());
+        for policy in self.policies {
+            policy
+                .validate()
+                .map_err(|e| format!("policy `{}`: {e}", policy.name))?;
+            if policies
+                .iter()
+                .any(|c: &Compiled| c.policy.name == policy.name)
+            {
+                return Err(format!("policy `{}` is defined twice", policy.name));
+            }
+            let name = policy.name.clone();
+            policies.push(Compiled {
+                local: MemoryLimiter::new(&policy, max_keys),
+                allowed: metrics::counter!("guardrails_ratelimit_decisions_total", "policy" => name.clone(), "outcome" => "allowed"),
+                limited: metrics::counter!("guardrails_ratelimit_decisions_total", "policy" => name.clone(), "outcome" => "limited"),
+                keys: metrics::gauge!("guardrails_ratelimit_keys", "policy" => name),
+                policy,
+            });
+        }
+        Ok(RateLimitLayer {
+            shared: Arc::new(Shared {
+                policies,
+                headers: self.headers.unwrap_or(true),
+                exempt: self.exempt,
+                #[cfg(feature = "redis")]
+                redis: self.redis,
+                on_redis_error: self.on_redis_error,
+            }),
+        })
+    }
+}
+
+/// Layer that applies [`RateLimit`].
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field(
+                "policies",
+                &self
+                    .shared
+                    .policies
+                    .iter()
+                    .map(|c| &c.policy)
+                    .collect::<Vec<_>>(),
+            )
+            .field("headers", &self.shared.headers)
+            .field("exempt", &self.shared.exempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// Starts a layer.
+    pub fn builder() -> RateLimitLayerBuilder {
+        RateLimitLayerBuilder::default()
+    }
+
+    /// One in-memory policy with the defaults.
+    pub fn new(policy: RateLimitPolicy) -> Result<Self, String> {
+        Self::builder().policy(policy).build()
+    }
+
+    /// Keys held in memory, per policy name (for health reports).
+    pub fn key_counts(&self) -> Vec<(String, usize)> {
+        self.shared
+            .policies
+            .iter()
+            .map(|c| (c.policy.name.clone(), c.local.key_count()))
+            .collect()
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Middleware that rate-limits requests; see [`RateLimitLayer`].
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> RateLimit<S> {
+    /// Gets a reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Gets a mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl Shared {
+    fn is_exempt(&self, path: &str) -> bool {
+        self.exempt.iter().any(|e| match e.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == e,
+        })
+    }
+
+    /// Records a decision and folds it into the verdict so far.
+    fn record(
+        &self,
+        index: usize,
+        key: &Key,
+        decision: Decision,
+        verdict: &mut Verdict,
+        extensions: &http::Extensions,
+    ) {
+        let c = &self.policies[index];
+        if decision.allowed {
+            c.allowed.increment(1);
+        } else {
+            c.limited.increment(1);
+            emit!(
+                WARN,
+                EventName::SECURITY_RATE_LIMITED,
+                policy = %c.policy.name,
+                key_type = key.kind(),
+                key = %key.masked(),
+                retry_after_s = ceil_secs(decision.retry_after),
+                client = extensions.get::<ClientIp>().map(|ip| tracing::field::display(ip.masked())),
+                request_id = extensions.get::<guardrail_core::RequestId>().map(tracing::field::display),
+            );
+        }
+        if decision.allowed {
+            if self.headers {
+                write_headers(
+                    &mut verdict.headers,
+                    &c.policy.name,
+                    c.policy.window(),
+                    &decision,
+                );
+            }
+        } else {
+            write_headers(
+                &mut verdict.denied_headers,
+                &c.policy.name,
+                c.policy.window(),
+                &decision,
+            );
+            verdict.retry_after = verdict
+                .retry_after
+                .max(ceil_secs(decision.retry_after).max(1));
+            verdict.denied = true;
+        }
+    }
+
+    fn local(&self, index: usize, key: &Key) -> Decision {
+        let c = &self.policies[index];
+        let d = c.local.decide(key);
+        c.keys.set(c.local.key_count() as f64);
+        d
+    }
+}
+
+/// The combined outcome of every applicable policy.
+#[derive(Default)]
+struct Verdict {
+    denied: bool,
+    retry_after: u64,
+    headers: HeaderMap,
+    denied_headers: HeaderMap,
+    unavailable: bool,
+}
+
+impl Verdict {
+    fn problem(self, extensions: &http::Extensions) -> Problem {
+        let mut problem = if self.unavailable {
+            Problem::service_unavailable(1)
+                .detail("Rate limiting is temporarily unavailable. Try again shortly.")
+        } else {
+            Problem::too_many_requests(self.retry_after)
+                .detail("Too many requests. Retry after the number of seconds in Retry-After.")
+        };
+        for (name, value) in self.denied_headers.iter() {
+            problem = problem.header(name.clone(), value.clone());
+        }
+        problem.request_id_from(extensions)
+    }
+}
+
+type Decide = Pin<Box<dyn Future<Output = Verdict> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<GuardBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = &self.shared;
+        if shared.is_exempt(req.uri().path()) {
+            return ResponseFuture::inner(self.inner.call(req), None);
+        }
+        let parts = RequestParts::from(&req);
+
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &shared.redis {
+            let keys: Vec<(usize, Key)> = shared
+                .policies
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.policy.applies_to(&parts))
+                .map(|(i, c)| (i, c.policy.key.key(&parts).unwrap_or(Key::Unknown)))
+                .collect();
+            if keys.is_empty() {
+                return ResponseFuture::inner(self.inner.call(req), None);
+            }
+            let shared = Arc::clone(shared);
+            let redis = redis.clone();
+            let extensions = req.extensions().clone();
+            let decide: Decide = Box::pin(async move {
+                let mut verdict = Verdict::default();
+                for (index, key) in keys {
+                    let decision = match redis.decide(&shared.policies[index].policy, &key).await {
+                        Ok(d) => d,
+                        Err(_) => match shared.on_redis_error {
+                            OnRedisError::Local => shared.local(index, &key),
+                            OnRedisError::Allow => continue,
+                            OnRedisError::Deny => {
+                                verdict.unavailable = true;
+                                verdict.denied = true;
+                                continue;
+                            }
+                        },
+                    };
+                    shared.record(index, &key, decision, &mut verdict, &extensions);
+                }
+                verdict
+            });
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture {
+                kind: Kind::Deciding {
+                    decide,
+                    pending: Some((inner, req)),
+                },
+            };
+        }
+
+        let mut verdict = Verdict::default();
+        for (index, c) in shared.policies.iter().enumerate() {
+            if c.policy.applies_to(&parts) {
+                let key = c.policy.key.key(&parts).unwrap_or(Key::Unknown);
+                let decision = shared.local(index, &key);
+                shared.record(index, &key, decision, &mut verdict, parts.extensions);
+            }
+        }
+        if verdict.denied {
+            return ResponseFuture::reject(verdict.problem(parts.extensions));
+        }
+        let headers = (!verdict.headers.is_empty()).then_some(verdict.headers);
+        ResponseFuture::inner(self.inner.call(req), headers)
+    }
+}
+
+pin_project! {
+    /// Response future for [`RateLimit`].
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        kind: Kind<S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Inner { #[pin] future: S::Future, headers: Option<HeaderMap> },
+        Deciding { decide: Decide, pending: Option<(S, Request<ReqBody>)> },
+        Reject { problem: Option<Problem> },
+    }
+}
+
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn inner(future: S::Future, headers: Option<HeaderMap>) -> Self {
+        Self {
+            kind: Kind::Inner { future, headers },
+        }
+    }
+
+    fn reject(problem: Problem) -> Self {
+        Self {
+            kind: Kind::Reject {
+                problem: Some(problem),
+            },
+        }
+    }
+}
+
+impl<S, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<GuardBody<ResBody>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.kind.as_mut().project() {
+                KindProj::Inner { future, headers } => {
+                    let mut res = ready!(future.poll(cx))?;
+                    if let Some(headers) = headers.take() {
+                        for (name, value) in headers {
+                            if let Some(name) = name {
+                                res.headers_mut().append(name, value);
+                            }
+                        }
+                    }
+                    return Poll::Ready(Ok(res.map(GuardBody::new)));
+                }
+                KindProj::Reject { problem } => {
+                    let problem = problem.take().unwrap_or_else(Problem::internal_error);
+                    return Poll::Ready(Ok(problem.into_response()));
+                }
+                KindProj::Deciding { decide, pending } => {
+                    let verdict = ready!(decide.as_mut().poll(cx));
+                    let Some((mut inner, req)) = pending.take() else {
+                        return Poll::Ready(Ok(Problem::internal_error().into_response()));
+                    };
+                    if verdict.denied {
+                        let problem = verdict.problem(req.extensions());
+                        this.kind.set(Kind::Reject {
+                            problem: Some(problem),
+                        });
+                    } else {
+                        let headers = (!verdict.headers.is_empty()).then_some(verdict.headers);
+                        let future = inner.call(req);
+                        this.kind.set(Kind::Inner { future, headers });
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The in-memory backend: governor's GCRA over a store with a hard key cap.
+//!
+//! Each policy has a governor keyed limiter whose state store holds at most
+//! `max_keys` keys, spread over shards. A new key arriving at a full shard
+//! evicts the most idle of a few sampled keys (the one closest to a full
+//! bucket), and every few thousand decisions one shard drops the keys whose
+//! bucket is full again (indistinguishable from a new key). Nobody has to
+//! call `retain_recent` by hand, and a flood of distinct keys can't grow
+//! memory past the cap.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState},
+    num::NonZeroU32,
+    ops::Add,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, Reference},
+    middleware::{NoOpMiddleware, StateInformationMiddleware},
+    nanos::Nanos,
+    state::StateStore,
+};
+
+use crate::{RateLimitPolicy, decision::Decision, key::Key};
+
+const SHARDS: usize = 64;
+const EVICTION_SAMPLE: usize = 8;
+const SWEEP_EVERY: u64 = 1024;
+
+/// Instants on tokio's clock, so `tokio::time::pause()` drives the limiter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct TokioInstant(tokio::time::Instant);
+
+impl Add<Nanos> for TokioInstant {
+    type Output = Self;
+    fn add(self, rhs: Nanos) -> Self {
+        Self(self.0 + Duration::from(rhs))
+    }
+}
+
+impl Reference for TokioInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        self.0.saturating_duration_since(earlier.0).into()
+    }
+
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        Self(self.0.checked_sub(duration.into()).unwrap_or(self.0))
+    }
+}
+
+/// governor's clock on tokio time.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = TokioInstant;
+    fn now(&self) -> TokioInstant {
+        TokioInstant(tokio::time::Instant::now())
+    }
+}
+
+/// Keys are already SipHash outputs: hash them no further.
+#[derive(Default)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = HashMap<u64, u64, BuildHasherDefault<PassThrough>>;
+
+/// A sharded, capped GCRA state store: key hash → theoretical arrival time.
+pub(crate) struct CappedStore {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    len: AtomicUsize,
+}
+
+impl CappedStore {
+    fn new(max_keys: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard: max_keys.div_ceil(SHARDS).max(1),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<Shard> {
+        // The top bits pick the shard; the map uses all of them.
+        &self.shards[(key >> 58) as usize % SHARDS]
+    }
+
+    /// Drops keys of shard `index` whose bucket is full again at `now`.
+    fn sweep(&self, index: usize, now: Nanos) {
+        let mut shard = self.shards[index].lock().unwrap_or_else(|e| e.into_inner());
+        let before = shard.len();
+        shard.retain(|_, tat| *tat > now.as_u64());
+        self.len.fetch_sub(before - shard.len(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+/// The store as governor holds it; the limiter keeps another handle for
+/// sweeps and counts.
+pub(crate) struct SharedStore(Arc<CappedStore>);
+
+impl StateStore for SharedStore {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.0.measure_and_replace(key, f)
+    }
+}
+
+impl StateStore for CappedStore {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut shard = self.shard(*key).lock().unwrap_or_else(|e| e.into_inner());
+        let previous = shard.get(key).copied();
+        let (outcome, tat) = f(previous.map(Nanos::from))?;
+        if previous.is_none() {
+            if shard.len() >= self.per_shard {
+                // Evict the sampled key closest to a full bucket.
+                if let Some(idle) = shard
+                    .iter()
+                    .take(EVICTION_SAMPLE)
+                    .min_by_key(|(_, tat)| **tat)
+                    .map(|(k, _)| *k)
+                {
+                    shard.remove(&idle);
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        shard.insert(*key, tat.as_u64());
+        Ok(outcome)
+    }
+}
+
+type Limiter = RateLimiter<u64, SharedStore, TokioClock, StateInformationMiddleware>;
+
+/// One policy's in-memory limiter.
+pub(crate) struct MemoryLimiter {
+    limiter: Limiter,
+    store: Arc<CappedStore>,
+    /// Our copy of the limiter's start, for sweeps (a hair later than
+    /// governor's own, so sweeps err towards keeping keys).
+    start: TokioInstant,
+    hasher: RandomState,
+    decisions: AtomicU64,
+    burst: u32,
+    interval: Duration,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(policy: &RateLimitPolicy, max_keys: usize) -> Self {
+        let burst = NonZeroU32::new(policy.burst).unwrap_or(NonZeroU32::MIN);
+        let interval = policy.emission_interval().max(Duration::from_nanos(1));
+        let quota = Quota::with_period(interval)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        let store = Arc::new(CappedStore::new(max_keys));
+        let limiter: Limiter = RateLimiter::<
+            u64,
+            SharedStore,
+            TokioClock,
+            NoOpMiddleware<TokioInstant>,
+        >::new(quota, SharedStore(Arc::clone(&store)), TokioClock)
+        .with_middleware::<StateInformationMiddleware>();
+        Self {
+            start: TokioClock.now(),
+            limiter,
+            store,
+            hasher: RandomState::new(),
+            decisions: AtomicU64::new(0),
+            burst: burst.get(),
+            interval,
+        }
+    }
+
+    /// Counts one request for `key`.
+    pub(crate) fn decide(&self, key: &Key) -> Decision {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        let hash = h.finish();
+
+        let n = self.decisions.fetch_add(1, Ordering::Relaxed);
+        if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            let shard = ((n / SWEEP_EVERY) as usize) % SHARDS;
+            let now = TokioClock.now().duration_since(self.start);
+            self.store.sweep(shard, now);
+        }
+
+        match self.limiter.check_key(&hash) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Decision::allow(
+                    self.burst,
+                    remaining,
+                    self.interval * (self.burst - remaining.min(self.burst)),
+                )
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(TokioClock.now());
+                let reset = wait + self.interval * self.burst.saturating_sub(1);
+                Decision::deny(self.burst, wait, reset)
+            }
+        }
+    }
+
+    /// Keys currently held.
+    pub(crate) fn key_count(&self) -> usize {
+        self.store.len()
+    }
+}

@@ -1,0 +1,179 @@
+//! Rate-limit policies: a named quota, a key, and where it applies.
+//!
+//! A quota is "`burst` requests at once, refilling at `rate` per `period`":
+//! `RateLimitPolicy::per_minute(600).burst(50)` allows 50 requests in a
+//! burst and 600 a minute sustained (one every 100 ms). The names say what
+//! they mean — unlike tower_governor's `per_second(n)`, which means one
+//! request every *n* seconds.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use ratelimit_layer::{RateLimitPolicy, key::PrincipalKey};
+//!
+//! let per_user = RateLimitPolicy::per_minute(120)
+//!     .burst(20)
+//!     .name("per_user")
+//!     .key(PrincipalKey)
+//!     .routes(["/api/"]);
+//! assert_eq!(per_user.emission_interval(), Duration::from_millis(500));
+//! assert_eq!(per_user.burst_size(), 20);
+//! assert!(RateLimitPolicy::new(0, Duration::from_secs(1)).validate().is_err());
+//! ```
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use http::Method;
+
+use crate::key::{ClientIpKey, KeyExtractor, RequestParts};
+
+/// A named quota with its key and scope.
+#[derive(Clone)]
+pub struct RateLimitPolicy {
+    pub(crate) name: String,
+    pub(crate) rate: u32,
+    pub(crate) period: Duration,
+    pub(crate) burst: u32,
+    pub(crate) key: Arc<dyn KeyExtractor>,
+    pub(crate) routes: Vec<String>,
+    pub(crate) methods: Vec<Method>,
+}
+
+impl RateLimitPolicy {
+    /// `rate` requests per `period`, with a burst of `rate` (set another
+    /// with [`burst`](Self::burst)), keyed by client IP, on every route.
+    pub fn new(rate: u32, period: Duration) -> Self {
+        Self {
+            name: "default".into(),
+            rate,
+            period,
+            burst: rate,
+            key: Arc::new(ClientIpKey),
+            routes: Vec::new(),
+            methods: Vec::new(),
+        }
+    }
+
+    /// `rate` requests per second.
+    pub fn per_second(rate: u32) -> Self {
+        Self::new(rate, Duration::from_secs(1))
+    }
+
+    /// `rate` requests per minute.
+    pub fn per_minute(rate: u32) -> Self {
+        Self::new(rate, Duration::from_secs(60))
+    }
+
+    /// `rate` requests per hour.
+    pub fn per_hour(rate: u32) -> Self {
+        Self::new(rate, Duration::from_secs(3600))
+    }
+
+    /// Requests allowed at once (the bucket size).
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = burst;
+        self
+    }
+
+    /// The name used in `RateLimit-Policy` headers, events and metrics.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// What requests are counted by.
+    pub fn key(mut self, key: impl KeyExtractor) -> Self {
+        self.key = Arc::new(key);
+        self
+    }
+
+    /// Applies only to paths starting with one of `prefixes` (default: all).
+    pub fn routes<I, P>(mut self, prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.routes = prefixes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Applies only to these methods (default: all).
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// The time one request's worth of quota takes to refill.
+    pub fn emission_interval(&self) -> Duration {
+        self.period / self.rate.max(1)
+    }
+
+    /// The bucket size.
+    pub fn burst_size(&self) -> u32 {
+        self.burst
+    }
+
+    /// The policy name.
+    pub fn policy_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The time an empty bucket takes to refill completely.
+    pub fn window(&self) -> Duration {
+        self.emission_interval() * self.burst
+    }
+
+    /// Why this policy can't be used, if it can't.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rate == 0 {
+            return Err("rate must be at least 1".into());
+        }
+        if self.burst == 0 {
+            return Err("burst must be at least 1".into());
+        }
+        if self.period < Duration::from_millis(1)
+            || self.period > Duration::from_secs(7 * 24 * 3600)
+        {
+            return Err("period must be between 1ms and 7 days".into());
+        }
+        if self.emission_interval().is_zero() {
+            return Err("rate is too high for the period (less than 1ns per request)".into());
+        }
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err("name must be 1-64 characters of [A-Za-z0-9_-]".into());
+        }
+        if self.routes.iter().any(|r| !r.starts_with('/')) {
+            return Err("routes must be path prefixes starting with `/`".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn applies_to(&self, req: &RequestParts<'_>) -> bool {
+        (self.methods.is_empty() || self.methods.contains(req.method))
+            && (self.routes.is_empty()
+                || self
+                    .routes
+                    .iter()
+                    .any(|r| req.uri.path().starts_with(r.as_str())))
+    }
+}
+
+impl fmt::Debug for RateLimitPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitPolicy")
+            .field("name", &self.name)
+            .field("rate", &self.rate)
+            .field("period", &self.period)
+            .field("burst", &self.burst)
+            .field("routes", &self.routes)
+            .field("methods", &self.methods)
+            .finish_non_exhaustive()
+    }
+}
