@@ -238,8 +238,14 @@ impl AuthConfig {
             } else if prod && !jwks.url.starts_with("https://") {
                 problem("auth.jwks.url", "must be https in production".into());
             }
-            if jwks.ttl.is_zero() {
-                problem("auth.jwks.ttl", "must be more than 0s".into());
+            if jwks.ttl.is_zero() || jwks.ttl > Duration::from_secs(24 * 3600) {
+                problem(
+                    "auth.jwks.ttl",
+                    "must be more than 0s and at most 24h".into(),
+                );
+            }
+            if jwks.max_stale > Duration::from_secs(7 * 24 * 3600) {
+                problem("auth.jwks.max_stale", "must be at most 7 days".into());
             }
             if jwks.min_refresh_interval > jwks.ttl {
                 problem(

@@ -40,7 +40,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        Arc, Mutex, Weak,
+        Arc, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -120,7 +120,7 @@ impl JwksBuilder {
         let url: Uri = self
             .url
             .parse()
-            .map_err(|_| JwksError(format!("`{}` is not a valid JWKS URL", self.url)))?;
+            .map_err(|_| JwksError("the JWKS URL is not a valid URL".into()))?;
         match url.scheme_str() {
             Some("http") => {}
             Some("https") if cfg!(feature = "https") => {}
@@ -129,10 +129,15 @@ impl JwksBuilder {
                     "https JWKS URLs need the `https` feature of auth-layer".into(),
                 ));
             }
-            _ => return Err(JwksError(format!("`{}` is not an http(s) URL", self.url))),
+            _ => {
+                return Err(JwksError(format!(
+                    "`{}` is not an http(s) URL",
+                    redact(&url)
+                )));
+            }
         }
         if url.host().is_none() {
-            return Err(JwksError(format!("`{}` has no host", self.url)));
+            return Err(JwksError(format!("`{}` has no host", redact(&url))));
         }
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(self.timeout));
@@ -158,9 +163,12 @@ impl JwksBuilder {
                 max_stale: self.max_stale,
                 min_refresh_interval: self.min_refresh_interval,
                 timeout: self.timeout,
+                stale_limit: self.ttl.saturating_add(self.max_stale),
                 cache: ArcSwapOption::empty(),
-                last_attempt: Mutex::new(None),
-                refreshing: tokio::sync::Mutex::new(()),
+                base: Instant::now(),
+                last_attempt_ms: AtomicU64::new(0),
+                in_flight: AtomicBool::new(false),
+                done: tokio::sync::watch::channel(0).0,
                 failing: AtomicBool::new(false),
                 fetches: AtomicU64::new(0),
             }),
@@ -186,9 +194,15 @@ struct Inner {
     max_stale: Duration,
     min_refresh_interval: Duration,
     timeout: Duration,
+    /// `ttl + max_stale`, saturated: cached keys are never used past it.
+    stale_limit: Duration,
     cache: ArcSwapOption<Snapshot>,
-    last_attempt: Mutex<Option<Instant>>,
-    refreshing: tokio::sync::Mutex<()>,
+    base: Instant,
+    /// Milliseconds since `base` of the last claimed fetch, plus one (0: never).
+    last_attempt_ms: AtomicU64,
+    in_flight: AtomicBool,
+    /// Bumped when a fetch ends, successful or not.
+    done: tokio::sync::watch::Sender<u64>,
     failing: AtomicBool,
     fetches: AtomicU64,
 }
@@ -203,7 +217,7 @@ struct Snapshot {
 impl fmt::Debug for Jwks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Jwks")
-            .field("url", &self.inner.url)
+            .field("url", &redact(&self.inner.url))
             .field("ttl", &self.inner.ttl)
             .field("max_stale", &self.inner.max_stale)
             .field("min_refresh_interval", &self.inner.min_refresh_interval)
@@ -248,7 +262,9 @@ impl Jwks {
     }
 
     /// Fetches now, then again every `ttl / 2`, until every clone of this
-    /// source is dropped. Call it once at startup.
+    /// source is dropped. Call it once at startup ([`AuthConfig`] does).
+    ///
+    /// [`AuthConfig`]: crate::AuthConfig
     pub fn spawn_refresh(&self) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let period = (self.inner.ttl / 2).max(Duration::from_secs(1));
@@ -265,59 +281,93 @@ impl Jwks {
 
     pub(crate) fn lookup(&self, kid: Option<&str>, may_refresh: bool) -> Lookup {
         let now = Instant::now();
-        let refresh_allowed = may_refresh && self.refresh_allowed(now);
-        let Some(snapshot) = self.inner.cache.load_full() else {
-            return if refresh_allowed {
-                Lookup::Refresh
-            } else {
-                Lookup::Unavailable
-            };
-        };
-        let age = now.saturating_duration_since(snapshot.fetched_at);
-        if age >= self.inner.ttl && refresh_allowed {
+        let usable = self
+            .inner
+            .cache
+            .load_full()
+            .filter(|s| now.saturating_duration_since(s.fetched_at) < self.inner.stale_limit);
+        let key = usable.as_ref().and_then(|s| match kid {
+            Some(kid) => s.by_kid.get(kid),
+            None => s.only.as_ref(),
+        });
+        if let (Some(snapshot), Some(key)) = (&usable, key) {
+            // Serve what we have; a stale set is refreshed in the background.
+            if may_refresh && now.saturating_duration_since(snapshot.fetched_at) >= self.inner.ttl {
+                self.start_fetch();
+            }
+            return Lookup::Found(key.clone());
+        }
+        if may_refresh && (self.start_fetch() || self.inner.in_flight.load(Ordering::Acquire)) {
             return Lookup::Refresh;
         }
-        if age >= self.inner.ttl + self.inner.max_stale {
-            return Lookup::Unavailable;
-        }
-        let key = match kid {
-            Some(kid) => snapshot.by_kid.get(kid),
-            None => snapshot.only.as_ref(),
-        };
-        match key {
-            Some(key) => Lookup::Found(key.clone()),
-            None if refresh_allowed => Lookup::Refresh,
-            None => Lookup::Missing,
+        if usable.is_some() && !self.inner.failing.load(Ordering::Relaxed) {
+            Lookup::Missing
+        } else {
+            // Nothing usable, or a key we may have failed to fetch.
+            Lookup::Unavailable
         }
     }
 
-    fn refresh_allowed(&self, now: Instant) -> bool {
-        let last = *self
-            .inner
-            .last_attempt
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        last.is_none_or(|at| now.saturating_duration_since(at) >= self.inner.min_refresh_interval)
-    }
-
-    /// Fetches the key set unless another fetch happened within
-    /// `min_refresh_interval`; concurrent callers share one fetch.
-    pub async fn refresh(&self) {
-        let _one_at_a_time = self.inner.refreshing.lock().await;
-        let now = Instant::now();
+    /// Claims the next fetch: never two at once, never more than one per
+    /// `min_refresh_interval`, whoever asks.
+    fn try_claim(&self) -> bool {
+        let inner = &self.inner;
+        if inner.in_flight.load(Ordering::Acquire) {
+            return false;
+        }
+        let now_ms = Instant::now()
+            .saturating_duration_since(inner.base)
+            .as_millis() as u64
+            + 1;
+        let last = inner.last_attempt_ms.load(Ordering::Acquire);
+        let min_ms = inner.min_refresh_interval.as_millis() as u64;
+        if last != 0 && now_ms.saturating_sub(last) < min_ms {
+            return false;
+        }
+        if inner
+            .last_attempt_ms
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
         {
-            let mut last = self
-                .inner
-                .last_attempt
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|at| {
-                now.saturating_duration_since(at) < self.inner.min_refresh_interval
-            }) {
-                return;
-            }
-            *last = Some(now);
+            return false;
         }
+        !inner.in_flight.swap(true, Ordering::AcqRel)
+    }
+
+    /// Starts a fetch in a task of its own if the claim succeeds. The fetch
+    /// completes even if every request waiting for it goes away.
+    fn start_fetch(&self) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        if !self.try_claim() {
+            return false;
+        }
+        let jwks = self.clone();
+        runtime.spawn(async move { jwks.fetch_and_store().await });
+        true
+    }
+
+    /// Waits (at most the fetch timeout) for the fetch in flight, if any.
+    pub(crate) fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut done = self.inner.done.subscribe();
+        let in_flight = self.inner.in_flight.load(Ordering::Acquire);
+        let limit = self.inner.timeout + Duration::from_millis(100);
+        async move {
+            if in_flight {
+                let _ = tokio::time::timeout(limit, done.changed()).await;
+            }
+        }
+    }
+
+    /// Fetches the key set now unless a fetch happened within
+    /// `min_refresh_interval`, and waits for the fetch in flight.
+    pub async fn refresh(&self) {
+        self.start_fetch();
+        self.wait().await;
+    }
+
+    async fn fetch_and_store(&self) {
         self.inner.fetches.fetch_add(1, Ordering::Relaxed);
         let result = match tokio::time::timeout(self.inner.timeout, self.fetch()).await {
             Ok(result) => result,
@@ -345,6 +395,8 @@ impl Jwks {
                 );
             }
         }
+        self.inner.in_flight.store(false, Ordering::Release);
+        self.inner.done.send_modify(|generation| *generation += 1);
     }
 
     async fn fetch(&self) -> Result<Snapshot, &'static str> {
@@ -388,6 +440,16 @@ impl Jwks {
             fetched_at: Instant::now(),
         })
     }
+}
+
+/// A URL fit for logs: no credentials, no query.
+fn redact(url: &Uri) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme_str().unwrap_or("?"),
+        url.host().unwrap_or(""),
+        url.path()
+    )
 }
 
 /// A signing key from a JWK, or `None` for keys we must not or cannot use.

@@ -141,6 +141,11 @@ impl KeySource {
             }
         }
         .map_err(|_| KeyError(format!("not a valid {alg:?} public key in PEM")))?;
+        // jsonwebtoken slices an Ed25519 key to 32 bytes when verifying: a
+        // key of another length would panic on the first EdDSA token.
+        if alg == Algorithm::EdDSA && key.try_get_as_bytes().map(<[u8]>::len).ok() != Some(32) {
+            return Err(KeyError("not a 32-byte Ed25519 public key".into()));
+        }
         Ok(Self::single(VerificationKey::new(alg, key)))
     }
 
@@ -252,12 +257,21 @@ impl JwtVerifier {
         self.update(|s| s.mapper = mapper)
     }
 
+    /// The JWKS source, if keys come from one.
+    pub fn jwks(&self) -> Option<&Jwks> {
+        match &self.keys {
+            KeySource::Jwks(jwks) => Some(jwks),
+            KeySource::Static { .. } => None,
+        }
+    }
+
     /// Verifies `token`, fetching keys if the source needs to.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         match self.attempt(token, true) {
             Attempt::Done(result) => result,
             Attempt::Refresh(jwks) => {
-                jwks.refresh().await;
+                // The fetch runs in its own task; we only wait for it.
+                jwks.wait().await;
                 match self.attempt(token, false) {
                     Attempt::Done(result) => result,
                     Attempt::Refresh(_) => Err(AuthError::KeysUnavailable),
@@ -275,6 +289,9 @@ impl JwtVerifier {
         };
         let key = match &self.keys {
             KeySource::Static { by_kid, default } => match header.kid.as_deref() {
+                // With no keys by id, `kid` names nothing: the one key decides
+                // (Supabase puts a `kid` on HS256 tokens).
+                Some(_) if by_kid.is_empty() => default.as_ref(),
                 Some(kid) => by_kid.get(kid),
                 None => default.as_ref(),
             }
@@ -322,12 +339,31 @@ impl JwtVerifier {
             .map_err(|_| AuthError::Malformed)?;
         // One parse, borrowing from the payload; a mistyped registered claim
         // (a string `exp`, a numeric `sub`) fails it.
-        let claims: RawClaims<'_> =
-            serde_json::from_slice(&payload).map_err(|_| AuthError::MissingClaim)?;
-        self.check_registered(&claims)?;
         match self.settings.mapper.as_supabase() {
-            Some(supabase) => supabase.map_raw(&claims, &payload),
+            Some(supabase) => {
+                let claims: RawClaims<'_> =
+                    serde_json::from_slice(&payload).map_err(|_| AuthError::MissingClaim)?;
+                self.check_registered(
+                    claims.exp,
+                    claims.nbf,
+                    claims.sub.as_deref(),
+                    claims.iss.as_deref(),
+                    claims.aud.as_ref(),
+                )?;
+                supabase.map_raw(&claims, &payload)
+            }
             None => {
+                // Another issuer's shape: only the registered claims are typed.
+                let registered: Registered<'_> =
+                    serde_json::from_slice(&payload).map_err(|_| AuthError::MissingClaim)?;
+                let r = &registered;
+                self.check_registered(
+                    r.exp,
+                    r.nbf,
+                    r.sub.as_deref(),
+                    r.iss.as_deref(),
+                    r.aud.as_ref(),
+                )?;
                 let map: Map<String, Value> =
                     serde_json::from_slice(&payload).map_err(|_| AuthError::Malformed)?;
                 self.settings.mapper.principal(&map)
@@ -338,31 +374,38 @@ impl JwtVerifier {
 
     /// `exp` (required), `nbf`, `sub` (required), and `iss`/`aud` when
     /// configured (then required).
-    fn check_registered(&self, claims: &RawClaims<'_>) -> Result<(), AuthError> {
+    fn check_registered(
+        &self,
+        exp: Option<f64>,
+        nbf: Option<f64>,
+        sub: Option<&str>,
+        iss: Option<&str>,
+        aud: Option<&OneOrMany<'_>>,
+    ) -> Result<(), AuthError> {
         let s = &self.settings;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let leeway = s.leeway.as_secs_f64();
-        let exp = claims.exp.ok_or(AuthError::MissingClaim)?;
+        let exp = exp.ok_or(AuthError::MissingClaim)?;
         if exp + leeway <= now {
             return Err(AuthError::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now + leeway) {
+        if nbf.is_some_and(|nbf| nbf > now + leeway) {
             return Err(AuthError::NotYetValid);
         }
-        if claims.sub.as_deref().is_none_or(str::is_empty) {
+        if sub.is_none_or(str::is_empty) {
             return Err(AuthError::MissingClaim);
         }
         if let Some(issuer) = &s.issuer {
-            match claims.iss.as_deref() {
+            match iss {
                 None => return Err(AuthError::MissingClaim),
                 Some(iss) if iss != issuer => return Err(AuthError::WrongIssuer),
                 Some(_) => {}
             }
         }
         if let Some(audience) = &s.audience {
-            match &claims.aud {
+            match aud {
                 None => return Err(AuthError::MissingClaim),
                 Some(aud) if !aud.contains(audience) => return Err(AuthError::WrongAudience),
                 Some(_) => {}
@@ -400,6 +443,21 @@ pub(crate) struct RawClaims<'a> {
     pub(crate) role: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub(crate) app_metadata: Option<AppMetadata<'a>>,
+}
+
+/// The registered claims alone, for issuers of any other shape.
+#[derive(Debug, serde::Deserialize)]
+struct Registered<'a> {
+    #[serde(default, deserialize_with = "numeric_date")]
+    exp: Option<f64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    nbf: Option<f64>,
+    #[serde(borrow, default)]
+    sub: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    iss: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    aud: Option<OneOrMany<'a>>,
 }
 
 /// `aud`: one string or a list.

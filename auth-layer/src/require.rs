@@ -53,6 +53,9 @@ use tower_service::Service;
 
 use crate::{AuthError, error::Denial};
 
+/// How far in the future an MFA time may be and still count.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 /// Response future for [`Require`].
 pub type ResponseFuture<F> = GuardFuture<F>;
 
@@ -215,10 +218,13 @@ impl Rule {
         }
         if let Some(max_age) = self.max_age {
             let fresh = p.mfa_time().is_some_and(|at| {
-                // An MFA time slightly in the future (clock skew) is fresh.
-                SystemTime::now()
-                    .duration_since(at)
-                    .map_or(true, |age| age <= max_age)
+                let now = SystemTime::now();
+                match now.duration_since(at) {
+                    Ok(age) => age <= max_age,
+                    // In the future: fresh only within clock skew, so one bad
+                    // timestamp can't make MFA "recent" forever.
+                    Err(ahead) => ahead.duration() <= MAX_CLOCK_SKEW,
+                }
             });
             if !fresh {
                 return Err(Denial::MfaTooOld);

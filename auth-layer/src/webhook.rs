@@ -242,6 +242,12 @@ struct ReplayCache {
 }
 
 impl ReplayCache {
+    fn remove(&mut self, id: &[u8]) {
+        if self.seen.remove(id) {
+            self.order.retain(|x| x.as_slice() != id);
+        }
+    }
+
     /// Records `sig`; `false` if it was already there.
     fn insert(&mut self, sig: &[u8], capacity: usize) -> bool {
         if self.seen.contains(sig) {
@@ -362,7 +368,8 @@ impl<Sch: SignatureScheme> VerifyWebhookLayer<Sch> {
 }
 
 impl<Sch: SignatureScheme> Shared<Sch> {
-    fn verify(&self, header: &SignatureHeader, body: &[u8]) -> Result<(), WebhookError> {
+    /// Verifies and records the delivery; returns its replay id.
+    fn verify(&self, header: &SignatureHeader, body: &[u8]) -> Result<[u8; 32], WebhookError> {
         if let Some(t) = header.timestamp {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -380,16 +387,38 @@ impl<Sch: SignatureScheme> Shared<Sch> {
                 .iter()
                 .find(|sig| bool::from(expected[..].ct_eq(&sig[..])))
         });
-        let Some(sig) = matched else {
+        if matched.is_none() {
             return Err(WebhookError::BadSignature);
-        };
+        }
+        // Remember the delivery, not the signature that matched: while
+        // secrets rotate one delivery carries several valid signatures.
+        let id = delivery_id(header.timestamp, body);
         let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
-        if replay.insert(sig, self.replay_capacity) {
-            Ok(())
+        if replay.insert(&id, self.replay_capacity) {
+            Ok(id)
         } else {
             Err(WebhookError::Replayed)
         }
     }
+
+    /// Forgets a delivery the handler did not accept, so its retry is not a
+    /// "replay".
+    fn forget(&self, id: &[u8; 32]) {
+        let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        replay.remove(id);
+    }
+}
+
+/// What identifies one delivery whatever secret signed it.
+fn delivery_id(timestamp: Option<i64>, body: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    if let Some(t) = timestamp {
+        h.update(t.to_string().as_bytes());
+    }
+    h.update(b".");
+    h.update(body);
+    h.finalize().into()
 }
 
 impl<S, Sch> Layer<S> for VerifyWebhookLayer<Sch> {
@@ -485,11 +514,16 @@ where
                 }
                 Err(_) => return reject(WebhookError::UnreadableBody),
             };
-            if let Err(e) = shared.verify(&header, &bytes) {
-                return reject(e);
-            }
+            let id = match shared.verify(&header, &bytes) {
+                Ok(id) => id,
+                Err(e) => return reject(e),
+            };
             let req = Request::from_parts(parts, ReqBody::from(bytes));
-            inner.call(req).await.map(|res| res.map(GuardBody::new))
+            let result = inner.call(req).await;
+            if !result.as_ref().is_ok_and(|res| res.status().is_success()) {
+                shared.forget(&id);
+            }
+            result.map(|res| res.map(GuardBody::new))
         })
     }
 }
@@ -649,6 +683,49 @@ mod tests {
             .await
             .0,
             200
+        );
+    }
+
+    #[tokio::test]
+    async fn replay_with_the_other_rotated_signature_is_rejected() {
+        let layer =
+            VerifyWebhookLayer::stripe([Secret::new("whsec_new"), Secret::new("whsec_old")]);
+        let t = now();
+        let new = stripe_sig(b"whsec_new", t, BODY);
+        let old = stripe_sig(b"whsec_old", t, BODY);
+        let both = format!("t={t},v1={new},v1={old}");
+        assert_eq!(
+            deliver(&layer, ("stripe-signature", both), BODY).await.0,
+            200
+        );
+        let old_only = format!("t={t},v1={old}");
+        assert_eq!(
+            deliver(&layer, ("stripe-signature", old_only), BODY)
+                .await
+                .0,
+            400
+        );
+    }
+
+    #[tokio::test]
+    async fn delivery_the_handler_refused_can_be_retried() {
+        let layer = VerifyWebhookLayer::stripe([Secret::new("whsec_a")]);
+        let failing = layer.layer(service_fn(|_req: Request<Full<Bytes>>| async {
+            let mut res = Response::new(Full::new(Bytes::new()));
+            *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            Ok::<_, Infallible>(res)
+        }));
+        let t = now();
+        let header = format!("t={t},v1={}", stripe_sig(b"whsec_a", t, BODY));
+        let req = Request::post("/hook")
+            .header("stripe-signature", header.clone())
+            .body(Full::new(Bytes::from(BODY)))
+            .unwrap();
+        assert_eq!(failing.oneshot(req).await.unwrap().status(), 500);
+        assert_eq!(
+            deliver(&layer, ("stripe-signature", header), BODY).await.0,
+            200,
+            "the retry is accepted"
         );
     }
 

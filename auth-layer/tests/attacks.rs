@@ -193,20 +193,99 @@ async fn crit_jku_x5u_jwk_and_x5c_headers_are_rejected() {
 
 #[tokio::test]
 async fn kid_is_only_a_lookup_key() {
-    let key = EncodingKey::from_secret(SECRET);
     let c = claims("u");
+    // The classic kid attacks sign with a key the attacker controls and point
+    // `kid` at it (a file, a query): the key used is always a configured one.
+    for (kid, attacker_key) in [
+        ("../../../../dev/null", &b""[..]),
+        ("/dev/null", b""),
+        ("../../../../etc/hostname", b"localhost\n"),
+        ("' UNION SELECT 'attacker-key' --", b"attacker-key"),
+        ("k1", b"attacker-key"),
+    ] {
+        let t = with_header(
+            json!({"alg": "HS256", "kid": kid}),
+            &c,
+            &EncodingKey::from_secret(attacker_key),
+        );
+        assert_rejected(&t, &format!("kid {kid}")).await;
+    }
+    // A kid that isn't a short string is malformed, whatever signed it.
+    let key = EncodingKey::from_secret(SECRET);
     for kid in [
-        json!("../../../../etc/passwd"),
-        json!("/dev/null"),
-        json!("' OR 1=1 --"),
         json!("x".repeat(300)),
         json!(""),
         json!(42),
         json!({"nested": true}),
+        json!(null),
     ] {
         let t = with_header(json!({"alg": "HS256", "kid": kid}), &c, &key);
         assert_rejected(&t, &format!("kid {kid}")).await;
     }
+}
+
+#[tokio::test]
+async fn with_keys_by_id_an_unknown_kid_is_rejected_even_if_well_signed() {
+    use auth_layer::{JwtVerifier, KeySource, VerificationKey};
+    let keys = KeySource::Static {
+        by_kid: Default::default(),
+        default: None,
+    }
+    .with_kid(
+        "k1",
+        VerificationKey::new(
+            Algorithm::HS256,
+            jsonwebtoken::DecodingKey::from_secret(SECRET),
+        ),
+    );
+    let app = app(JwtVerifier::new(keys));
+    let key = EncodingKey::from_secret(SECRET);
+    let good = with_header(json!({"alg": "HS256", "kid": "k1"}), &claims("u"), &key);
+    assert_eq!(
+        send(&app, get_with("/api/me", Some(&good))).await.status,
+        StatusCode::OK
+    );
+    for kid in [json!("../k1"), json!("k2"), json!("K1")] {
+        let t = with_header(json!({"alg": "HS256", "kid": kid}), &claims("u"), &key);
+        assert_eq!(
+            send(&app, get_with("/api/me", Some(&t))).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{kid}"
+        );
+    }
+    let no_kid = hs256(&claims("u"));
+    assert_eq!(
+        send(&app, get_with("/api/me", Some(&no_kid))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn supabase_hs256_token_with_a_kid_verifies_against_the_one_secret() {
+    let key = EncodingKey::from_secret(SECRET);
+    let t = with_header(
+        json!({"alg": "HS256", "kid": "f2e1c0a9", "typ": "JWT"}),
+        &claims("u"),
+        &key,
+    );
+    assert_eq!(
+        send(&app(verifier()), get_with("/api/me", Some(&t)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn eddsa_key_of_the_wrong_length_is_refused_at_startup() {
+    // A P-256 public key declared as EdDSA must not reach the verifier.
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    let ec = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+    let pem = ec
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    assert!(auth_layer::KeySource::from_pem(Algorithm::EdDSA, pem.as_bytes()).is_err());
 }
 
 #[tokio::test]

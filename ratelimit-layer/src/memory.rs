@@ -10,7 +10,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState},
+    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
     num::NonZeroU32,
     ops::Add,
     sync::{
@@ -208,9 +208,7 @@ impl MemoryLimiter {
 
     /// Counts one request for `key`.
     pub(crate) fn decide(&self, key: &Key) -> Decision {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let hash = h.finish();
+        let hash = self.hasher.hash_one(key);
 
         let n = self.decisions.fetch_add(1, Ordering::Relaxed);
         if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
