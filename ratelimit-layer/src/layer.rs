@@ -474,10 +474,8 @@ where
                 KindProj::Inner { future, headers } => {
                     let mut res = ready!(future.poll(cx))?;
                     if let Some(headers) = headers.take() {
-                        for (name, value) in headers {
-                            if let Some(name) = name {
-                                res.headers_mut().append(name, value);
-                            }
+                        for (name, value) in headers.iter() {
+                            res.headers_mut().append(name.clone(), value.clone());
                         }
                     }
                     return Poll::Ready(Ok(res.map(GuardBody::new)));

@@ -30,7 +30,7 @@ use governor::{
 
 use crate::{RateLimitPolicy, decision::Decision, key::Key};
 
-const SHARDS: usize = 64;
+const MAX_SHARDS: usize = 64;
 const EVICTION_SAMPLE: usize = 8;
 const SWEEP_EVERY: u64 = 1024;
 
@@ -88,28 +88,39 @@ type Shard = HashMap<u64, u64, BuildHasherDefault<PassThrough>>;
 
 /// A sharded, capped GCRA state store: key hash → theoretical arrival time.
 pub(crate) struct CappedStore {
-    shards: Box<[Mutex<Shard>]>,
-    per_shard: usize,
+    /// Each shard with its own cap; the caps add up to `max_keys` exactly.
+    shards: Box<[(Mutex<Shard>, usize)]>,
     len: AtomicUsize,
 }
 
 impl CappedStore {
     fn new(max_keys: usize) -> Self {
+        let max_keys = max_keys.max(1);
+        // A power of two no larger than the cap, so every shard holds >= 1.
+        let count = 1usize << MAX_SHARDS.min(max_keys).ilog2();
+        let shards = (0..count)
+            .map(|i| {
+                let cap = max_keys / count + usize::from(i < max_keys % count);
+                (Mutex::new(Shard::default()), cap)
+            })
+            .collect();
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            per_shard: max_keys.div_ceil(SHARDS).max(1),
+            shards,
             len: AtomicUsize::new(0),
         }
     }
 
-    fn shard(&self, key: u64) -> &Mutex<Shard> {
-        // The top bits pick the shard; the map uses all of them.
-        &self.shards[(key >> 58) as usize % SHARDS]
+    fn shard(&self, key: u64) -> &(Mutex<Shard>, usize) {
+        // The high half picks the shard; the map hashes on the whole key.
+        &self.shards[(key >> 32) as usize % self.shards.len()]
     }
 
     /// Drops keys of shard `index` whose bucket is full again at `now`.
     fn sweep(&self, index: usize, now: Nanos) {
-        let mut shard = self.shards[index].lock().unwrap_or_else(|e| e.into_inner());
+        let Some((shard, _)) = self.shards.get(index % self.shards.len()) else {
+            return;
+        };
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
         let before = shard.len();
         shard.retain(|_, tat| *tat > now.as_u64());
         self.len.fetch_sub(before - shard.len(), Ordering::Relaxed);
@@ -142,11 +153,12 @@ impl StateStore for CappedStore {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        let mut shard = self.shard(*key).lock().unwrap_or_else(|e| e.into_inner());
+        let (shard, cap) = self.shard(*key);
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
         let previous = shard.get(key).copied();
         let (outcome, tat) = f(previous.map(Nanos::from))?;
         if previous.is_none() {
-            if shard.len() >= self.per_shard {
+            if shard.len() >= *cap {
                 // Evict the sampled key closest to a full bucket.
                 if let Some(idle) = shard
                     .iter()
@@ -212,7 +224,7 @@ impl MemoryLimiter {
 
         let n = self.decisions.fetch_add(1, Ordering::Relaxed);
         if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            let shard = ((n / SWEEP_EVERY) as usize) % SHARDS;
+            let shard = (n / SWEEP_EVERY) as usize;
             let now = TokioClock.now().duration_since(self.start);
             self.store.sweep(shard, now);
         }
@@ -237,5 +249,69 @@ impl MemoryLimiter {
     /// Keys currently held.
     pub(crate) fn key_count(&self) -> usize {
         self.store.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(max_keys: usize) -> MemoryLimiter {
+        MemoryLimiter::new(&RateLimitPolicy::per_minute(60).burst(5), max_keys)
+    }
+
+    #[test]
+    fn caps_add_up_to_max_keys_exactly() {
+        for max in [1, 2, 3, 63, 64, 65, 1000, 100_000] {
+            let store = CappedStore::new(max);
+            assert_eq!(store.shards.iter().map(|(_, cap)| cap).sum::<usize>(), max, "{max}");
+            assert!(store.shards.iter().all(|(_, cap)| *cap >= 1));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_million_distinct_keys_never_exceed_max_keys() {
+        let limiter = limiter(10_000);
+        for i in 0..1_000_000u32 {
+            let key = Key::Ip(std::net::IpAddr::V4(i.into()));
+            assert!(limiter.decide(&key).allowed);
+        }
+        let held = limiter.key_count();
+        assert!(held <= 10_000, "{held}");
+        assert!(held >= 9_000, "{held}");
+        let in_maps: usize = limiter.store.shards.iter().map(|(s, _)| s.lock().unwrap().len()).sum();
+        assert_eq!(in_maps, held, "the count matches what is stored");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_buckets_are_swept_away() {
+        let limiter = limiter(100_000);
+        for i in 0..5_000u32 {
+            limiter.decide(&Key::Ip(std::net::IpAddr::V4(i.into())));
+        }
+        assert_eq!(limiter.key_count(), 5_000);
+        // Long after, every bucket is full again: sweeps drop them as traffic flows.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        for _ in 0..(SWEEP_EVERY as usize * MAX_SHARDS) {
+            limiter.decide(&Key::Global);
+        }
+        assert_eq!(limiter.key_count(), 1, "only the active key is left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_new_keys_does_not_reset_a_limited_key() {
+        let limiter = limiter(1_000);
+        let abuser = Key::Ip("203.0.113.9".parse().unwrap());
+        for _ in 0..5 {
+            limiter.decide(&abuser);
+        }
+        assert!(!limiter.decide(&abuser).allowed, "bucket empty");
+        // Eviction takes the most idle sampled key; an empty bucket is the
+        // least idle of all, so churning keys can't buy the abuser a reset.
+        for i in 0..50_000u32 {
+            limiter.decide(&Key::Custom(i.to_string()));
+        }
+        assert!(limiter.key_count() <= 1_000);
+        assert!(!limiter.decide(&abuser).allowed, "still limited after the flood");
     }
 }
