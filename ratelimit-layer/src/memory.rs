@@ -264,7 +264,11 @@ mod tests {
     fn caps_add_up_to_max_keys_exactly() {
         for max in [1, 2, 3, 63, 64, 65, 1000, 100_000] {
             let store = CappedStore::new(max);
-            assert_eq!(store.shards.iter().map(|(_, cap)| cap).sum::<usize>(), max, "{max}");
+            assert_eq!(
+                store.shards.iter().map(|(_, cap)| cap).sum::<usize>(),
+                max,
+                "{max}"
+            );
             assert!(store.shards.iter().all(|(_, cap)| *cap >= 1));
         }
     }
@@ -279,7 +283,12 @@ mod tests {
         let held = limiter.key_count();
         assert!(held <= 10_000, "{held}");
         assert!(held >= 9_000, "{held}");
-        let in_maps: usize = limiter.store.shards.iter().map(|(s, _)| s.lock().unwrap().len()).sum();
+        let in_maps: usize = limiter
+            .store
+            .shards
+            .iter()
+            .map(|(s, _)| s.lock().unwrap().len())
+            .sum();
         assert_eq!(in_maps, held, "the count matches what is stored");
     }
 
@@ -312,6 +321,9 @@ mod tests {
             limiter.decide(&Key::Custom(i.to_string()));
         }
         assert!(limiter.key_count() <= 1_000);
-        assert!(!limiter.decide(&abuser).allowed, "still limited after the flood");
+        assert!(
+            !limiter.decide(&abuser).allowed,
+            "still limited after the flood"
+        );
     }
 }

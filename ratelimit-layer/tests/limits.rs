@@ -20,7 +20,9 @@ fn service(
     ServiceBuilder::new()
         .layer(ResolveClientIpLayer::new(proxies))
         .layer(layer)
-        .service(service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) }))
+        .service(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::from("ok")))
+        }))
 }
 
 fn from(peer: &str, headers: &[(&str, &str)]) -> Request<()> {
@@ -29,7 +31,8 @@ fn from(peer: &str, headers: &[(&str, &str)]) -> Request<()> {
         b = b.header(*k, *v);
     }
     let mut req = b.body(()).unwrap();
-    req.extensions_mut().insert(SocketAddr::new(peer.parse().unwrap(), 40000));
+    req.extensions_mut()
+        .insert(SocketAddr::new(peer.parse().unwrap(), 40000));
     req
 }
 
@@ -41,7 +44,10 @@ where
 }
 
 fn header(res: &Res, name: &str) -> String {
-    res.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
 }
 
 async fn collect(res: Res) -> String {
@@ -61,7 +67,10 @@ async fn burst_then_429_with_exact_headers() {
         let res = send(&mut svc, from("203.0.113.9", &[])).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(header(&res, "ratelimit-policy"), "\"per_ip\";q=3;w=3");
-        assert_eq!(header(&res, "ratelimit"), format!("\"per_ip\";r={remaining};t={reset}"));
+        assert_eq!(
+            header(&res, "ratelimit"),
+            format!("\"per_ip\";r={remaining};t={reset}")
+        );
     }
     let res = send(&mut svc, from("203.0.113.9", &[])).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -85,15 +94,27 @@ async fn quota_refills_at_the_rate_and_retry_after_is_never_early() {
     tokio::time::advance(Duration::from_millis(999)).await;
     let early = send(&mut svc, from("203.0.113.9", &[])).await;
     assert_eq!(early.status(), 429, "one ms early is still too early");
-    assert_eq!(header(&early, "retry-after"), "1", "1 ms left rounds up to a whole second");
+    assert_eq!(
+        header(&early, "retry-after"),
+        "1",
+        "1 ms left rounds up to a whole second"
+    );
 
     tokio::time::advance(Duration::from_millis(1)).await;
     assert_eq!(send(&mut svc, from("203.0.113.9", &[])).await.status(), 200);
-    assert_eq!(send(&mut svc, from("203.0.113.9", &[])).await.status(), 429, "one refilled, one used");
+    assert_eq!(
+        send(&mut svc, from("203.0.113.9", &[])).await.status(),
+        429,
+        "one refilled, one used"
+    );
 
     tokio::time::advance(Duration::from_secs(3)).await;
     let full = send(&mut svc, from("203.0.113.9", &[])).await;
-    assert_eq!(header(&full, "ratelimit"), "\"per_ip\";r=2;t=1", "a full bucket again");
+    assert_eq!(
+        header(&full, "ratelimit"),
+        "\"per_ip\";r=2;t=1",
+        "a full bucket again"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -116,12 +137,26 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_change_nothing() {
     for i in 0..3 {
         let spoof = format!("198.51.100.{i}");
         let fwd = format!("for={spoof}");
-        let hdrs = [("x-forwarded-for", spoof.as_str()), ("forwarded", fwd.as_str()), ("x-real-ip", spoof.as_str())];
-        assert_eq!(send(&mut svc, from("203.0.113.9", &hdrs)).await.status(), 200);
+        let hdrs = [
+            ("x-forwarded-for", spoof.as_str()),
+            ("forwarded", fwd.as_str()),
+            ("x-real-ip", spoof.as_str()),
+        ];
+        assert_eq!(
+            send(&mut svc, from("203.0.113.9", &hdrs)).await.status(),
+            200
+        );
     }
-    let hdrs = [("x-forwarded-for", "198.51.100.99"), ("x-real-ip", "1.1.1.1")];
+    let hdrs = [
+        ("x-forwarded-for", "198.51.100.99"),
+        ("x-real-ip", "1.1.1.1"),
+    ];
     let res = send(&mut svc, from("203.0.113.9", &hdrs)).await;
-    assert_eq!(res.status(), 429, "every spoofed request counted against the real peer");
+    assert_eq!(
+        res.status(),
+        429,
+        "every spoofed request counted against the real peer"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -131,13 +166,28 @@ async fn chains_through_trusted_proxies_key_on_the_real_client() {
     // The client prepends whatever it likes; the load balancer appends the truth.
     for prefix in ["6.6.6.6", "7.7.7.7", "8.8.8.8"] {
         let xff = format!("{prefix}, 203.0.113.7, 10.1.1.1");
-        assert_eq!(send(&mut svc, from("10.0.0.5", &[("x-forwarded-for", &xff)])).await.status(), 200);
+        assert_eq!(
+            send(&mut svc, from("10.0.0.5", &[("x-forwarded-for", &xff)]))
+                .await
+                .status(),
+            200
+        );
     }
     let xff = "9.9.9.9, 203.0.113.7, 10.1.1.1";
-    assert_eq!(send(&mut svc, from("10.0.0.5", &[("x-forwarded-for", xff)])).await.status(), 429);
+    assert_eq!(
+        send(&mut svc, from("10.0.0.5", &[("x-forwarded-for", xff)]))
+            .await
+            .status(),
+        429
+    );
     // Another client behind the same proxy has its own bucket.
     let other = "203.0.113.8, 10.1.1.1";
-    assert_eq!(send(&mut svc, from("10.0.0.5", &[("x-forwarded-for", other)])).await.status(), 200);
+    assert_eq!(
+        send(&mut svc, from("10.0.0.5", &[("x-forwarded-for", other)]))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -146,8 +196,17 @@ async fn ipv6_addresses_in_one_64_share_a_bucket() {
     for host in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"] {
         assert_eq!(send(&mut svc, from(host, &[])).await.status(), 200);
     }
-    assert_eq!(send(&mut svc, from("2001:db8:1:2:abcd::1", &[])).await.status(), 429);
-    assert_eq!(send(&mut svc, from("2001:db8:1:3::1", &[])).await.status(), 200, "another /64");
+    assert_eq!(
+        send(&mut svc, from("2001:db8:1:2:abcd::1", &[]))
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        send(&mut svc, from("2001:db8:1:3::1", &[])).await.status(),
+        200,
+        "another /64"
+    );
 }
 
 fn as_user(mut req: Request<()>, subject: &str) -> Request<()> {
@@ -157,22 +216,46 @@ fn as_user(mut req: Request<()>, subject: &str) -> Request<()> {
 
 #[tokio::test(start_paused = true)]
 async fn per_user_policy_ignores_the_ip() {
-    let policy = RateLimitPolicy::per_minute(60).burst(2).name("per_user").key(PrincipalKey);
-    let mut svc = service(RateLimitLayer::new(policy).unwrap(), ClientIpConfig::default());
+    let policy = RateLimitPolicy::per_minute(60)
+        .burst(2)
+        .name("per_user")
+        .key(PrincipalKey);
+    let mut svc = service(
+        RateLimitLayer::new(policy).unwrap(),
+        ClientIpConfig::default(),
+    );
     for ip in ["203.0.113.1", "198.51.100.2"] {
-        assert_eq!(send(&mut svc, as_user(from(ip, &[]), "user-1")).await.status(), 200);
+        assert_eq!(
+            send(&mut svc, as_user(from(ip, &[]), "user-1"))
+                .await
+                .status(),
+            200
+        );
     }
     let res = send(&mut svc, as_user(from("192.0.2.3", &[]), "user-1")).await;
-    assert_eq!(res.status(), 429, "a new IP does not reset the user's quota");
+    assert_eq!(
+        res.status(),
+        429,
+        "a new IP does not reset the user's quota"
+    );
     let res = send(&mut svc, as_user(from("203.0.113.1", &[]), "user-2")).await;
-    assert_eq!(res.status(), 200, "another user on the same IP is unaffected");
+    assert_eq!(
+        res.status(),
+        200,
+        "another user on the same IP is unaffected"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_strictest_policy_decides_and_all_are_reported() {
     let layer = RateLimitLayer::builder()
         .policy(RateLimitPolicy::per_minute(600).burst(100).name("per_ip"))
-        .policy(RateLimitPolicy::per_minute(60).burst(1).name("global").key(ratelimit_layer::key::GlobalKey))
+        .policy(
+            RateLimitPolicy::per_minute(60)
+                .burst(1)
+                .name("global")
+                .key(ratelimit_layer::key::GlobalKey),
+        )
         .build()
         .unwrap();
     let mut svc = service(layer, ClientIpConfig::default());
@@ -187,11 +270,17 @@ async fn the_strictest_policy_decides_and_all_are_reported() {
 async fn requests_without_any_key_share_one_limited_bucket() {
     let mut svc = ServiceBuilder::new()
         .layer(three_per_burst())
-        .service(service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) }));
+        .service(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
     for _ in 0..3 {
         assert_eq!(send(&mut svc, Request::new(())).await.status(), 200);
     }
-    assert_eq!(send(&mut svc, Request::new(())).await.status(), 429, "no peer address is not a free pass");
+    assert_eq!(
+        send(&mut svc, Request::new(())).await.status(),
+        429,
+        "no peer address is not a free pass"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -213,10 +302,21 @@ async fn exempt_paths_are_never_limited_and_get_no_headers() {
 
 #[tokio::test(start_paused = true)]
 async fn route_and_method_scopes_are_respected() {
-    let policy = RateLimitPolicy::per_minute(60).burst(1).name("writes").routes(["/api/"]).methods([http::Method::POST]);
-    let mut svc = service(RateLimitLayer::new(policy).unwrap(), ClientIpConfig::default());
+    let policy = RateLimitPolicy::per_minute(60)
+        .burst(1)
+        .name("writes")
+        .routes(["/api/"])
+        .methods([http::Method::POST]);
+    let mut svc = service(
+        RateLimitLayer::new(policy).unwrap(),
+        ClientIpConfig::default(),
+    );
     for _ in 0..3 {
-        assert_eq!(send(&mut svc, from("203.0.113.9", &[])).await.status(), 200, "GETs are not counted");
+        assert_eq!(
+            send(&mut svc, from("203.0.113.9", &[])).await.status(),
+            200,
+            "GETs are not counted"
+        );
     }
     let post = || {
         let mut r = from("203.0.113.9", &[]);
@@ -235,7 +335,13 @@ async fn headers_can_be_turned_off_for_allowed_responses_only() {
         .build()
         .unwrap();
     let mut svc = service(layer, ClientIpConfig::default());
-    assert!(send(&mut svc, from("203.0.113.9", &[])).await.headers().get("ratelimit").is_none());
+    assert!(
+        send(&mut svc, from("203.0.113.9", &[]))
+            .await
+            .headers()
+            .get("ratelimit")
+            .is_none()
+    );
     let limited = send(&mut svc, from("203.0.113.9", &[])).await;
     assert_eq!(header(&limited, "ratelimit"), "\"per_ip\";r=0;t=1");
 }
@@ -243,22 +349,38 @@ async fn headers_can_be_turned_off_for_allowed_responses_only() {
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_distinct_keys_stays_within_max_keys() {
     let by_header = |req: &RequestParts<'_>| {
-        req.headers.get("x-k").and_then(|v| v.to_str().ok()).map(|v| Key::Custom(v.to_owned()))
+        req.headers
+            .get("x-k")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Key::Custom(v.to_owned()))
     };
     let layer = RateLimitLayer::builder()
-        .policy(RateLimitPolicy::per_minute(60).burst(5).name("per_key").key(by_header))
+        .policy(
+            RateLimitPolicy::per_minute(60)
+                .burst(5)
+                .name("per_key")
+                .key(by_header),
+        )
         .max_keys(1_000)
         .build()
         .unwrap();
     let mut svc = ServiceBuilder::new()
         .layer(layer.clone())
-        .service(service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) }));
+        .service(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
     for i in 0..20_000u32 {
-        let req = Request::builder().header("x-k", i.to_string()).body(()).unwrap();
+        let req = Request::builder()
+            .header("x-k", i.to_string())
+            .body(())
+            .unwrap();
         assert_eq!(send(&mut svc, req).await.status(), 200);
         assert!(layer.key_counts()[0].1 <= 1_000);
     }
-    assert!(layer.key_counts()[0].1 >= 900, "the cap is used, not far undershot");
+    assert!(
+        layer.key_counts()[0].1 >= 900,
+        "the cap is used, not far undershot"
+    );
 }
 
 #[tokio::test]
@@ -272,7 +394,13 @@ async fn invalid_policies_are_errors_not_panics() {
     ] {
         assert!(RateLimitLayer::new(policy).is_err());
     }
-    assert!(RateLimitLayer::builder().policy(RateLimitPolicy::per_minute(1)).max_keys(0).build().is_err());
+    assert!(
+        RateLimitLayer::builder()
+            .policy(RateLimitPolicy::per_minute(1))
+            .max_keys(0)
+            .build()
+            .is_err()
+    );
     let dup = RateLimitLayer::builder()
         .policy(RateLimitPolicy::per_minute(1).name("a"))
         .policy(RateLimitPolicy::per_minute(2).name("a"))
