@@ -59,9 +59,9 @@ fn uuid_like() -> u128 {
         .as_nanos()
 }
 
-type Svc = ratelimit_layer::RateLimit<
-    tower::util::ServiceFn<fn(Request<()>) -> std::future::Ready<Result<Response<()>, Infallible>>>,
->;
+type Reply = std::future::Ready<Result<Response<()>, Infallible>>;
+type Handler = fn(Request<()>) -> Reply;
+type Svc = ratelimit_layer::RateLimit<tower::util::ServiceFn<Handler>>;
 
 fn replica(backend: RedisBackend, policy: RateLimitPolicy, on_error: OnRedisError) -> Svc {
     let layer = RateLimitLayer::builder()
@@ -70,8 +70,7 @@ fn replica(backend: RedisBackend, policy: RateLimitPolicy, on_error: OnRedisErro
         .on_redis_error(on_error)
         .build()
         .unwrap();
-    let inner: fn(Request<()>) -> std::future::Ready<Result<Response<()>, Infallible>> =
-        |_| std::future::ready(Ok(Response::new(())));
+    let inner: Handler = |_| std::future::ready(Ok(Response::new(())));
     tower::Layer::layer(&layer, service_fn(inner))
 }
 
