@@ -233,7 +233,7 @@ where
                 ResponseFuture {
                     kind: Kind::Verifying {
                         verify,
-                        pending: Some((inner, req, Arc::clone(&self.shared))),
+                        pending: Some(Box::new((inner, req, Arc::clone(&self.shared)))),
                     },
                 }
             }
@@ -259,8 +259,9 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         Inner { #[pin] future: S::Future },
-        Verifying { verify: VerifyFuture, pending: Option<(S, Request<ReqBody>, Arc<Shared>)> },
-        Reject { problem: Option<Problem> },
+        // The rare variants are boxed so the common one stays small to move.
+        Verifying { verify: VerifyFuture, pending: Option<Box<(S, Request<ReqBody>, Arc<Shared>)>> },
+        Reject { problem: Option<Box<Problem>> },
     }
 }
 
@@ -277,7 +278,7 @@ where
     fn reject(problem: Problem) -> Self {
         Self {
             kind: Kind::Reject {
-                problem: Some(problem),
+                problem: Some(Box::new(problem)),
             },
         }
     }
@@ -307,12 +308,12 @@ where
                     return Poll::Ready(Ok(res.map(GuardBody::new)));
                 }
                 KindProj::Reject { problem } => {
-                    let problem = problem.take().unwrap_or_else(Problem::internal_error);
+                    let problem = problem.take().map_or_else(Problem::internal_error, |p| *p);
                     return Poll::Ready(Ok(problem.into_response()));
                 }
                 KindProj::Verifying { verify, pending } => {
                     let result = ready!(verify.as_mut().poll(cx));
-                    let Some((mut inner, mut req, shared)) = pending.take() else {
+                    let Some((mut inner, mut req, shared)) = pending.take().map(|p| *p) else {
                         return Poll::Ready(Ok(Problem::internal_error().into_response()));
                     };
                     match result {
@@ -324,7 +325,7 @@ where
                         Err(e) => {
                             let problem = e.problem(&shared.realm, req.method(), req.extensions());
                             this.kind.set(Kind::Reject {
-                                problem: Some(problem),
+                                problem: Some(Box::new(problem)),
                             });
                         }
                     }

@@ -45,7 +45,9 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Inner { #[pin] future: F },
-        Reject { problem: Option<Problem> },
+        // Boxed: a rejection allocates anyway, and the pass-through future
+        // stays small to move.
+        Reject { problem: Option<Box<Problem>> },
     }
 }
 
@@ -61,7 +63,7 @@ impl<F> GuardFuture<F> {
     pub fn reject(problem: Problem) -> Self {
         Self {
             kind: Kind::Reject {
-                problem: Some(problem),
+                problem: Some(Box::new(problem)),
             },
         }
     }
@@ -92,7 +94,7 @@ where
             }
             KindProj::Reject { problem } => {
                 // Polled again after completion: answer 500 rather than panic.
-                let problem = problem.take().unwrap_or_else(Problem::internal_error);
+                let problem = problem.take().map_or_else(Problem::internal_error, |p| *p);
                 Poll::Ready(Ok(problem.into_response()))
             }
         }

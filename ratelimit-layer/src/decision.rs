@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::RateLimitPolicy;
+
 /// `RateLimit-Policy` (IETF draft-ietf-httpapi-ratelimit-headers).
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit` (IETF draft-ietf-httpapi-ratelimit-headers).
@@ -51,16 +53,42 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Adds `RateLimit-Policy: "name";q=…;w=…` and `RateLimit: "name";r=…;t=…`.
-pub(crate) fn write_headers(headers: &mut HeaderMap, name: &str, window: Duration, d: &Decision) {
-    let policy = format!("\"{name}\";q={};w={}", d.limit, ceil_secs(window).max(1));
-    let state = format!("\"{name}\";r={};t={}", d.remaining, ceil_secs(d.reset));
-    if let (Ok(p), Ok(s)) = (
-        HeaderValue::from_str(&policy),
-        HeaderValue::from_str(&state),
-    ) {
-        headers.append(RATELIMIT_POLICY, p);
-        headers.append(RATELIMIT, s);
+/// `"name";q=…;w=…`: the constant `RateLimit-Policy` value of a policy.
+pub(crate) fn policy_header(policy: &RateLimitPolicy) -> HeaderValue {
+    let value = format!(
+        "\"{}\";q={};w={}",
+        policy.policy_name(),
+        policy.burst_size(),
+        ceil_secs(policy.window()).max(1)
+    );
+    // Names are validated to [A-Za-z0-9_-], so this is always a valid value.
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("\"policy\""))
+}
+
+/// Adds `RateLimit-Policy` (precomputed) and `RateLimit: "name";r=…;t=…`.
+pub(crate) fn write_headers(
+    headers: &mut HeaderMap,
+    name: &str,
+    policy: &HeaderValue,
+    d: &Decision,
+) {
+    use std::io::Write;
+    // Formatted on the stack; the header value is the one allocation.
+    let mut buf = [0u8; 128];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    if write!(
+        cursor,
+        "\"{name}\";r={};t={}",
+        d.remaining,
+        ceil_secs(d.reset)
+    )
+    .is_ok()
+    {
+        let len = cursor.position() as usize;
+        if let Ok(state) = HeaderValue::from_bytes(&buf[..len]) {
+            headers.append(RATELIMIT_POLICY, policy.clone());
+            headers.append(RATELIMIT, state);
+        }
     }
 }
 

@@ -17,9 +17,9 @@ use tower_service::Service;
 
 use crate::{
     RateLimitPolicy,
-    decision::{Decision, ceil_secs, write_headers},
+    decision::{Decision, ceil_secs, policy_header, write_headers},
     key::{Key, RequestParts},
-    memory::MemoryLimiter,
+    memory::{LimiterClock, MemoryLimiter},
 };
 
 /// The default cap on keys held per policy in memory.
@@ -44,7 +44,8 @@ struct Compiled {
     local: MemoryLimiter,
     allowed: metrics::Counter,
     limited: metrics::Counter,
-    keys: metrics::Gauge,
+    /// `RateLimit-Policy` never changes: built once.
+    policy_header: http::HeaderValue,
 }
 
 struct Shared {
@@ -66,9 +67,17 @@ pub struct RateLimitLayerBuilder {
     #[cfg(feature = "redis")]
     redis: Option<crate::RedisBackend>,
     on_redis_error: OnRedisError,
+    clock: LimiterClock,
 }
 
 impl RateLimitLayerBuilder {
+    /// The clock in-memory limiters count on (default: quanta, the fastest;
+    /// [`LimiterClock::Tokio`] for tests under `tokio::time::pause()`).
+    pub fn clock(mut self, clock: LimiterClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Adds a policy; every applicable policy counts, the strictest decides.
     /// A layer without policies lets everything through.
     pub fn policy(mut self, policy: RateLimitPolicy) -> Self {
@@ -131,10 +140,15 @@ impl RateLimitLayerBuilder {
             }
             let name = policy.name.clone();
             policies.push(Compiled {
-                local: MemoryLimiter::new(&policy, max_keys),
+                local: MemoryLimiter::new(
+                    &policy,
+                    max_keys,
+                    self.clock,
+                    metrics::gauge!("guardrails_ratelimit_keys", "policy" => name.clone()),
+                ),
+                policy_header: policy_header(&policy),
                 allowed: metrics::counter!("guardrails_ratelimit_decisions_total", "policy" => name.clone(), "outcome" => "allowed"),
                 limited: metrics::counter!("guardrails_ratelimit_decisions_total", "policy" => name.clone(), "outcome" => "limited"),
-                keys: metrics::gauge!("guardrails_ratelimit_keys", "policy" => name),
                 policy,
             });
         }
@@ -275,17 +289,17 @@ impl Shared {
         if decision.allowed {
             if self.headers {
                 write_headers(
-                    &mut verdict.headers,
+                    verdict.headers.get_or_insert_with(HeaderMap::new),
                     &c.policy.name,
-                    c.policy.window(),
+                    &c.policy_header,
                     &decision,
                 );
             }
         } else {
             write_headers(
-                &mut verdict.denied_headers,
+                verdict.denied_headers.get_or_insert_with(HeaderMap::new),
                 &c.policy.name,
-                c.policy.window(),
+                &c.policy_header,
                 &decision,
             );
             verdict.retry_after = verdict
@@ -296,10 +310,7 @@ impl Shared {
     }
 
     fn local(&self, index: usize, key: &Key) -> Decision {
-        let c = &self.policies[index];
-        let d = c.local.decide(key);
-        c.keys.set(c.local.key_count() as f64);
-        d
+        self.policies[index].local.decide(key)
     }
 }
 
@@ -308,12 +319,18 @@ impl Shared {
 struct Verdict {
     denied: bool,
     retry_after: u64,
-    headers: HeaderMap,
-    denied_headers: HeaderMap,
+    /// Headers for an allowed response; `None` until a policy writes one.
+    headers: Option<HeaderMap>,
+    denied_headers: Option<HeaderMap>,
     unavailable: bool,
 }
 
 impl Verdict {
+    #[cold]
+    fn reject(self, extensions: &http::Extensions) -> Box<Problem> {
+        Box::new(self.problem(extensions))
+    }
+
     fn problem(self, extensions: &http::Extensions) -> Problem {
         let mut problem = if self.unavailable {
             Problem::service_unavailable(1)
@@ -322,7 +339,7 @@ impl Verdict {
             Problem::too_many_requests(self.retry_after)
                 .detail("Too many requests. Retry after the number of seconds in Retry-After.")
         };
-        for (name, value) in self.denied_headers.iter() {
+        for (name, value) in self.denied_headers.iter().flatten() {
             problem = problem.header(name.clone(), value.clone());
         }
         problem.request_id_from(extensions)
@@ -344,69 +361,101 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = &self.shared;
-        if shared.is_exempt(req.uri().path()) {
+        if self.shared.is_exempt(req.uri().path()) {
             return ResponseFuture::inner(self.inner.call(req), None);
         }
-        let parts = RequestParts::from(&req);
-
         #[cfg(feature = "redis")]
-        if let Some(redis) = &shared.redis {
-            let keys: Vec<(usize, Key)> = shared
-                .policies
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.policy.applies_to(&parts))
-                .map(|(i, c)| (i, c.policy.key.key(&parts).unwrap_or(Key::Unknown)))
-                .collect();
-            if keys.is_empty() {
-                return ResponseFuture::inner(self.inner.call(req), None);
-            }
-            let shared = Arc::clone(shared);
-            let redis = redis.clone();
-            let extensions = req.extensions().clone();
-            let decide: Decide = Box::pin(async move {
-                let mut verdict = Verdict::default();
-                for (index, key) in keys {
-                    let decision = match redis.decide(&shared.policies[index].policy, &key).await {
-                        Ok(d) => d,
-                        Err(_) => match shared.on_redis_error {
-                            OnRedisError::Local => shared.local(index, &key),
-                            OnRedisError::Allow => continue,
-                            OnRedisError::Deny => {
-                                verdict.unavailable = true;
-                                verdict.denied = true;
-                                continue;
-                            }
-                        },
-                    };
-                    shared.record(index, &key, decision, &mut verdict, &extensions);
-                }
-                verdict
-            });
-            let clone = self.inner.clone();
-            let inner = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture {
-                kind: Kind::Deciding {
-                    decide,
-                    pending: Some((inner, req)),
-                },
-            };
+        if self.shared.redis.is_some() {
+            return self.call_redis(req);
         }
+        // The request is only borrowed for the decision, never moved around.
+        match self.shared.decide_locally(&RequestParts::from(&req)) {
+            Ok(headers) => ResponseFuture::inner(self.inner.call(req), headers),
+            Err(problem) => ResponseFuture {
+                kind: Kind::Reject {
+                    problem: Some(problem),
+                },
+            },
+        }
+    }
+}
 
+impl Shared {
+    /// Every applicable policy, in memory: the headers for an allowed
+    /// response, or the rejection.
+    #[inline]
+    fn decide_locally(
+        &self,
+        parts: &RequestParts<'_>,
+    ) -> Result<Option<Box<HeaderMap>>, Box<Problem>> {
         let mut verdict = Verdict::default();
-        for (index, c) in shared.policies.iter().enumerate() {
-            if c.policy.applies_to(&parts) {
-                let key = c.policy.key.key(&parts).unwrap_or(Key::Unknown);
-                let decision = shared.local(index, &key);
-                shared.record(index, &key, decision, &mut verdict, parts.extensions);
+        for (index, c) in self.policies.iter().enumerate() {
+            if c.policy.applies_to(parts) {
+                let key = c.policy.key.key(parts).unwrap_or(Key::Unknown);
+                let decision = self.local(index, &key);
+                self.record(index, &key, decision, &mut verdict, parts.extensions);
             }
         }
         if verdict.denied {
-            return ResponseFuture::reject(verdict.problem(parts.extensions));
+            return Err(verdict.reject(parts.extensions));
         }
-        let headers = (!verdict.headers.is_empty()).then_some(verdict.headers);
-        ResponseFuture::inner(self.inner.call(req), headers)
+        Ok(verdict.headers.map(Box::new))
+    }
+}
+
+impl<S> RateLimit<S> {
+    /// The Redis path: decided in a future, off the in-memory hot path.
+    #[cfg(feature = "redis")]
+    #[inline(never)]
+    fn call_redis<ReqBody, ResBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    {
+        let shared = &self.shared;
+        let Some(redis) = &shared.redis else {
+            return ResponseFuture::inner(self.inner.call(req), None);
+        };
+        let parts = RequestParts::from(&req);
+        let keys: Vec<(usize, Key)> = shared
+            .policies
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.policy.applies_to(&parts))
+            .map(|(i, c)| (i, c.policy.key.key(&parts).unwrap_or(Key::Unknown)))
+            .collect();
+        if keys.is_empty() {
+            return ResponseFuture::inner(self.inner.call(req), None);
+        }
+        let shared = Arc::clone(shared);
+        let redis = redis.clone();
+        let extensions = req.extensions().clone();
+        let decide: Decide = Box::pin(async move {
+            let mut verdict = Verdict::default();
+            for (index, key) in keys {
+                let decision = match redis.decide(&shared.policies[index].policy, &key).await {
+                    Ok(d) => d,
+                    Err(_) => match shared.on_redis_error {
+                        OnRedisError::Local => shared.local(index, &key),
+                        OnRedisError::Allow => continue,
+                        OnRedisError::Deny => {
+                            verdict.unavailable = true;
+                            verdict.denied = true;
+                            continue;
+                        }
+                    },
+                };
+                shared.record(index, &key, decision, &mut verdict, &extensions);
+            }
+            verdict
+        });
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            kind: Kind::Deciding {
+                decide,
+                pending: Some(Box::new((inner, req))),
+            },
+        }
     }
 }
 
@@ -427,9 +476,10 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Inner { #[pin] future: S::Future, headers: Option<HeaderMap> },
-        Deciding { decide: Decide, pending: Option<(S, Request<ReqBody>)> },
-        Reject { problem: Option<Problem> },
+        // The rare variants are boxed so the common one stays small to move.
+        Inner { #[pin] future: S::Future, headers: Option<Box<HeaderMap>> },
+        Deciding { decide: Decide, pending: Option<Box<(S, Request<ReqBody>)>> },
+        Reject { problem: Option<Box<Problem>> },
     }
 }
 
@@ -437,17 +487,9 @@ impl<S, ReqBody> ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
-    fn inner(future: S::Future, headers: Option<HeaderMap>) -> Self {
+    fn inner(future: S::Future, headers: Option<Box<HeaderMap>>) -> Self {
         Self {
             kind: Kind::Inner { future, headers },
-        }
-    }
-
-    fn reject(problem: Problem) -> Self {
-        Self {
-            kind: Kind::Reject {
-                problem: Some(problem),
-            },
         }
     }
 }
@@ -481,21 +523,21 @@ where
                     return Poll::Ready(Ok(res.map(GuardBody::new)));
                 }
                 KindProj::Reject { problem } => {
-                    let problem = problem.take().unwrap_or_else(Problem::internal_error);
+                    let problem = problem.take().map_or_else(Problem::internal_error, |p| *p);
                     return Poll::Ready(Ok(problem.into_response()));
                 }
                 KindProj::Deciding { decide, pending } => {
                     let verdict = ready!(decide.as_mut().poll(cx));
-                    let Some((mut inner, req)) = pending.take() else {
+                    let Some((mut inner, req)) = pending.take().map(|p| *p) else {
                         return Poll::Ready(Ok(Problem::internal_error().into_response()));
                     };
                     if verdict.denied {
                         let problem = verdict.problem(req.extensions());
                         this.kind.set(Kind::Reject {
-                            problem: Some(problem),
+                            problem: Some(Box::new(problem)),
                         });
                     } else {
-                        let headers = (!verdict.headers.is_empty()).then_some(verdict.headers);
+                        let headers = verdict.headers.map(Box::new);
                         let future = inner.call(req);
                         this.kind.set(Kind::Inner { future, headers });
                     }

@@ -65,6 +65,7 @@ mod decision;
 pub mod key;
 mod layer;
 mod memory;
+pub use memory::LimiterClock;
 mod policy;
 #[cfg(feature = "redis")]
 mod redis;

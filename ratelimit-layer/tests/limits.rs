@@ -5,12 +5,20 @@ use std::{convert::Infallible, net::SocketAddr, time::Duration};
 use guardrail_core::{ClientIpConfig, Principal, ResolveClientIpLayer};
 use http::{Request, Response, StatusCode};
 use ratelimit_layer::{
-    RateLimitLayer, RateLimitPolicy,
+    LimiterClock, RateLimitLayer, RateLimitPolicy,
     key::{Key, PrincipalKey, RequestParts},
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
 type Res = Response<guardrail_core::GuardBody<String>>;
+
+/// A one-policy layer on tokio's clock, so paused time drives it.
+fn tokio_clock(policy: RateLimitPolicy) -> Result<RateLimitLayer, String> {
+    RateLimitLayer::builder()
+        .clock(LimiterClock::Tokio)
+        .policy(policy)
+        .build()
+}
 
 /// A rate-limited echo service behind client IP resolution.
 fn service(
@@ -57,7 +65,7 @@ async fn collect(res: Res) -> String {
 
 /// One request a second, bursts of three.
 fn three_per_burst() -> RateLimitLayer {
-    RateLimitLayer::new(RateLimitPolicy::per_minute(60).burst(3).name("per_ip")).unwrap()
+    tokio_clock(RateLimitPolicy::per_minute(60).burst(3).name("per_ip")).unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -119,7 +127,7 @@ async fn quota_refills_at_the_rate_and_retry_after_is_never_early() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_covers_the_whole_wait_for_slow_policies() {
-    let layer = RateLimitLayer::new(RateLimitPolicy::per_hour(60).burst(1).name("slow")).unwrap();
+    let layer = tokio_clock(RateLimitPolicy::per_hour(60).burst(1).name("slow")).unwrap();
     let mut svc = service(layer, ClientIpConfig::default());
     send(&mut svc, from("203.0.113.9", &[])).await;
     let res = send(&mut svc, from("203.0.113.9", &[])).await;
@@ -220,10 +228,7 @@ async fn per_user_policy_ignores_the_ip() {
         .burst(2)
         .name("per_user")
         .key(PrincipalKey);
-    let mut svc = service(
-        RateLimitLayer::new(policy).unwrap(),
-        ClientIpConfig::default(),
-    );
+    let mut svc = service(tokio_clock(policy).unwrap(), ClientIpConfig::default());
     for ip in ["203.0.113.1", "198.51.100.2"] {
         assert_eq!(
             send(&mut svc, as_user(from(ip, &[]), "user-1"))
@@ -249,6 +254,7 @@ async fn per_user_policy_ignores_the_ip() {
 #[tokio::test(start_paused = true)]
 async fn the_strictest_policy_decides_and_all_are_reported() {
     let layer = RateLimitLayer::builder()
+        .clock(LimiterClock::Tokio)
         .policy(RateLimitPolicy::per_minute(600).burst(100).name("per_ip"))
         .policy(
             RateLimitPolicy::per_minute(60)
@@ -286,6 +292,7 @@ async fn requests_without_any_key_share_one_limited_bucket() {
 #[tokio::test(start_paused = true)]
 async fn exempt_paths_are_never_limited_and_get_no_headers() {
     let layer = RateLimitLayer::builder()
+        .clock(LimiterClock::Tokio)
         .policy(RateLimitPolicy::per_minute(60).burst(1).name("per_ip"))
         .exempt(["/api/health", "/internal/*"])
         .build()
@@ -307,10 +314,7 @@ async fn route_and_method_scopes_are_respected() {
         .name("writes")
         .routes(["/api/"])
         .methods([http::Method::POST]);
-    let mut svc = service(
-        RateLimitLayer::new(policy).unwrap(),
-        ClientIpConfig::default(),
-    );
+    let mut svc = service(tokio_clock(policy).unwrap(), ClientIpConfig::default());
     for _ in 0..3 {
         assert_eq!(
             send(&mut svc, from("203.0.113.9", &[])).await.status(),
@@ -330,6 +334,7 @@ async fn route_and_method_scopes_are_respected() {
 #[tokio::test(start_paused = true)]
 async fn headers_can_be_turned_off_for_allowed_responses_only() {
     let layer = RateLimitLayer::builder()
+        .clock(LimiterClock::Tokio)
         .policy(RateLimitPolicy::per_minute(60).burst(1).name("per_ip"))
         .headers(false)
         .build()
@@ -355,6 +360,7 @@ async fn a_flood_of_distinct_keys_stays_within_max_keys() {
             .map(|v| Key::Custom(v.to_owned()))
     };
     let layer = RateLimitLayer::builder()
+        .clock(LimiterClock::Tokio)
         .policy(
             RateLimitPolicy::per_minute(60)
                 .burst(5)
@@ -392,16 +398,18 @@ async fn invalid_policies_are_errors_not_panics() {
         RateLimitPolicy::per_minute(10).name("has space"),
         RateLimitPolicy::per_minute(10).routes(["api"]),
     ] {
-        assert!(RateLimitLayer::new(policy).is_err());
+        assert!(tokio_clock(policy).is_err());
     }
     assert!(
         RateLimitLayer::builder()
+            .clock(LimiterClock::Tokio)
             .policy(RateLimitPolicy::per_minute(1))
             .max_keys(0)
             .build()
             .is_err()
     );
     let dup = RateLimitLayer::builder()
+        .clock(LimiterClock::Tokio)
         .policy(RateLimitPolicy::per_minute(1).name("a"))
         .policy(RateLimitPolicy::per_minute(2).name("a"))
         .build();
