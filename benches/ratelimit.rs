@@ -56,6 +56,9 @@ fn request(i: u32) -> Request<Body> {
     let ip = IpAddr::V4(Ipv4Addr::from(0xCB00_7100 + (i % 1000)));
     req.extensions_mut()
         .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
+    // In a guardrails stack ResolveClientIpLayer has put this here; both
+    // variants get identical requests (tower_governor ignores it).
+    req.extensions_mut().insert(ClientIp::new(ip));
     req
 }
 
