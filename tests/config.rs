@@ -25,7 +25,15 @@ fn empty_file_gives_fail_secure_defaults() {
     // Production refuses to run without knowing how to authenticate.
     let err = c.validate(Profile::Production).unwrap_err();
     let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(paths, ["auth", "auth.issuer", "auth.audience"]);
+    assert_eq!(
+        paths,
+        [
+            "rate_limit.policies",
+            "auth",
+            "auth.issuer",
+            "auth.audience"
+        ]
+    );
 }
 
 #[test]
@@ -215,12 +223,13 @@ fn validation_lists_every_problem_with_its_path() {
             "client_ip.trusted_proxies[1]",
             "client_ip.trusted_proxies[2]",
             "client_ip.ipv6_group_prefix",
+            "rate_limit.policies",
             "auth.hs256_secret",
         ]
     );
     let text = err.to_string();
     assert!(
-        text.starts_with("invalid configuration for the production profile (5 problems):"),
+        text.starts_with("invalid configuration for the production profile (6 problems):"),
         "{text}"
     );
     assert!(
@@ -240,4 +249,80 @@ fn missing_file_is_a_clear_error() {
         err.to_string().contains("/definitely/not/here.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn rate_limit_validation_rejects_nonsense_quotas() {
+    let c = GuardrailsConfig::from_toml_str(
+        r#"
+        profile = "development"
+        [rate_limit]
+        backend = "redis"
+        max_keys = 0
+        redis_timeout = "0s"
+        exempt = ["/*"]
+        [[rate_limit.policies]]
+        name = "zero"
+        rate = 0
+        period = "1m"
+        [[rate_limit.policies]]
+        name = "no_burst"
+        rate = 10
+        period = "1m"
+        burst = 0
+        [[rate_limit.policies]]
+        name = "forever"
+        rate = 10
+        period = "30d"
+        [[rate_limit.policies]]
+        name = "zero"
+        key = "api_key"
+        rate = 10
+        period = "1s"
+        [auth]
+        hs256_secret = { env = "GUARDRAILS_TEST_UNSET_SECRET_VAR" }
+        "#,
+    )
+    .unwrap();
+    let err = c.validate(Profile::Development).unwrap_err();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "rate_limit.max_keys",
+            "rate_limit.redis_timeout",
+            "rate_limit.redis_url",
+            "rate_limit.policies[0]",
+            "rate_limit.policies[1]",
+            "rate_limit.policies[2]",
+            "rate_limit.policies[3]",
+            "rate_limit.policies[3].name",
+            "rate_limit.exempt[0]",
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("rate must be at least 1"), "{text}");
+    assert!(
+        text.contains("period must be between 1ms and 7 days"),
+        "{text}"
+    );
+    assert!(text.contains("api_key_header is required"), "{text}");
+}
+
+#[test]
+fn rate_limit_keys_and_stages_parse_with_their_names() {
+    let err = GuardrailsConfig::from_toml_str(
+        "[[rate_limit.policies]]\nname = \"x\"\nrate = 1\nperiod = \"1s\"\nkey = \"cookie\"",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("rate_limit.policies[0].key"),
+        "{err}"
+    );
+    let err = GuardrailsConfig::from_toml_str(
+        "[[rate_limit.policies]]\nname = \"x\"\nrate = 1\nperiod = \"1s\"\nstage = \"later\"",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("stage"), "{err}");
 }

@@ -328,3 +328,78 @@ fn stripe_webhook_is_public_but_signature_verified() {
         "replay refused"
     );
 }
+
+/// A copy of the example config with `per_ip` allowing `burst` requests.
+fn config_with_ip_burst(burst: u32) -> PathBuf {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/guardrails.toml"
+    ))
+    .unwrap();
+    let text = text.replacen("burst = 100", &format!("burst = {burst}"), 1);
+    assert!(text.contains(&format!("burst = {burst}")));
+    let path =
+        std::env::temp_dir().join(format!("guardrails-rl-{}-{burst}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn per_ip_limit_applies_before_authentication() {
+    let config = config_with_ip_burst(3);
+    let svc = Running::start({
+        let mut cmd = command();
+        cmd.env("GUARDRAILS_CONFIG", &config);
+        cmd
+    });
+    for remaining in [2, 1, 0] {
+        let (status, head, _) = svc.get("/api/me", "");
+        assert_eq!(status, 401, "unauthenticated, but counted");
+        assert!(
+            head.contains(&format!("ratelimit: \"per_ip\";r={remaining}")),
+            "{head}"
+        );
+    }
+    let (status, head, body) = svc.get("/api/me", "");
+    assert_eq!(status, 429, "{body}");
+    assert!(head.contains("retry-after: "), "{head}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    // Health checks are exempt.
+    assert_eq!(svc.get("/api/health", "").0, 200);
+    std::fs::remove_file(config).unwrap();
+}
+
+#[test]
+fn two_replicas_on_redis_share_the_per_ip_quota() {
+    let config = config_with_ip_burst(4);
+    let prefix = format!("guardrails-test:example:{}", std::process::id());
+    let replica = || {
+        let mut cmd = command();
+        cmd.env("GUARDRAILS_CONFIG", &config)
+            .env("GUARDRAILS__RATE_LIMIT__BACKEND", "redis")
+            .env("GUARDRAILS__RATE_LIMIT__REDIS_PREFIX", &prefix)
+            .env("GUARDRAILS__RATE_LIMIT__ON_REDIS_ERROR", "deny")
+            .env("GUARDRAILS__RATE_LIMIT__REDIS_TIMEOUT", "1s")
+            .env(
+                "REDIS_URL",
+                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            );
+        Running::start(cmd)
+    };
+    let (a, b) = (replica(), replica());
+    assert_eq!(a.get("/api/me", "").0, 401);
+    assert_eq!(b.get("/api/me", "").0, 401);
+    assert_eq!(a.get("/api/me", "").0, 401);
+    let (status, head, _) = b.get("/api/me", "");
+    assert_eq!(status, 401);
+    assert!(
+        head.contains("ratelimit: \"per_ip\";r=0"),
+        "B saw A's requests: {head}"
+    );
+    assert_eq!(
+        a.get("/api/me", "").0,
+        429,
+        "the fifth request, on either replica, is over"
+    );
+    std::fs::remove_file(config).unwrap();
+}

@@ -76,7 +76,11 @@ pub struct GuardrailsConfig {
     /// `[auth]`: the `auth-layer` feature is off, so no keys are accepted.
     #[cfg(not(feature = "auth-layer"))]
     pub auth: EmptySection,
-    /// `[rate_limit]`: rate limiting (no keys yet).
+    /// `[rate_limit]`: rate limiting.
+    #[cfg(feature = "ratelimit-layer")]
+    pub rate_limit: ratelimit_layer::RateLimitConfig,
+    /// `[rate_limit]`: the `ratelimit-layer` feature is off.
+    #[cfg(not(feature = "ratelimit-layer"))]
     pub rate_limit: EmptySection,
     /// `[trace]`: scrubbed tracing (no keys yet).
     pub trace: EmptySection,
