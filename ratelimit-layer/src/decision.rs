@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 
 use crate::RateLimitPolicy;
 
@@ -53,6 +53,10 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// Headers to add to a response: a plain list, so none is allocated when
+/// no policy writes any.
+pub(crate) type Headers = Vec<(HeaderName, HeaderValue)>;
+
 /// `"name";q=…;w=…`: the constant `RateLimit-Policy` value of a policy.
 pub(crate) fn policy_header(policy: &RateLimitPolicy) -> HeaderValue {
     let value = format!(
@@ -66,12 +70,7 @@ pub(crate) fn policy_header(policy: &RateLimitPolicy) -> HeaderValue {
 }
 
 /// Adds `RateLimit-Policy` (precomputed) and `RateLimit: "name";r=…;t=…`.
-pub(crate) fn write_headers(
-    headers: &mut HeaderMap,
-    name: &str,
-    policy: &HeaderValue,
-    d: &Decision,
-) {
+pub(crate) fn write_headers(headers: &mut Headers, name: &str, policy: &HeaderValue, d: &Decision) {
     use std::io::Write;
     // Formatted on the stack; the header value is the one allocation.
     let mut buf = [0u8; 128];
@@ -86,8 +85,8 @@ pub(crate) fn write_headers(
     {
         let len = cursor.position() as usize;
         if let Ok(state) = HeaderValue::from_bytes(&buf[..len]) {
-            headers.append(RATELIMIT_POLICY, policy.clone());
-            headers.append(RATELIMIT, state);
+            headers.push((RATELIMIT_POLICY, policy.clone()));
+            headers.push((RATELIMIT, state));
         }
     }
 }

@@ -10,14 +10,14 @@ use std::{
 };
 
 use guardrail_core::{ClientIp, EventName, GuardBody, Problem, emit};
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
     RateLimitPolicy,
-    decision::{Decision, ceil_secs, policy_header, write_headers},
+    decision::{Decision, Headers, ceil_secs, policy_header, write_headers},
     key::{Key, RequestParts},
     memory::{LimiterClock, MemoryLimiter},
 };
@@ -289,7 +289,7 @@ impl Shared {
         if decision.allowed {
             if self.headers {
                 write_headers(
-                    verdict.headers.get_or_insert_with(HeaderMap::new),
+                    &mut verdict.headers,
                     &c.policy.name,
                     &c.policy_header,
                     &decision,
@@ -297,7 +297,7 @@ impl Shared {
             }
         } else {
             write_headers(
-                verdict.denied_headers.get_or_insert_with(HeaderMap::new),
+                &mut verdict.denied_headers,
                 &c.policy.name,
                 &c.policy_header,
                 &decision,
@@ -320,8 +320,8 @@ struct Verdict {
     denied: bool,
     retry_after: u64,
     /// Headers for an allowed response; `None` until a policy writes one.
-    headers: Option<HeaderMap>,
-    denied_headers: Option<HeaderMap>,
+    headers: Headers,
+    denied_headers: Headers,
     unavailable: bool,
 }
 
@@ -339,8 +339,8 @@ impl Verdict {
             Problem::too_many_requests(self.retry_after)
                 .detail("Too many requests. Retry after the number of seconds in Retry-After.")
         };
-        for (name, value) in self.denied_headers.iter().flatten() {
-            problem = problem.header(name.clone(), value.clone());
+        for (name, value) in self.denied_headers {
+            problem = problem.header(name, value);
         }
         problem.request_id_from(extensions)
     }
@@ -362,7 +362,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if self.shared.is_exempt(req.uri().path()) {
-            return ResponseFuture::inner(self.inner.call(req), None);
+            return ResponseFuture::inner(self.inner.call(req), Vec::new());
         }
         #[cfg(feature = "redis")]
         if self.shared.redis.is_some() {
@@ -384,10 +384,7 @@ impl Shared {
     /// Every applicable policy, in memory: the headers for an allowed
     /// response, or the rejection.
     #[inline]
-    fn decide_locally(
-        &self,
-        parts: &RequestParts<'_>,
-    ) -> Result<Option<Box<HeaderMap>>, Box<Problem>> {
+    fn decide_locally(&self, parts: &RequestParts<'_>) -> Result<Headers, Box<Problem>> {
         let mut verdict = Verdict::default();
         for (index, c) in self.policies.iter().enumerate() {
             if c.policy.applies_to(parts) {
@@ -399,7 +396,7 @@ impl Shared {
         if verdict.denied {
             return Err(verdict.reject(parts.extensions));
         }
-        Ok(verdict.headers.map(Box::new))
+        Ok(verdict.headers)
     }
 }
 
@@ -413,7 +410,7 @@ impl<S> RateLimit<S> {
     {
         let shared = &self.shared;
         let Some(redis) = &shared.redis else {
-            return ResponseFuture::inner(self.inner.call(req), None);
+            return ResponseFuture::inner(self.inner.call(req), Vec::new());
         };
         let parts = RequestParts::from(&req);
         let keys: Vec<(usize, Key)> = shared
@@ -424,7 +421,7 @@ impl<S> RateLimit<S> {
             .map(|(i, c)| (i, c.policy.key.key(&parts).unwrap_or(Key::Unknown)))
             .collect();
         if keys.is_empty() {
-            return ResponseFuture::inner(self.inner.call(req), None);
+            return ResponseFuture::inner(self.inner.call(req), Vec::new());
         }
         let shared = Arc::clone(shared);
         let redis = redis.clone();
@@ -477,7 +474,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         // The rare variants are boxed so the common one stays small to move.
-        Inner { #[pin] future: S::Future, headers: Option<Box<HeaderMap>> },
+        Inner { #[pin] future: S::Future, headers: Headers },
         Deciding { decide: Decide, pending: Option<Box<(S, Request<ReqBody>)>> },
         Reject { problem: Option<Box<Problem>> },
     }
@@ -487,7 +484,7 @@ impl<S, ReqBody> ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
-    fn inner(future: S::Future, headers: Option<Box<HeaderMap>>) -> Self {
+    fn inner(future: S::Future, headers: Headers) -> Self {
         Self {
             kind: Kind::Inner { future, headers },
         }
@@ -515,9 +512,9 @@ where
             match this.kind.as_mut().project() {
                 KindProj::Inner { future, headers } => {
                     let mut res = ready!(future.poll(cx))?;
-                    if let Some(headers) = headers.take() {
-                        for (name, value) in headers.iter() {
-                            res.headers_mut().append(name.clone(), value.clone());
+                    if !headers.is_empty() {
+                        for (name, value) in std::mem::take(headers) {
+                            res.headers_mut().append(name, value);
                         }
                     }
                     return Poll::Ready(Ok(res.map(GuardBody::new)));
@@ -537,7 +534,7 @@ where
                             problem: Some(Box::new(problem)),
                         });
                     } else {
-                        let headers = verdict.headers.map(Box::new);
+                        let headers = verdict.headers;
                         let future = inner.call(req);
                         this.kind.set(Kind::Inner { future, headers });
                     }

@@ -1,0 +1,106 @@
+//! Redis-backed decisions on loopback: latency of one decision through the
+//! layer, and decisions per second with many in flight.
+//!
+//! `cargo bench --bench ratelimit_redis` (needs Redis at `REDIS_URL`,
+//! default `redis://127.0.0.1:6379`; `scripts/test.sh` starts one).
+
+#![allow(missing_docs)]
+
+use std::{
+    convert::Infallible,
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use guardrails::{
+    guardrail_core::ClientIp,
+    ratelimit_layer::{OnRedisError, RateLimitLayer, RateLimitPolicy, RedisBackend},
+};
+use http::{Request, Response};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+fn request(i: u32) -> Request<()> {
+    let mut req = Request::new(());
+    req.extensions_mut()
+        .insert(ClientIp::new(IpAddr::V4(Ipv4Addr::from(
+            0xCB00_7100 + (i % 1000),
+        ))));
+    req
+}
+
+fn bench(c: &mut Criterion) {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let svc = rt.block_on(async {
+        let backend = RedisBackend::new(&url)
+            .unwrap()
+            .prefix("guardrails-bench")
+            .timeout(Duration::from_secs(1));
+        let layer = RateLimitLayer::builder()
+            .policy(
+                RateLimitPolicy::per_second(1_000_000)
+                    .burst(1_000_000)
+                    .name("per_ip"),
+            )
+            .redis(backend)
+            .on_redis_error(OnRedisError::Deny)
+            .build()
+            .unwrap();
+        let svc = layer.layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(()))
+        }));
+        let res = svc.clone().oneshot(request(0)).await.unwrap();
+        assert_eq!(
+            res.status(),
+            200,
+            "Redis must be reachable at {url} (scripts/test.sh starts one)"
+        );
+        svc
+    });
+
+    let mut i = 0u32;
+    c.bench_function("redis_decision_latency", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let svc = svc.clone();
+            rt.block_on(async move { svc.oneshot(request(i)).await.unwrap().status() })
+        })
+    });
+
+    // Throughput: 64 decisions in flight for 3 seconds.
+    let (decisions, elapsed) = rt.block_on(async {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(3);
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..64u32 {
+            let mut svc = svc.clone();
+            tasks.spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let req = request(t * 7919 + n as u32);
+                    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+                    assert_eq!(res.status(), 200);
+                    n += 1;
+                }
+                n
+            });
+        }
+        let mut total = 0;
+        while let Some(n) = tasks.join_next().await {
+            total += n.unwrap();
+        }
+        (total, start.elapsed())
+    });
+    println!(
+        "redis_decisions_per_second (64 in flight, 3 s): {:.0}",
+        decisions as f64 / elapsed.as_secs_f64()
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
