@@ -1,14 +1,16 @@
 //! The PII scrubber, scrubbed request tracing, the structured event API and a tracing-subscriber writer that scrubs every line.
 //!
-//! **Not implemented yet.** This crate reserves its place in the workspace
-//! (and the `pii-trace-layer` feature of the `guardrails` umbrella crate); it exports
-//! nothing until its issue lands.
+//! **In progress.** The [`Scrubber`] is here; the trace layer, the
+//! scrubbing log writer, the event API and the `scrub` tool are not yet.
 //!
 //! # Example
 //!
 //! ```
-//! // The crate links, and the shared vocabulary it will build on is reachable.
-//! assert_eq!(guardrail_core::EventName::API_REQUEST.as_str(), "api.request");
+//! use pii_trace_layer::Scrubber;
+//! use guardrail_core::Pseudonymizer;
+//!
+//! let s = Scrubber::new(Pseudonymizer::new(b"key"));
+//! assert_eq!(s.scrub("login failed for ann@example.com"), "login failed for [email]");
 //! ```
 
 #![deny(unsafe_code)]
@@ -18,3 +20,7 @@
     rust_2018_idioms,
     unreachable_pub
 )]
+
+pub mod scrub;
+
+pub use scrub::{Class, Finding, Scrubber};

@@ -1,0 +1,342 @@
+//! The built-in detectors, in priority order (at one position, the first
+//! listed wins; an earlier position always wins).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::Class;
+
+/// How a detector's match is replaced.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Kind {
+    /// The whole match becomes the label.
+    Replace(&'static str),
+    /// The `value` group becomes the label; the rest stays.
+    Group(&'static str),
+    /// The `value` group becomes a keyed pseudonym with this prefix.
+    Pseudonym(&'static str),
+}
+
+#[derive(Debug)]
+pub(super) struct Detector {
+    pub(super) class: Class,
+    pub(super) pattern: &'static str,
+    pub(super) kind: Kind,
+    /// Whether a candidate really is sensitive (the match, or the `value`
+    /// group for group kinds).
+    pub(super) validate: fn(&str) -> bool,
+}
+
+fn any(_: &str) -> bool {
+    true
+}
+
+/// Keys whose values are secret whatever they look like. A key counts when
+/// it *ends* with one of these words (`slack_token`, `STRIPE_SECRET_KEY`).
+macro_rules! secret_keys {
+    () => {
+        r"(?i:[A-Za-z0-9_.-]*?(?:password|passwd|pwd|passphrase|secret|secret[_-]?key|token|api[_-]?key|apikey|private[_-]?key|access[_-]?key|credentials?|authorization|cookie|session|session[_-]?id|sessionid))"
+    };
+}
+
+/// Keys whose values identify a person: pseudonymized.
+macro_rules! identity_keys {
+    () => {
+        r"(?i:user[_-]?id|userid|sub|email|e-mail|email[_-]?address|owner[_-]?id|customer[_-]?id|account[_-]?id|member[_-]?id|username|user[_-]?name|x-forwarded-user|x-forwarded-email|x-user-id|x-user-email)"
+    };
+}
+
+/// Keys whose values are names: pseudonymized.
+macro_rules! name_keys {
+    () => {
+        r"(?i:full[_-]?name|fullname|first[_-]?name|last[_-]?name|given[_-]?name|family[_-]?name|display[_-]?name|customer[_-]?name|contact[_-]?name|cardholder(?:[_-]?name)?)"
+    };
+}
+
+/// A JSON string or scalar value.
+macro_rules! json_value {
+    () => {
+        r#"(?P<value>"(?:[^"\\]|\\.)*"|[^,}\]\s]+)"#
+    };
+}
+
+/// A `key=value` value: quoted, or up to a delimiter.
+macro_rules! kv_value {
+    () => {
+        r#"(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;&"'}\])]+)"#
+    };
+}
+
+/// A `key: value` value (YAML, headers, struct dumps).
+macro_rules! colon_value {
+    () => {
+        r#"(?P<value>[^\s,;}\]"]+)"#
+    };
+}
+
+pub(super) static DETECTORS: &[Detector] = &[
+    // --- key-based rules: the key decides, whatever the value looks like ---
+    Detector {
+        class: Class::Secret,
+        pattern: concat!(
+            r#"(?P<jsonkey>)""#,
+            secret_keys!(),
+            r#""\s*:\s*"#,
+            json_value!()
+        ),
+        kind: Kind::Group("[redacted]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        pattern: concat!(
+            r#"(?P<jsonkey>)\\""#,
+            secret_keys!(),
+            r#"\\"\s*:\s*(?P<value>\\"(?:[^"\\]|\\[^"])*\\")"#
+        ),
+        kind: Kind::Group("[redacted]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        // Header lines: the whole value, schemes and all.
+        pattern: r"(?im:\b(?:authorization|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*(?P<value>[^\r\n]+))",
+        kind: Kind::Group("[redacted]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        pattern: concat!(r"\b", secret_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
+        kind: Kind::Group("[redacted]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        pattern: concat!(r"\b", secret_keys!(), r":[ \t]+", colon_value!()),
+        kind: Kind::Group("[redacted]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Name,
+        pattern: concat!(
+            r#"(?P<jsonkey>)""#,
+            name_keys!(),
+            r#""\s*:\s*"#,
+            json_value!()
+        ),
+        kind: Kind::Pseudonym("name"),
+        validate: not_null,
+    },
+    Detector {
+        class: Class::Name,
+        pattern: concat!(r"\b", name_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
+        kind: Kind::Pseudonym("name"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Name,
+        // A bare `name` only when its quoted value looks like a person's
+        // name (two words), so `name=api.request` stays.
+        pattern: r#"(?P<jsonkey>)"name"\s*:\s*(?P<value>"[\p{Lu}][^"\s]*(?:\s+[^"\s]+)+")"#,
+        kind: Kind::Pseudonym("name"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Name,
+        pattern: r#"\bname[ \t]*=[ \t]*(?P<value>"[\p{Lu}][^"\s]*(?:\s+[^"\s]+)+")"#,
+        kind: Kind::Pseudonym("name"),
+        validate: any,
+    },
+    Detector {
+        class: Class::UserId,
+        pattern: concat!(
+            r#"(?P<jsonkey>)""#,
+            identity_keys!(),
+            r#""\s*:\s*"#,
+            json_value!()
+        ),
+        kind: Kind::Pseudonym("usr"),
+        validate: not_null,
+    },
+    Detector {
+        class: Class::UserId,
+        pattern: concat!(r"\b", identity_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
+        kind: Kind::Pseudonym("usr"),
+        validate: any,
+    },
+    Detector {
+        class: Class::UserId,
+        pattern: concat!(r"\b", identity_keys!(), r":[ \t]+", colon_value!()),
+        kind: Kind::Pseudonym("usr"),
+        validate: any,
+    },
+    // --- values recognised by their shape ---
+    Detector {
+        class: Class::Secret,
+        pattern: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----|[A-Za-z0-9+/=\s\\]*)",
+        kind: Kind::Replace("[private_key]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        pattern: r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+        kind: Kind::Replace("[jwt]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        pattern: r"\b(?i:bearer|basic|token)[ \t]+(?P<value>[A-Za-z0-9._~+/=-]{8,})",
+        kind: Kind::Group("[token]"),
+        validate: has_digit_and_letter,
+    },
+    Detector {
+        class: Class::Secret,
+        pattern: r#"\b[A-Za-z][A-Za-z0-9+.-]*://(?P<value>[^\s/:@'"]+:[^\s/@'"]+)@"#,
+        kind: Kind::Group("[credentials]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        pattern: r"\b(?:(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|whsec_[A-Za-z0-9]{10,}|AIza[0-9A-Za-z_-]{35})",
+        kind: Kind::Replace("[secret]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Email,
+        pattern: r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+        kind: Kind::Replace("[email]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::HomePath,
+        pattern: r"(?:/home/|/Users/|\b[A-Za-z]:\\{1,2}Users\\{1,2})(?P<value>[A-Za-z0-9._-]+)",
+        kind: Kind::Group("[user]"),
+        validate: not_shared_home,
+    },
+    Detector {
+        class: Class::HomePath,
+        pattern: r#"(?:^|[\s"'=(:])~(?P<value>[A-Za-z][A-Za-z0-9._-]*)"#,
+        kind: Kind::Group("[user]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Iban,
+        pattern: r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
+        kind: Kind::Replace("[iban]"),
+        validate: iban_valid,
+    },
+    Detector {
+        class: Class::CreditCard,
+        pattern: r"\b\d(?:[ -]?\d){12,18}\b",
+        kind: Kind::Replace("[card]"),
+        validate: luhn_valid,
+    },
+    Detector {
+        class: Class::Ssn,
+        pattern: r"\b\d{3}-\d{2}-\d{4}\b",
+        kind: Kind::Replace("[ssn]"),
+        validate: ssn_valid,
+    },
+    Detector {
+        class: Class::Phone,
+        pattern: r"\+\d[\d \-.()]{6,18}\d\b|\(\d{3}\)[ ]?\d{3}[-. ]\d{4}\b|\b\d{3}[-.]\d{3}[-.]\d{4}\b",
+        kind: Kind::Replace("[phone]"),
+        validate: phone_valid,
+    },
+    Detector {
+        class: Class::Ipv6,
+        pattern: r"(?i:(?:[0-9a-f]{1,4}|:)?:[0-9a-f:.]*:[0-9a-f.]+)",
+        kind: Kind::Replace("[ipv6]"),
+        validate: ipv6_valid,
+    },
+    Detector {
+        class: Class::Ipv4,
+        pattern: r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
+        kind: Kind::Replace("[ipv4]"),
+        validate: ipv4_valid,
+    },
+];
+
+fn not_null(v: &str) -> bool {
+    !matches!(v, "null" | "true" | "false" | "\"\"")
+}
+
+fn has_digit_and_letter(v: &str) -> bool {
+    v.bytes().any(|b| b.is_ascii_digit()) && v.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+fn not_shared_home(user: &str) -> bool {
+    !matches!(user, "Shared" | "Public" | "Default" | "All Users")
+}
+
+fn digits(s: &str) -> impl Iterator<Item = u32> + '_ {
+    s.chars().filter_map(|c| c.to_digit(10))
+}
+
+pub(super) fn luhn_valid(s: &str) -> bool {
+    let ds: Vec<u32> = digits(s).collect();
+    if !(13..=19).contains(&ds.len()) {
+        return false;
+    }
+    let sum: u32 = ds
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+pub(super) fn iban_valid(s: &str) -> bool {
+    let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let (head, tail) = compact.split_at(4);
+    let mut rem: u32 = 0;
+    for &b in tail.iter().chain(head) {
+        let v = match b {
+            b'0'..=b'9' => u32::from(b - b'0'),
+            b'A'..=b'Z' => u32::from(b - b'A') + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+fn ssn_valid(s: &str) -> bool {
+    let area = &s[..3];
+    area != "000"
+        && area != "666"
+        && !area.starts_with('9')
+        && &s[4..6] != "00"
+        && &s[7..] != "0000"
+}
+
+fn phone_valid(s: &str) -> bool {
+    let n = digits(s).count();
+    // Balanced parentheses, 10–15 digits (or 8+ with a country code).
+    let balanced = s.matches('(').count() == s.matches(')').count();
+    balanced && ((10..=15).contains(&n) || (s.starts_with('+') && (8..=15).contains(&n)))
+}
+
+fn ipv6_valid(s: &str) -> bool {
+    s.bytes().any(|b| b.is_ascii_digit())
+        && s.parse::<Ipv6Addr>()
+            .is_ok_and(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+fn ipv4_valid(s: &str) -> bool {
+    s.parse::<Ipv4Addr>()
+        .is_ok_and(|ip| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_broadcast())
+}

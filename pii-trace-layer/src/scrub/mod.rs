@@ -1,0 +1,258 @@
+//! The PII scrubber: one engine, built once, shared by the trace layer, the
+//! log writer and the `scrub` tool.
+//!
+//! One multi-pattern scan finds every candidate (leftmost first); most text
+//! has none, and then the input is returned borrowed, untouched. Candidates
+//! a pattern alone can't decide are validated (Luhn for cards, mod-97 for
+//! IBANs, address parsing for IPs) so lookalikes — order numbers, versions,
+//! timestamps, hashes, request ids — survive. Replacements are typed
+//! (`[email]`, `[card]`, `[jwt]`, …) and never break JSON: they contain no
+//! quote or backslash, and a bare JSON number replaced by a pseudonym is
+//! quoted.
+//!
+//! Values under secret keys (`password`, `token`, `authorization`,
+//! `cookie`, …) are removed whatever they look like; values under identity
+//! keys (`user_id`, `sub`, `email`, `owner_id`, `full_name`, …) become a
+//! keyed pseudonym (`usr_3f9a1c2b`), so lines stay correlatable without the
+//! raw id. Both work for `key=value`, `key: value` and JSON `"key":"value"`.
+//!
+//! # Example
+//!
+//! ```
+//! use pii_trace_layer::Scrubber;
+//! use guardrail_core::Pseudonymizer;
+//!
+//! let scrubber = Scrubber::new(Pseudonymizer::new(b"log key"));
+//! let line = r#"{"event":"user.signup","email":"jane@example.com","card":"4111 1111 1111 1111","order_id":"4111111111111112"}"#;
+//! let clean = scrubber.scrub(line);
+//! assert!(!clean.contains("jane") && !clean.contains("4111 1111"));
+//! assert!(clean.contains("4111111111111112"), "fails Luhn: an order number, kept");
+//! serde_json::from_str::<serde_json::Value>(&clean).unwrap();
+//!
+//! // Clean text is returned as is, without a copy.
+//! assert!(matches!(scrubber.scrub("GET /api/health 200 3ms"), std::borrow::Cow::Borrowed(_)));
+//! ```
+
+mod detect;
+
+use std::{borrow::Cow, fmt};
+
+use guardrail_core::Pseudonymizer;
+use regex_automata::{Input, meta};
+
+use detect::{DETECTORS, Detector, Kind};
+
+/// The kinds of sensitive data the scrubber knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Class {
+    /// Email addresses (also URL-encoded).
+    Email,
+    /// Phone numbers.
+    Phone,
+    /// IPv4 addresses (loopback kept).
+    Ipv4,
+    /// IPv6 addresses (loopback kept).
+    Ipv6,
+    /// Payment card numbers (Luhn-valid).
+    CreditCard,
+    /// US social security numbers.
+    Ssn,
+    /// IBANs (mod-97-valid).
+    Iban,
+    /// Tokens, API keys, passwords, private keys, URL credentials.
+    Secret,
+    /// The user part of home-directory paths.
+    HomePath,
+    /// Identifiers under identity keys.
+    UserId,
+    /// Names under name keys.
+    Name,
+}
+
+impl Class {
+    /// A stable lower-case name (`email`, `credit_card`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Phone => "phone",
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+            Self::CreditCard => "credit_card",
+            Self::Ssn => "ssn",
+            Self::Iban => "iban",
+            Self::Secret => "secret",
+            Self::HomePath => "home_path",
+            Self::UserId => "user_id",
+            Self::Name => "name",
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A scrubber. Build one and share it (`Arc`); scrubbing takes `&self`.
+pub struct Scrubber {
+    scan: meta::Regex,
+    /// Per detector: the same pattern with captures, run only on a found span.
+    detail: Vec<regex::Regex>,
+    pseudonymizer: Pseudonymizer,
+}
+
+impl fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("detectors", &DETECTORS.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One thing found: where, and what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The kind of data.
+    pub class: Class,
+    /// Byte range in the input.
+    pub start: usize,
+    /// End of the byte range.
+    pub end: usize,
+}
+
+impl Scrubber {
+    /// The built-in detectors, with identity values pseudonymized under
+    /// `pseudonymizer`'s key.
+    pub fn new(pseudonymizer: Pseudonymizer) -> Self {
+        let patterns: Vec<&str> = DETECTORS.iter().map(|d| d.pattern).collect();
+        // The patterns are constants covered by tests; failing to compile
+        // them is a bug in this crate, not an input error.
+        let scan = meta::Regex::new_many(&patterns).expect("built-in scrubber patterns compile");
+        let detail = patterns
+            .iter()
+            .map(|p| regex::Regex::new(p).expect("built-in scrubber patterns compile"))
+            .collect();
+        Self {
+            scan,
+            detail,
+            pseudonymizer,
+        }
+    }
+
+    /// `text` without sensitive data; borrowed when nothing was found.
+    pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out: Option<String> = None;
+        let mut copied = 0;
+        self.visit(text, |_, start, end, replacement| {
+            let buf = out.get_or_insert_with(|| String::with_capacity(text.len() + 16));
+            buf.push_str(&text[copied..start]);
+            buf.push_str(&replacement);
+            copied = end;
+        });
+        match out {
+            None => Cow::Borrowed(text),
+            Some(mut buf) => {
+                buf.push_str(&text[copied..]);
+                Cow::Owned(buf)
+            }
+        }
+    }
+
+    /// What [`scrub`](Self::scrub) would replace, without replacing it.
+    pub fn findings(&self, text: &str) -> Vec<Finding> {
+        let mut found = Vec::new();
+        self.visit(text, |class, start, end, _| {
+            found.push(Finding { class, start, end })
+        });
+        found
+    }
+
+    /// Calls `f` with each sensitive span, left to right, and its replacement.
+    fn visit(&self, text: &str, mut f: impl FnMut(Class, usize, usize, Cow<'static, str>)) {
+        let mut at = 0;
+        while at < text.len() {
+            let Some(m) = self.scan.search(&Input::new(text).range(at..)) else {
+                return;
+            };
+            let index = m.pattern().as_usize();
+            let detector = &DETECTORS[index];
+            match self.resolve(detector, index, text, m.start(), m.end()) {
+                Some((start, end, replacement)) => {
+                    f(detector.class, start, end, replacement);
+                    at = m.end().max(at + 1);
+                }
+                // A lookalike: not sensitive. Look again one character on,
+                // so a real value starting inside it is still found.
+                None => at = next_char(text, m.start()),
+            }
+        }
+    }
+
+    /// What to replace in a candidate match, or `None` if it is a lookalike.
+    fn resolve(
+        &self,
+        d: &Detector,
+        index: usize,
+        text: &str,
+        start: usize,
+        end: usize,
+    ) -> Option<(usize, usize, Cow<'static, str>)> {
+        let found = &text[start..end];
+        match d.kind {
+            Kind::Replace(label) => {
+                (d.validate)(found).then_some((start, end, Cow::Borrowed(label)))
+            }
+            Kind::Group(label) | Kind::Pseudonym(label) => {
+                // Only the `value` group is replaced; the rest (a key, a
+                // scheme, quotes) stays.
+                let caps = self.detail[index].captures_at(text, start)?;
+                let value = caps.name("value")?;
+                if !(d.validate)(value.as_str()) {
+                    return None;
+                }
+                let raw = value.as_str();
+                // A bare JSON scalar (number, `null`, …) becomes a quoted
+                // string, so the document stays valid JSON.
+                let escaped = raw.len() >= 4 && raw.starts_with("\\\"") && raw.ends_with("\\\"");
+                let bare_json = caps.name("jsonkey").is_some() && !raw.starts_with('"') && !escaped;
+                if bare_json && matches!(raw, "null" | "true" | "false") {
+                    return None;
+                }
+                let replacement = match d.kind {
+                    Kind::Pseudonym(prefix) => {
+                        let bare = raw.trim_start_matches("\\\"").trim_end_matches("\\\"");
+                        self.pseudonymizer.pseudonym(prefix, bare.trim_matches('"'))
+                    }
+                    _ => label.to_owned(),
+                };
+                let replacement = if bare_json {
+                    format!("\"{replacement}\"")
+                } else {
+                    replacement
+                };
+                let (vs, ve) = (value.start(), value.end());
+                // Keep the quotes (or escaped quotes) around a quoted value.
+                let (vs, ve) = if escaped {
+                    (vs + 2, ve - 2)
+                } else if raw.len() >= 2 && raw.starts_with('"') && raw.ends_with('"') {
+                    (vs + 1, ve - 1)
+                } else {
+                    (vs, ve)
+                };
+                Some((vs, ve, Cow::Owned(replacement)))
+            }
+        }
+    }
+}
+
+fn next_char(text: &str, at: usize) -> usize {
+    text[at..]
+        .chars()
+        .next()
+        .map_or(text.len(), |c| at + c.len_utf8())
+}
+
+#[cfg(test)]
+mod tests;

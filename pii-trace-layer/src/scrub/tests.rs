@@ -1,0 +1,220 @@
+use super::*;
+use serde_json::Value;
+
+fn scrubber() -> Scrubber {
+    Scrubber::new(Pseudonymizer::new(b"test key"))
+}
+
+#[test]
+fn corpus_recall_and_precision() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/pii/corpus.jsonl"
+    );
+    let corpus = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!("the PII corpus must be at {path} (../shared beside the repo): {e}")
+    });
+    let s = scrubber();
+    let (mut removed, mut remove_total, mut kept, mut keep_total) = (0, 0, 0, 0);
+    let mut failures = Vec::new();
+    for line in corpus.lines().filter(|l| !l.trim().is_empty()) {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let text = row["text"].as_str().unwrap();
+        let out = s.scrub(text);
+        let mut ok = true;
+        for item in row["must_remove"].as_array().unwrap() {
+            remove_total += 1;
+            if out.contains(item.as_str().unwrap()) {
+                ok = false;
+            } else {
+                removed += 1;
+            }
+        }
+        for item in row["must_keep"].as_array().unwrap() {
+            keep_total += 1;
+            if out.contains(item.as_str().unwrap()) {
+                kept += 1;
+            } else {
+                ok = false;
+            }
+        }
+        if !ok {
+            failures.push(format!("{}: {out}", row["id"]));
+        }
+    }
+    let recall = f64::from(removed) / f64::from(remove_total);
+    let keep = f64::from(kept) / f64::from(keep_total);
+    println!(
+        "recall {:.2}% ({removed}/{remove_total}), kept {:.2}% ({kept}/{keep_total})",
+        recall * 100.0,
+        keep * 100.0
+    );
+    for f in &failures {
+        println!("  {f}");
+    }
+    assert!(recall >= 0.99, "recall {recall:.4} below 99%");
+    assert!(keep >= 0.97, "kept {keep:.4} below 97%");
+}
+
+fn clean(text: &str) -> String {
+    scrubber().scrub(text).into_owned()
+}
+
+#[test]
+fn json_stays_valid_json() {
+    let lines = [
+        r#"{"user_id":546873755,"email":"a.b@example.org","password":"p\"w","ip":"203.0.113.7"}"#,
+        r#"{"msg":"login by jane@example.com from 2001:db8::7","card":"4111-1111-1111-1111","nested":{"full_name":"Ada Lovelace","token":null}}"#,
+        r#"{"body":"{\"password\":\"hunter2\",\"sub\":\"u-1\"}","path":"C:\\Users\\Marcus\\x"}"#,
+        r#"{"headers":{"authorization":"Bearer abc.def.ghi","cookie":"sid=1; theme=dark"}}"#,
+    ];
+    for line in lines {
+        let out = clean(line);
+        let parsed: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert!(parsed.is_object());
+        for leaked in [
+            "546873755",
+            "a.b@example",
+            "p\\\"w",
+            "203.0.113.7",
+            "jane",
+            "2001:db8::7",
+            "4111-1111",
+            "Ada",
+            "hunter2",
+            "abc.def",
+            "sid=1",
+            "Marcus",
+        ] {
+            assert!(!out.contains(leaked), "{leaked} in {out}");
+        }
+    }
+}
+
+#[test]
+fn key_rules_work_in_all_three_syntaxes() {
+    for line in [
+        "password=correct-horse api_key=AbC123xyz",
+        "password: correct-horse api_key: AbC123xyz",
+        r#"{"password":"correct-horse","api_key":"AbC123xyz"}"#,
+    ] {
+        let out = clean(line);
+        assert!(
+            !out.contains("correct-horse") && !out.contains("AbC123xyz"),
+            "{out}"
+        );
+        assert!(
+            out.contains("password") && out.contains("api_key"),
+            "keys stay: {out}"
+        );
+    }
+    for line in [
+        "user_id=42 action=x",
+        "user_id: 42 action=x",
+        r#"{"user_id":"42","action":"x"}"#,
+    ] {
+        let out = clean(line);
+        assert!(out.contains("usr_") && !out.contains("42"), "{out}");
+    }
+}
+
+#[test]
+fn pseudonyms_are_stable_and_keyed() {
+    let a = scrubber().scrub("user_id=u-1").into_owned();
+    let b = scrubber().scrub("user_id=u-1").into_owned();
+    let other_key = Scrubber::new(Pseudonymizer::new(b"another key"))
+        .scrub("user_id=u-1")
+        .into_owned();
+    let other_user = scrubber().scrub("user_id=u-2").into_owned();
+    assert_eq!(a, b);
+    assert_ne!(a, other_key);
+    assert_ne!(a, other_user);
+    // The same value under JSON and key=value syntax gets one pseudonym.
+    let json = clean(r#"{"user_id":"u-1"}"#);
+    assert!(
+        json.contains(a.trim_start_matches("user_id=")),
+        "{json} vs {a}"
+    );
+}
+
+#[test]
+fn luhn_failing_numbers_and_other_lookalikes_are_kept() {
+    for keep in [
+        "order_id=4111111111111112",
+        "request_id=540d3b12-48cf-4a28-9a9d-b637587dc803",
+        "commit=49ccedfc1f4a456dee027a69ada4ef4594749630",
+        "version=v1.11.17 at 2024-03-28T02:17:22.194Z took 2.5s",
+        "GET /api/users/{user_id}/profile 200",
+        "amount=USD 674.08 status=503",
+        "listening on 127.0.0.1:3000 and [::1]:3000",
+        "hyper::server::conn user_profile::sync",
+        "mac=aa:bb:cc:dd:ee:ff",
+        "span closed name=api.request",
+    ] {
+        assert_eq!(clean(keep), keep);
+    }
+}
+
+#[test]
+fn each_class_is_found() {
+    let cases = [
+        ("mail to someone%40example.com", Class::Email),
+        ("call +44 20 7946 0958 now", Class::Phone),
+        ("call (415) 555-0132", Class::Phone),
+        ("from 198.51.100.23", Class::Ipv4),
+        ("from 2a01:4f8::d818:5a8e:df35", Class::Ipv6),
+        ("card 4012 8888 8888 1881", Class::CreditCard),
+        ("ssn 123-45-6789", Class::Ssn),
+        ("to DE89 3704 0044 0532 0130 00", Class::Iban),
+        ("key sk_live_4eC39HqLyjWDarjtT1zdp7dc", Class::Secret),
+        ("aws AKIAIOSFODNN7EXAMPLE", Class::Secret),
+        (
+            "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            Class::Secret,
+        ),
+        ("git https://bob:s3cret@example.com/r.git", Class::Secret),
+        ("cwd=/home/alice/src", Class::HomePath),
+        ("copy ~bob/file", Class::HomePath),
+        (r#"{"full_name":"Grace Hopper"}"#, Class::Name),
+        ("owner_id=991", Class::UserId),
+    ];
+    for (text, class) in cases {
+        let found = scrubber().findings(text);
+        assert!(
+            found.iter().any(|f| f.class == class),
+            "{class} not found in {text:?}: {found:?}"
+        );
+        assert_ne!(clean(text), text);
+    }
+}
+
+#[test]
+fn private_keys_are_removed_whole() {
+    let pem = "key:\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\nnext line";
+    let out = clean(pem);
+    assert_eq!(out, "key:\n[private_key]\nnext line");
+}
+
+#[test]
+fn odd_input_never_panics() {
+    let s = scrubber();
+    for text in [
+        "",
+        "=",
+        "\"",
+        "{\"",
+        "password=",
+        "user_id=\"",
+        "~",
+        "::",
+        "+",
+        "€€€ 😀 +33 ☎",
+        "\\\\\"\\",
+        "a@b",
+        "1.2.3.4.5.6",
+    ] {
+        let _ = s.scrub(text);
+    }
+    let long = "x".repeat(1 << 20) + " jane@example.com";
+    assert!(s.scrub(&long).ends_with("[email]"));
+}
