@@ -34,42 +34,42 @@ fn any(_: &str) -> bool {
 /// it *ends* with one of these words (`slack_token`, `STRIPE_SECRET_KEY`).
 macro_rules! secret_keys {
     () => {
-        r"(?i:[A-Za-z0-9_.-]*?(?:password|passwd|pwd|passphrase|secret|secret[_-]?key|token|api[_-]?key|apikey|private[_-]?key|access[_-]?key|credentials?|authorization|cookie|session|session[_-]?id|sessionid))"
+        r"(?i-u:[A-Za-z0-9_.-]*?(?:password|passwd|pwd|passphrase|secret|secret[_-]?key|token|api[_-]?key|apikey|private[_-]?key|access[_-]?key|credentials?|authorization|cookie|session|session[_-]?id|sessionid))"
     };
 }
 
 /// Keys whose values identify a person: pseudonymized.
 macro_rules! identity_keys {
     () => {
-        r"(?i:user[_-]?id|userid|sub|email|e-mail|email[_-]?address|owner[_-]?id|customer[_-]?id|account[_-]?id|member[_-]?id|username|user[_-]?name|x-forwarded-user|x-forwarded-email|x-user-id|x-user-email)"
+        r"(?i-u:user[_-]?id|userid|sub|email|e-mail|email[_-]?address|owner[_-]?id|customer[_-]?id|account[_-]?id|member[_-]?id|username|user[_-]?name|x-forwarded-user|x-forwarded-email|x-user-id|x-user-email)"
     };
 }
 
 /// Keys whose values are names: pseudonymized.
 macro_rules! name_keys {
     () => {
-        r"(?i:full[_-]?name|fullname|first[_-]?name|last[_-]?name|given[_-]?name|family[_-]?name|display[_-]?name|customer[_-]?name|contact[_-]?name|cardholder(?:[_-]?name)?)"
+        r"(?i-u:full[_-]?name|fullname|first[_-]?name|last[_-]?name|given[_-]?name|family[_-]?name|display[_-]?name|customer[_-]?name|contact[_-]?name|cardholder(?:[_-]?name)?)"
     };
 }
 
 /// A JSON string or scalar value.
 macro_rules! json_value {
     () => {
-        r#"(?P<value>"(?:[^"\\]|\\.)*"|[^,}\]\s]+)"#
+        r#"(?P<value>"(?:[^"\\]|\\.)*"|[^,}\]\t\n\r ]+)"#
     };
 }
 
 /// A `key=value` value: quoted, or up to a delimiter.
 macro_rules! kv_value {
     () => {
-        r#"(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;&"'}\])]+)"#
+        r#"(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\t\n\r ,;&"'}\])]+)"#
     };
 }
 
 /// A `key: value` value (YAML, headers, struct dumps).
 macro_rules! colon_value {
     () => {
-        r#"(?P<value>[^\s,;}\]"]+)"#
+        r#"(?P<value>[^\t\n\r ,;}\]"]+)"#
     };
 }
 
@@ -80,7 +80,7 @@ pub(super) static DETECTORS: &[Detector] = &[
         pattern: concat!(
             r#"(?P<jsonkey>)""#,
             secret_keys!(),
-            r#""\s*:\s*"#,
+            r#""[\t\n\r ]*:[\t\n\r ]*"#,
             json_value!()
         ),
         kind: Kind::Group("[redacted]"),
@@ -91,7 +91,7 @@ pub(super) static DETECTORS: &[Detector] = &[
         pattern: concat!(
             r#"(?P<jsonkey>)\\""#,
             secret_keys!(),
-            r#"\\"\s*:\s*(?P<value>\\"(?:[^"\\]|\\[^"])*\\")"#
+            r#"\\"[\t\n\r ]*:[\t\n\r ]*(?P<value>\\"(?:[^"\\]|\\[^"])*\\")"#
         ),
         kind: Kind::Group("[redacted]"),
         validate: any,
@@ -99,19 +99,19 @@ pub(super) static DETECTORS: &[Detector] = &[
     Detector {
         class: Class::Secret,
         // Header lines: the whole value, schemes and all.
-        pattern: r"(?im:\b(?:authorization|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*(?P<value>[^\r\n]+))",
+        pattern: r"(?m:(?-u:\b)(?i-u:authorization|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*(?P<value>[^\r\n]+))",
         kind: Kind::Group("[redacted]"),
         validate: any,
     },
     Detector {
         class: Class::Secret,
-        pattern: concat!(r"\b", secret_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
+        pattern: concat!(r"(?-u:\b)", secret_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
         kind: Kind::Group("[redacted]"),
         validate: any,
     },
     Detector {
         class: Class::Secret,
-        pattern: concat!(r"\b", secret_keys!(), r":[ \t]+", colon_value!()),
+        pattern: concat!(r"(?-u:\b)", secret_keys!(), r":[ \t]+", colon_value!()),
         kind: Kind::Group("[redacted]"),
         validate: any,
     },
@@ -120,7 +120,7 @@ pub(super) static DETECTORS: &[Detector] = &[
         pattern: concat!(
             r#"(?P<jsonkey>)""#,
             name_keys!(),
-            r#""\s*:\s*"#,
+            r#""[\t\n\r ]*:[\t\n\r ]*"#,
             json_value!()
         ),
         kind: Kind::Pseudonym("name"),
@@ -128,7 +128,7 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::Name,
-        pattern: concat!(r"\b", name_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
+        pattern: concat!(r"(?-u:\b)", name_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
         kind: Kind::Pseudonym("name"),
         validate: any,
     },
@@ -136,13 +136,13 @@ pub(super) static DETECTORS: &[Detector] = &[
         class: Class::Name,
         // A bare `name` only when its quoted value looks like a person's
         // name (two words), so `name=api.request` stays.
-        pattern: r#"(?P<jsonkey>)"name"\s*:\s*(?P<value>"[\p{Lu}][^"\s]*(?:\s+[^"\s]+)+")"#,
+        pattern: r#"(?P<jsonkey>)"name"[\t\n\r ]*:[\t\n\r ]*(?P<value>"[\p{Lu}][^"\t\n\r ]*(?:[\t\n\r ]+[^"\t\n\r ]+)+")"#,
         kind: Kind::Pseudonym("name"),
         validate: any,
     },
     Detector {
         class: Class::Name,
-        pattern: r#"\bname[ \t]*=[ \t]*(?P<value>"[\p{Lu}][^"\s]*(?:\s+[^"\s]+)+")"#,
+        pattern: r#"(?-u:\b)name[ \t]*=[ \t]*(?P<value>"[\p{Lu}][^"\t\n\r ]*(?:[\t\n\r ]+[^"\t\n\r ]+)+")"#,
         kind: Kind::Pseudonym("name"),
         validate: any,
     },
@@ -151,7 +151,7 @@ pub(super) static DETECTORS: &[Detector] = &[
         pattern: concat!(
             r#"(?P<jsonkey>)""#,
             identity_keys!(),
-            r#""\s*:\s*"#,
+            r#""[\t\n\r ]*:[\t\n\r ]*"#,
             json_value!()
         ),
         kind: Kind::Pseudonym("usr"),
@@ -159,44 +159,44 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::UserId,
-        pattern: concat!(r"\b", identity_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
+        pattern: concat!(r"(?-u:\b)", identity_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
         kind: Kind::Pseudonym("usr"),
         validate: any,
     },
     Detector {
         class: Class::UserId,
-        pattern: concat!(r"\b", identity_keys!(), r":[ \t]+", colon_value!()),
+        pattern: concat!(r"(?-u:\b)", identity_keys!(), r":[ \t]+", colon_value!()),
         kind: Kind::Pseudonym("usr"),
         validate: any,
     },
     // --- values recognised by their shape ---
     Detector {
         class: Class::Secret,
-        pattern: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----|[A-Za-z0-9+/=\s\\]*)",
+        pattern: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----|[A-Za-z0-9+/=\t\n\r \\]*)",
         kind: Kind::Replace("[private_key]"),
         validate: any,
     },
     Detector {
         class: Class::Secret,
-        pattern: r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+        pattern: r"(?-u:\b)eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
         kind: Kind::Replace("[jwt]"),
         validate: any,
     },
     Detector {
         class: Class::Secret,
-        pattern: r"\b(?i:bearer|basic|token)[ \t]+(?P<value>[A-Za-z0-9._~+/=-]{8,})",
+        pattern: r"(?-u:\b)(?i-u:bearer|basic|token)[ \t]+(?P<value>[A-Za-z0-9._~+/=-]{8,})",
         kind: Kind::Group("[token]"),
         validate: has_digit_and_letter,
     },
     Detector {
         class: Class::Secret,
-        pattern: r#"\b[A-Za-z][A-Za-z0-9+.-]*://(?P<value>[^\s/:@'"]+:[^\s/@'"]+)@"#,
+        pattern: r#"(?-u:\b)[A-Za-z][A-Za-z0-9+.-]*://(?P<value>[^\t\n\r /:@'"]+:[^\t\n\r /@'"]+)@"#,
         kind: Kind::Group("[credentials]"),
         validate: any,
     },
     Detector {
         class: Class::Secret,
-        pattern: r"\b(?:(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|whsec_[A-Za-z0-9]{10,}|AIza[0-9A-Za-z_-]{35})",
+        pattern: r"(?-u:\b)(?:(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|whsec_[A-Za-z0-9]{10,}|AIza[0-9A-Za-z_-]{35})",
         kind: Kind::Replace("[secret]"),
         validate: any,
     },
@@ -208,49 +208,49 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::HomePath,
-        pattern: r"(?:/home/|/Users/|\b[A-Za-z]:\\{1,2}Users\\{1,2})(?P<value>[A-Za-z0-9._-]+)",
+        pattern: r"(?:/home/|/Users/|(?-u:\b)[A-Za-z]:\\{1,2}Users\\{1,2})(?P<value>[A-Za-z0-9._-]+)",
         kind: Kind::Group("[user]"),
         validate: not_shared_home,
     },
     Detector {
         class: Class::HomePath,
-        pattern: r#"(?:^|[\s"'=(:])~(?P<value>[A-Za-z][A-Za-z0-9._-]*)"#,
+        pattern: r#"(?:^|[\t\n\r "'=(:])~(?P<value>[A-Za-z][A-Za-z0-9._-]*)"#,
         kind: Kind::Group("[user]"),
         validate: any,
     },
     Detector {
         class: Class::Iban,
-        pattern: r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
+        pattern: r"(?-u:\b)[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)",
         kind: Kind::Replace("[iban]"),
         validate: iban_valid,
     },
     Detector {
         class: Class::CreditCard,
-        pattern: r"\b\d(?:[ -]?\d){12,18}\b",
+        pattern: r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)",
         kind: Kind::Replace("[card]"),
         validate: luhn_valid,
     },
     Detector {
         class: Class::Ssn,
-        pattern: r"\b\d{3}-\d{2}-\d{4}\b",
+        pattern: r"(?-u:\b)\d{3}-\d{2}-\d{4}(?-u:\b)",
         kind: Kind::Replace("[ssn]"),
         validate: ssn_valid,
     },
     Detector {
         class: Class::Phone,
-        pattern: r"\+\d[\d \-.()]{6,18}\d\b|\(\d{3}\)[ ]?\d{3}[-. ]\d{4}\b|\b\d{3}[-.]\d{3}[-.]\d{4}\b",
+        pattern: r"\+\d[\d \-.()]{6,18}\d(?-u:\b)|\(\d{3}\)[ ]?\d{3}[-. ]\d{4}(?-u:\b)|(?-u:\b)\d{3}[-.]\d{3}[-.]\d{4}(?-u:\b)",
         kind: Kind::Replace("[phone]"),
         validate: phone_valid,
     },
     Detector {
         class: Class::Ipv6,
-        pattern: r"(?i:(?:[0-9a-f]{1,4}|:)?:[0-9a-f:.]*:[0-9a-f.]+)",
+        pattern: r"(?i-u:(?:[0-9a-f]{1,4}|:)?:[0-9a-f:.]*:[0-9a-f.]+)",
         kind: Kind::Replace("[ipv6]"),
         validate: ipv6_valid,
     },
     Detector {
         class: Class::Ipv4,
-        pattern: r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
+        pattern: r"(?-u:\b)(?:\d{1,3}\.){3}\d{1,3}(?-u:\b)",
         kind: Kind::Replace("[ipv4]"),
         validate: ipv4_valid,
     },

@@ -218,3 +218,41 @@ fn odd_input_never_panics() {
     let long = "x".repeat(1 << 20) + " jane@example.com";
     assert!(s.scrub(&long).ends_with("[email]"));
 }
+
+#[test]
+#[ignore = "diagnostic: cargo test -p pii-trace-layer --lib candidates -- --ignored --nocapture"]
+fn candidates_on_clean_text() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/pii/corpus.jsonl"
+    );
+    let corpus = std::fs::read_to_string(path).unwrap();
+    let s = scrubber();
+    let mut per_detector = vec![0usize; DETECTORS.len()];
+    let mut lines = 0;
+    for line in corpus.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        if !row["classes"].as_array().unwrap().is_empty() {
+            continue;
+        }
+        lines += 1;
+        let text = row["text"].as_str().unwrap();
+        let mut at = 0;
+        while at < text.len() {
+            let Some(m) = s.scan.search(&Input::new(text).range(at..)) else {
+                break;
+            };
+            per_detector[m.pattern().as_usize()] += 1;
+            at = next_char(text, m.start());
+        }
+    }
+    println!("{lines} clean lines");
+    for (i, n) in per_detector.iter().enumerate() {
+        if *n > 0 {
+            println!(
+                "{n:6} {}",
+                &DETECTORS[i].pattern[..DETECTORS[i].pattern.len().min(60)]
+            );
+        }
+    }
+}
