@@ -9,13 +9,13 @@
 //! - reads `GUARDRAILS_CONFIG` (default `examples/guardrails.toml`, or the
 //!   same file embedded in the binary when run from elsewhere), with
 //!   `GUARDRAILS__<SECTION>__<KEY>` overrides;
-//! - writes one JSON object per log line to stdout;
+//! - writes one JSON object per log line to stdout, every line scrubbed;
 //! - refuses to start on an invalid config, with a clear message on stderr
 //!   and exit code 2;
 //! - shuts down gracefully on SIGINT/SIGTERM, giving in-flight requests
 //!   `server.shutdown_grace` to finish.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -26,7 +26,8 @@ use axum::{
 };
 use guardrails::{
     GuardrailsConfig, GuardrailsLayer,
-    guardrail_core::{Principal, Problem},
+    guardrail_core::{Principal, Problem, Pseudonymizer},
+    pii_trace_layer::{Scrubber, init_json_logging},
 };
 use serde_json::json;
 
@@ -35,16 +36,13 @@ const EMBEDDED_CONFIG: &str = include_str!("guardrails.toml");
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stdout)
-        .init();
+    // One JSON object per line on stdout, every line scrubbed of PII and
+    // secrets, whoever logged it.
+    let scrubber = Arc::new(Scrubber::new(Pseudonymizer::global().clone()));
+    if let Err(e) = init_json_logging(scrubber) {
+        eprintln!("guarded_service: {e}");
+        return ExitCode::from(2);
+    }
 
     let config = match load_config() {
         Ok(config) => config,

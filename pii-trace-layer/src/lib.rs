@@ -1,7 +1,8 @@
 //! The PII scrubber, scrubbed request tracing, the structured event API and a tracing-subscriber writer that scrubs every line.
 //!
-//! **In progress.** The [`Scrubber`] is here; the trace layer, the
-//! scrubbing log writer, the event API and the `scrub` tool are not yet.
+//! **In progress.** Here: the [`Scrubber`] and the scrubbing log writer
+//! ([`ScrubbingMakeWriter`], [`init_json_logging`]). Not yet: the request
+//! trace layer, the event API and the `scrub` tool.
 //!
 //! # Example
 //!
@@ -22,5 +23,7 @@
 )]
 
 pub mod scrub;
+pub mod writer;
 
 pub use scrub::{Class, Finding, Scrubber};
+pub use writer::{ScrubbingMakeWriter, ScrubbingWriter, init_json_logging};

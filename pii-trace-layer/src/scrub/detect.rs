@@ -98,8 +98,9 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::Secret,
-        // Header lines: the whole value, schemes and all.
-        pattern: r"(?m:(?-u:\b)(?i-u:authorization|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*(?P<value>[^\r\n]+))",
+        // Header lines: the whole value, schemes and all, up to the end of
+        // the line or of an enclosing JSON string.
+        pattern: r#"(?m:(?-u:\b)(?i-u:authorization|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*(?P<value>[^\r\n"\\]+))"#,
         kind: Kind::Group("[redacted]"),
         validate: any,
     },

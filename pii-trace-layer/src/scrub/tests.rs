@@ -67,6 +67,7 @@ fn json_stays_valid_json() {
         r#"{"msg":"login by jane@example.com from 2001:db8::7","card":"4111-1111-1111-1111","nested":{"full_name":"Ada Lovelace","token":null}}"#,
         r#"{"body":"{\"password\":\"hunter2\",\"sub\":\"u-1\"}","path":"C:\\Users\\Marcus\\x"}"#,
         r#"{"headers":{"authorization":"Bearer abc.def.ghi","cookie":"sid=1; theme=dark"}}"#,
+        r#"{"message":"retrying with Authorization: Basic dXNlcjpwYXNz and Cookie: sid=1","n":1}"#,
     ];
     for line in lines {
         let out = clean(line);

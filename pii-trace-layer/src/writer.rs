@@ -1,0 +1,210 @@
+//! Scrub every log line before it is written, whoever emitted it.
+//!
+//! [`ScrubbingMakeWriter`] wraps any `tracing-subscriber` writer: each
+//! formatted event (one line) is collected, passed through the [`Scrubber`]
+//! and then written whole. A `tracing::info!(email = %e)` in a dependency is
+//! scrubbed like one of ours. JSON output stays valid JSON: the scrubber's
+//! replacements never break it.
+//!
+//! [`init_json_logging`] is the one-call setup: JSON lines on stdout, an
+//! `EnvFilter` (from `RUST_LOG`, default `info`), every line scrubbed.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use guardrail_core::Pseudonymizer;
+//! use pii_trace_layer::{Scrubber, ScrubbingMakeWriter};
+//!
+//! #[derive(Clone, Default)]
+//! struct Sink(Arc<Mutex<Vec<u8>>>);
+//! impl std::io::Write for Sink {
+//!     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+//!     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+//! }
+//!
+//! let sink = Sink::default();
+//! let scrubber = Arc::new(Scrubber::new(Pseudonymizer::new(b"key")));
+//! let subscriber = tracing_subscriber::fmt()
+//!     .json()
+//!     .with_writer(ScrubbingMakeWriter::new(scrubber, { let s = sink.clone(); move || s.clone() }))
+//!     .finish();
+//! tracing::subscriber::with_default(subscriber, || {
+//!     tracing::warn!(email = "ann@example.com", "a third party logged this");
+//! });
+//! let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+//! assert!(!out.contains("ann@example.com"));
+//! serde_json::from_str::<serde_json::Value>(out.trim()).unwrap();
+//! ```
+
+use std::{fmt, io, sync::Arc};
+
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::Scrubber;
+
+/// A `MakeWriter` whose writers scrub each line before passing it on.
+#[derive(Clone)]
+pub struct ScrubbingMakeWriter<M> {
+    scrubber: Arc<Scrubber>,
+    inner: M,
+}
+
+impl<M> ScrubbingMakeWriter<M> {
+    /// Scrubs what `inner`'s writers would write.
+    pub fn new(scrubber: Arc<Scrubber>, inner: M) -> Self {
+        Self { scrubber, inner }
+    }
+}
+
+impl<M> fmt::Debug for ScrubbingMakeWriter<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScrubbingMakeWriter")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, M> MakeWriter<'a> for ScrubbingMakeWriter<M>
+where
+    M: MakeWriter<'a>,
+{
+    type Writer = ScrubbingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        ScrubbingWriter {
+            scrubber: Arc::clone(&self.scrubber),
+            inner: self.inner.make_writer(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// Collects one event's output and writes it scrubbed when dropped (or
+/// flushed).
+pub struct ScrubbingWriter<W: io::Write> {
+    scrubber: Arc<Scrubber>,
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: io::Write> fmt::Debug for ScrubbingWriter<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScrubbingWriter")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: io::Write> ScrubbingWriter<W> {
+    fn emit(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&self.buf);
+        let clean = self.scrubber.scrub(&text);
+        let result = self.inner.write_all(clean.as_bytes());
+        self.buf.clear();
+        result
+    }
+}
+
+impl<W: io::Write> io::Write for ScrubbingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.emit()?;
+        self.inner.flush()
+    }
+}
+
+impl<W: io::Write> Drop for ScrubbingWriter<W> {
+    fn drop(&mut self) {
+        // Nowhere to report a failed log write; losing a line beats a panic.
+        let _ = self.emit();
+    }
+}
+
+/// Installs the global subscriber: JSON lines on stdout, `RUST_LOG`
+/// filtering (default `info`), every line scrubbed by `scrubber`.
+pub fn init_json_logging(scrubber: Arc<Scrubber>) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(ScrubbingMakeWriter::new(scrubber, io::stdout))
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guardrail_core::Pseudonymizer;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture(f: impl FnOnce()) -> String {
+        let sink = Sink::default();
+        let scrubber = Arc::new(Scrubber::new(Pseudonymizer::new(b"k")));
+        let writer = ScrubbingMakeWriter::new(scrubber, {
+            let s = sink.clone();
+            move || s.clone()
+        });
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(writer)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_third_party_event_is_scrubbed_and_stays_json() {
+        let out = capture(|| {
+            // As a dependency would log, with no idea about PII.
+            tracing::event!(target: "some_dependency::client", tracing::Level::INFO,
+                user = "bob@example.org", card = "4111 1111 1111 1111",
+                "retrying request for 203.0.113.50 with Authorization: Bearer abcdefgh12345678");
+        });
+        for leaked in [
+            "bob@example.org",
+            "4111 1111",
+            "203.0.113.50",
+            "abcdefgh12345678",
+        ] {
+            assert!(!out.contains(leaked), "{leaked} in {out}");
+        }
+        let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(json["target"], "some_dependency::client");
+    }
+
+    #[test]
+    fn every_line_is_scrubbed_separately() {
+        let out = capture(|| {
+            for i in 0..3 {
+                tracing::info!(n = i, "mail carol{i}@example.com");
+            }
+        });
+        assert_eq!(out.lines().count(), 3);
+        assert!(out.lines().all(|l| l.contains("[email]")), "{out}");
+    }
+}
