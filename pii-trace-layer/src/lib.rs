@@ -25,5 +25,5 @@
 pub mod scrub;
 pub mod writer;
 
-pub use scrub::{Class, Finding, Scrubber};
+pub use scrub::{Class, CustomRule, Finding, ScrubConfig, Scrubber};
 pub use writer::{ScrubbingMakeWriter, ScrubbingWriter, init_json_logging};

@@ -341,3 +341,104 @@ fn ipv4_valid(s: &str) -> bool {
     s.parse::<Ipv4Addr>()
         .is_ok_and(|ip| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_broadcast())
 }
+
+/// How a rule's match is replaced, at run time.
+#[derive(Clone, Debug)]
+pub(super) enum RuleKind {
+    /// The whole match becomes the label.
+    Replace(String),
+    /// The `value` group becomes the label; the rest stays.
+    Group(String),
+    /// The `value` group becomes a keyed pseudonym with this prefix.
+    Pseudonym(String),
+    /// The whole match (an IP address) becomes its /24 or /48 network.
+    MaskIp,
+}
+
+/// A detector as a scrubber uses it: a built-in, or one from config.
+#[derive(Debug)]
+pub(super) struct Rule {
+    pub(super) class: Class,
+    pub(super) pattern: String,
+    pub(super) kind: RuleKind,
+    pub(super) validate: fn(&str) -> bool,
+}
+
+const JSON_VALUE: &str = json_value!();
+const KV_VALUE: &str = kv_value!();
+const COLON_VALUE: &str = colon_value!();
+
+/// `key` rules (JSON, `key=value`, `key: value`) for configured keys.
+fn key_rules(class: Class, keys: &[String], kind: &RuleKind) -> Vec<Rule> {
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    let alt = keys
+        .iter()
+        .map(|k| regex::escape(k))
+        .collect::<Vec<_>>()
+        .join("|");
+    [
+        format!(r#"(?P<jsonkey>)"(?i-u:{alt})"[\t\n\r ]*:[\t\n\r ]*{JSON_VALUE}"#),
+        format!(r"(?-u:\b)(?i-u:{alt})[ \t]*=[ \t]*{KV_VALUE}"),
+        format!(r"(?-u:\b)(?i-u:{alt}):[ \t]+{COLON_VALUE}"),
+    ]
+    .into_iter()
+    .map(|pattern| Rule {
+        class,
+        pattern,
+        kind: kind.clone(),
+        validate: not_null,
+    })
+    .collect()
+}
+
+/// The rules for `config`: its own key rules and patterns first, then the
+/// built-ins of every class not turned off.
+pub(super) fn rules(config: &super::ScrubConfig) -> Result<Vec<Rule>, String> {
+    let mut rules = key_rules(
+        Class::Secret,
+        &config.secret_keys,
+        &RuleKind::Group("[redacted]".into()),
+    );
+    rules.extend(key_rules(
+        Class::UserId,
+        &config.identity_keys,
+        &RuleKind::Pseudonym("usr".into()),
+    ));
+    for (i, custom) in config.rules.iter().enumerate() {
+        regex::Regex::new(&custom.pattern)
+            .map_err(|e| format!("rules[{i}] ({}): not a valid regex: {e}", custom.name))?;
+        rules.push(Rule {
+            class: Class::Secret,
+            pattern: custom.pattern.clone(),
+            kind: RuleKind::Replace(
+                custom
+                    .replacement
+                    .clone()
+                    .unwrap_or_else(|| format!("[{}]", custom.name)),
+            ),
+            validate: any,
+        });
+    }
+    for d in DETECTORS
+        .iter()
+        .filter(|d| !config.disable.contains(&d.class))
+    {
+        let kind = match d.kind {
+            Kind::Replace(_) if config.mask_ips && matches!(d.class, Class::Ipv4 | Class::Ipv6) => {
+                RuleKind::MaskIp
+            }
+            Kind::Replace(label) => RuleKind::Replace(label.into()),
+            Kind::Group(label) => RuleKind::Group(label.into()),
+            Kind::Pseudonym(prefix) => RuleKind::Pseudonym(prefix.into()),
+        };
+        rules.push(Rule {
+            class: d.class,
+            pattern: d.pattern.to_owned(),
+            kind,
+            validate: d.validate,
+        });
+    }
+    Ok(rules)
+}

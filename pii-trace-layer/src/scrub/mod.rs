@@ -40,10 +40,13 @@ use std::{borrow::Cow, fmt};
 use guardrail_core::Pseudonymizer;
 use regex_automata::{Input, meta};
 
-use detect::{DETECTORS, Detector, Kind};
+#[cfg(test)]
+use detect::DETECTORS;
+use detect::{Rule, RuleKind};
 
 /// The kinds of sensitive data the scrubber knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Class {
     /// Email addresses (also URL-encoded).
@@ -95,8 +98,44 @@ impl fmt::Display for Class {
     }
 }
 
+/// Adjustments to the built-in detectors: `[trace.scrub]` in the config
+/// file, or the `scrub` tool's `--config` file.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ScrubConfig {
+    /// Classes not to detect, e.g. `["ipv4", "phone"]`.
+    pub disable: Vec<Class>,
+    /// Replace IP addresses by their /24 (IPv4) or /48 (IPv6) network
+    /// instead of `[ipv4]`/`[ipv6]`.
+    pub mask_ips: bool,
+    /// More keys whose values are removed (`x-internal-signature`).
+    pub secret_keys: Vec<String>,
+    /// More keys whose values are pseudonymized (`employee_id`).
+    pub identity_keys: Vec<String>,
+    /// More patterns, each replaced by its `replacement` (default
+    /// `[<name>]`).
+    pub rules: Vec<CustomRule>,
+}
+
+/// A pattern of your own: `[[rules]] name = "employee_id", pattern =
+/// "EMP-[0-9]{6}"`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CustomRule {
+    /// A short name, used in the default replacement.
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax).
+    pub pattern: String,
+    /// What replaces a match (default `[<name>]`).
+    #[serde(default)]
+    pub replacement: Option<String>,
+}
+
 /// A scrubber. Build one and share it (`Arc`); scrubbing takes `&self`.
 pub struct Scrubber {
+    rules: Vec<Rule>,
     scan: meta::Regex,
     /// Per detector: the same pattern with captures, run only on a found span.
     detail: Vec<regex::Regex>,
@@ -106,7 +145,7 @@ pub struct Scrubber {
 impl fmt::Debug for Scrubber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scrubber")
-            .field("detectors", &DETECTORS.len())
+            .field("rules", &self.rules.len())
             .finish_non_exhaustive()
     }
 }
@@ -126,22 +165,32 @@ impl Scrubber {
     /// The built-in detectors, with identity values pseudonymized under
     /// `pseudonymizer`'s key.
     pub fn new(pseudonymizer: Pseudonymizer) -> Self {
-        let patterns: Vec<&str> = DETECTORS.iter().map(|d| d.pattern).collect();
-        // The patterns are constants covered by tests; failing to compile
-        // them is a bug in this crate, not an input error.
+        // The built-in patterns are constants covered by tests: failing to
+        // compile them is a bug in this crate, not an input error.
+        Self::with_config(pseudonymizer, &ScrubConfig::default())
+            .expect("built-in scrubber patterns compile")
+    }
+
+    /// The built-ins adjusted by `config`: classes turned off, extra secret
+    /// and identity keys, custom patterns, masked instead of replaced IPs.
+    /// A pattern that doesn't compile is an error naming it.
+    pub fn with_config(pseudonymizer: Pseudonymizer, config: &ScrubConfig) -> Result<Self, String> {
+        let rules = detect::rules(config)?;
+        let patterns: Vec<&str> = rules.iter().map(|r| r.pattern.as_str()).collect();
         let scan = meta::Regex::builder()
             .configure(meta::Config::new().hybrid_cache_capacity(16 << 20))
             .build_many(&patterns)
-            .expect("built-in scrubber patterns compile");
+            .map_err(|e| format!("the scrubber patterns don't compile together: {e}"))?;
         let detail = patterns
             .iter()
-            .map(|p| regex::Regex::new(p).expect("built-in scrubber patterns compile"))
-            .collect();
-        Self {
+            .map(|p| regex::Regex::new(p).map_err(|e| format!("`{p}`: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            rules,
             scan,
             detail,
             pseudonymizer,
-        }
+        })
     }
 
     /// `text` without sensitive data; borrowed when nothing was found.
@@ -180,7 +229,7 @@ impl Scrubber {
                 return;
             };
             let index = m.pattern().as_usize();
-            let detector = &DETECTORS[index];
+            let detector = &self.rules[index];
             match self.resolve(detector, index, text, m.start(), m.end()) {
                 Some((start, end, replacement)) => {
                     f(detector.class, start, end, replacement);
@@ -191,7 +240,9 @@ impl Scrubber {
                 // is retried one character on, so a value inside is found.
                 None => {
                     at = match detector.kind {
-                        Kind::Replace(_) => m.end().max(next_char(text, m.start())),
+                        RuleKind::Replace(_) | RuleKind::MaskIp => {
+                            m.end().max(next_char(text, m.start()))
+                        }
                         _ => next_char(text, m.start()),
                     }
                 }
@@ -202,18 +253,23 @@ impl Scrubber {
     /// What to replace in a candidate match, or `None` if it is a lookalike.
     fn resolve(
         &self,
-        d: &Detector,
+        d: &Rule,
         index: usize,
         text: &str,
         start: usize,
         end: usize,
     ) -> Option<(usize, usize, Cow<'static, str>)> {
         let found = &text[start..end];
-        match d.kind {
-            Kind::Replace(label) => {
-                (d.validate)(found).then_some((start, end, Cow::Borrowed(label)))
+        match &d.kind {
+            RuleKind::Replace(label) => {
+                (d.validate)(found).then(|| (start, end, Cow::Owned(label.clone())))
             }
-            Kind::Group(label) | Kind::Pseudonym(label) => {
+            RuleKind::MaskIp => {
+                let ip: std::net::IpAddr = found.parse().ok().filter(|_| (d.validate)(found))?;
+                let masked = guardrail_core::ClientIp::new(ip).masked().to_string();
+                Some((start, end, Cow::Owned(masked)))
+            }
+            RuleKind::Group(label) | RuleKind::Pseudonym(label) => {
                 // Only the `value` group is replaced; the rest (a key, a
                 // scheme, quotes) stays.
                 let caps = self.detail[index].captures_at(text, start)?;
@@ -229,12 +285,12 @@ impl Scrubber {
                 if bare_json && matches!(raw, "null" | "true" | "false") {
                     return None;
                 }
-                let replacement = match d.kind {
-                    Kind::Pseudonym(prefix) => {
+                let replacement = match &d.kind {
+                    RuleKind::Pseudonym(prefix) => {
                         let bare = raw.trim_start_matches("\\\"").trim_end_matches("\\\"");
                         self.pseudonymizer.pseudonym(prefix, bare.trim_matches('"'))
                     }
-                    _ => label.to_owned(),
+                    _ => label.clone(),
                 };
                 let replacement = if bare_json {
                     format!("\"{replacement}\"")

@@ -229,7 +229,7 @@ fn candidates_on_clean_text() {
     );
     let corpus = std::fs::read_to_string(path).unwrap();
     let s = scrubber();
-    let mut per_detector = vec![0usize; DETECTORS.len()];
+    let mut per_detector = vec![0usize; s.rules.len()];
     let mut lines = 0;
     for line in corpus.lines() {
         let row: Value = serde_json::from_str(line).unwrap();
@@ -256,4 +256,47 @@ fn candidates_on_clean_text() {
             );
         }
     }
+}
+
+#[test]
+fn config_adds_keys_and_patterns_and_turns_classes_off() {
+    let config: ScrubConfig = serde_json::from_value(serde_json::json!({
+        "disable": ["ipv4"],
+        "secret_keys": ["x-internal-sig"],
+        "identity_keys": ["employee"],
+        "rules": [{"name": "ticket", "pattern": "TCK-[0-9]{5}"}],
+    }))
+    .unwrap();
+    let s = Scrubber::with_config(Pseudonymizer::new(b"k"), &config).unwrap();
+    let out =
+        s.scrub("x-internal-sig=abc employee=e-77 ref TCK-12345 from 203.0.113.9 mail a@b.example");
+    assert!(
+        !out.contains("abc") && !out.contains("e-77") && !out.contains("TCK-12345"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[ticket]") && out.contains("203.0.113.9") && out.contains("[email]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn ips_can_be_masked_instead_of_replaced() {
+    let config: ScrubConfig =
+        serde_json::from_value(serde_json::json!({"mask_ips": true})).unwrap();
+    let s = Scrubber::with_config(Pseudonymizer::new(b"k"), &config).unwrap();
+    assert_eq!(
+        s.scrub("from 203.0.113.77 and 2001:db8:1:2::9"),
+        "from 203.0.113.0/24 and 2001:db8:1::/48"
+    );
+}
+
+#[test]
+fn a_bad_custom_pattern_is_a_clear_error() {
+    let config: ScrubConfig = serde_json::from_value(
+        serde_json::json!({"rules": [{"name": "broken", "pattern": "(unclosed"}]}),
+    )
+    .unwrap();
+    let err = Scrubber::with_config(Pseudonymizer::new(b"k"), &config).unwrap_err();
+    assert!(err.contains("rules[0] (broken)"), "{err}");
 }
