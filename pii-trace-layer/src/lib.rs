@@ -1,8 +1,8 @@
 //! The PII scrubber, scrubbed request tracing, the structured event API and a tracing-subscriber writer that scrubs every line.
 //!
-//! **In progress.** Here: the [`Scrubber`] and the scrubbing log writer
-//! ([`ScrubbingMakeWriter`], [`init_json_logging`]). Not yet: the request
-//! trace layer, the event API and the `scrub` tool.
+//! **In progress.** Here: the [`Scrubber`], the scrubbing log writer
+//! ([`ScrubbingMakeWriter`], [`init_json_logging`]), the request
+//! [`TraceLayer`] and the `scrub` tool. Not yet: the typed event API.
 //!
 //! # Example
 //!
@@ -23,7 +23,9 @@
 )]
 
 pub mod scrub;
+pub mod trace;
 pub mod writer;
 
 pub use scrub::{Class, CustomRule, Finding, ScrubConfig, Scrubber};
+pub use trace::{Trace, TraceLayer};
 pub use writer::{ScrubbingMakeWriter, ScrubbingWriter, init_json_logging};

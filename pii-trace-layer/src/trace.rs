@@ -1,0 +1,502 @@
+//! Scrubbed request tracing: a span per request and exactly one
+//! `api.request` event, with nothing sensitive in either.
+//!
+//! Unlike tower-http's `TraceLayer`, which logs the raw URI (query tokens
+//! included) and whatever request id a client sends, [`TraceLayer`]:
+//!
+//! - names fields by the OpenTelemetry HTTP conventions:
+//!   `http.request.method`, `http.route` (axum's `MatchedPath`, else
+//!   `unmatched`), `url.path` and `url.query` (scrubbed: values under secret
+//!   keys removed, identities pseudonymized), `http.response.status_code`,
+//!   `client.address` (masked to /24 or /48), `user_agent.original`
+//!   (scrubbed), `request_id` (the validated id from
+//!   [`SetRequestIdLayer`](guardrail_core::SetRequestIdLayer)), and
+//!   `latency_ms`;
+//! - logs no header unless it is allow-listed, and never `Authorization`,
+//!   `Cookie`, `Set-Cookie`, `Proxy-Authorization` or API-key headers;
+//! - writes the event at INFO for 1xx–3xx, WARN for 4xx and ERROR for 5xx
+//!   (configurable).
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use guardrail_core::Pseudonymizer;
+//! use http::{Request, Response};
+//! use pii_trace_layer::{Scrubber, TraceLayer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let scrubber = Arc::new(Scrubber::new(Pseudonymizer::new(b"key")));
+//! let svc = ServiceBuilder::new()
+//!     .layer(TraceLayer::new(scrubber))
+//!     .service(service_fn(|_req: Request<()>| async {
+//!         Ok::<_, std::convert::Infallible>(Response::new(()))
+//!     }));
+//! let req = Request::get("/api/invite?email=ann%40example.com&token=abc123").body(()).unwrap();
+//! let res = svc.oneshot(req).await.unwrap();
+//! assert_eq!(res.status(), 200);
+//! # }
+//! ```
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Instant,
+};
+
+use guardrail_core::{ClientIp, EventName, RequestId, emit};
+use http::{HeaderName, Request, Response, header};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::{Level, Span, field::Empty};
+
+use crate::Scrubber;
+
+/// Headers never logged, even when allow-listed.
+const NEVER_LOGGED: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+];
+
+/// Layer that applies [`Trace`].
+#[derive(Clone)]
+pub struct TraceLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    scrubber: Arc<Scrubber>,
+    headers: Vec<HeaderName>,
+    levels: [Level; 3],
+}
+
+impl fmt::Debug for TraceLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceLayer")
+            .field("headers", &self.shared.headers)
+            .field("levels", &self.shared.levels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TraceLayer {
+    /// Traces with `scrubber`, logging no headers, INFO/WARN/ERROR by status.
+    pub fn new(scrubber: Arc<Scrubber>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                scrubber,
+                headers: Vec::new(),
+                levels: [Level::INFO, Level::WARN, Level::ERROR],
+            }),
+        }
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared {
+        // Builders run before the layer is shared; a shared one is copied.
+        if Arc::get_mut(&mut self.shared).is_none() {
+            let s = &self.shared;
+            self.shared = Arc::new(Shared {
+                scrubber: Arc::clone(&s.scrubber),
+                headers: s.headers.clone(),
+                levels: s.levels,
+            });
+        }
+        Arc::get_mut(&mut self.shared).unwrap_or_else(|| unreachable!("just made unique"))
+    }
+
+    /// Logs these request headers (scrubbed) as `http.request.header.<name>`.
+    /// Credential headers are never logged, even when listed.
+    pub fn headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.shared_mut().headers = names
+            .into_iter()
+            .filter(|n| !NEVER_LOGGED.contains(&n.as_str()))
+            .collect();
+        self
+    }
+
+    /// Levels for 1xx–3xx, 4xx and 5xx (and inner errors).
+    pub fn levels(mut self, success: Level, client_error: Level, server_error: Level) -> Self {
+        self.shared_mut().levels = [success, client_error, server_error];
+        self
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Trace {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Middleware that traces requests; see [`TraceLayer`].
+#[derive(Clone)]
+pub struct Trace<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Trace<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trace")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Trace<S> {
+    /// Gets a reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Gets a mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// What the event reports, gathered when the request arrives.
+struct Facts {
+    method: http::Method,
+    route: String,
+    path: String,
+    query: Option<String>,
+    client: Option<String>,
+    user_agent: Option<String>,
+    request_id: String,
+    headers: Vec<(HeaderName, String)>,
+}
+
+fn route_of<B>(req: &Request<B>) -> String {
+    #[cfg(feature = "axum")]
+    if let Some(matched) = req.extensions().get::<axum::extract::MatchedPath>() {
+        return matched.as_str().to_owned();
+    }
+    let _ = req;
+    "unmatched".to_owned()
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Trace<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let s = &self.shared;
+        let scrub = |text: &str| s.scrubber.scrub(text).into_owned();
+        let request_id = match req.extensions().get::<RequestId>() {
+            Some(id) => id.clone(),
+            None => {
+                let id = RequestId::generate();
+                req.extensions_mut().insert(id.clone());
+                id
+            }
+        };
+        let facts = Facts {
+            method: req.method().clone(),
+            route: route_of(&req),
+            path: scrub(req.uri().path()),
+            query: req.uri().query().map(scrub),
+            client: req
+                .extensions()
+                .get::<ClientIp>()
+                .map(|ip| ip.masked().to_string()),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .map(|v| scrub(&String::from_utf8_lossy(v.as_bytes()))),
+            request_id: request_id.to_string(),
+            headers: s
+                .headers
+                .iter()
+                .filter_map(|name| {
+                    let v = req.headers().get(name)?;
+                    Some((name.clone(), scrub(&String::from_utf8_lossy(v.as_bytes()))))
+                })
+                .collect(),
+        };
+        let span = tracing::info_span!(
+            target: guardrail_core::event::TARGET,
+            "api.request",
+            "http.request.method" = %facts.method,
+            "http.route" = %facts.route,
+            "url.path" = %facts.path,
+            "url.query" = facts.query.as_deref(),
+            "client.address" = facts.client.as_deref(),
+            request_id = %facts.request_id,
+            "http.response.status_code" = Empty,
+        );
+        let future = span.in_scope(|| self.inner.call(req));
+        ResponseFuture {
+            inner: future,
+            span,
+            start: Instant::now(),
+            facts: Some(Box::new(facts)),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future for [`Trace`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+        start: Instant,
+        facts: Option<Box<Facts>>,
+        shared: Arc<Shared>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let result = ready!(this.inner.poll(cx));
+        let latency_ms = this.start.elapsed().as_secs_f64() * 1000.0;
+        let status = result.as_ref().map_or(500, |res| res.status().as_u16());
+        this.span.record("http.response.status_code", status);
+        let [ok, client, server] = this.shared.levels;
+        let level = match status {
+            400..=499 => client,
+            500.. => server,
+            _ if result.is_err() => server,
+            _ => ok,
+        };
+        if let Some(f) = this.facts.take() {
+            let headers = (!f.headers.is_empty()).then(|| {
+                f.headers
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            emit!(
+                level = level,
+                EventName::API_REQUEST,
+                "http.request.method" = %f.method,
+                "http.route" = %f.route,
+                "url.path" = %f.path,
+                "url.query" = f.query.as_deref(),
+                "http.response.status_code" = status,
+                "client.address" = f.client.as_deref(),
+                "user_agent.original" = f.user_agent.as_deref(),
+                "http.request.headers" = headers.as_deref(),
+                request_id = %f.request_id,
+                latency_ms = latency_ms,
+                error = result.is_err(),
+            );
+        }
+        Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guardrail_core::{Pseudonymizer, SetRequestIdLayer};
+    use http::StatusCode;
+    use std::{
+        convert::Infallible,
+        sync::{Arc, Mutex},
+    };
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs one request through request id + trace layers with a plain
+    /// (not scrubbing) JSON subscriber; returns the response and the lines.
+    async fn run(
+        layer: TraceLayer,
+        req: Request<()>,
+        status: StatusCode,
+    ) -> (Response<()>, Vec<serde_json::Value>) {
+        let sink = Sink::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(Level::TRACE)
+            .with_writer({
+                let s = sink.clone();
+                move || s.clone()
+            })
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let svc = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new())
+            .layer(layer)
+            .service(service_fn(move |_req: Request<()>| async move {
+                tracing::debug!("inside the handler");
+                let mut res = Response::new(());
+                *res.status_mut() = status;
+                Ok::<_, Infallible>(res)
+            }));
+        let res = svc.oneshot(req).await.unwrap();
+        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (res, lines)
+    }
+
+    fn layer() -> TraceLayer {
+        TraceLayer::new(Arc::new(Scrubber::new(Pseudonymizer::new(b"k"))))
+    }
+
+    fn api_requests(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| l["event"] == "api.request")
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pii_in_path_query_and_headers_never_reaches_the_log() {
+        let mut req = Request::get(
+            "/api/users/ann@example.com/invite?email=bob%40example.org&token=s3cr3tT0ken&page=2",
+        )
+        .header(
+            "authorization",
+            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1LTEifQ.c2lnbmF0dXJl",
+        )
+        .header("cookie", "session=abcdef123456")
+        .header("user-agent", "curl/8.5 (contact carol@example.net)")
+        .header("x-tenant", "acme")
+        .body(())
+        .unwrap();
+        req.extensions_mut()
+            .insert(ClientIp::new("203.0.113.77".parse().unwrap()));
+        let layer = layer().headers([
+            HeaderName::from_static("x-tenant"),
+            HeaderName::from_static("authorization"),
+        ]);
+        let (_, lines) = run(layer, req, StatusCode::OK).await;
+        let all = serde_json::to_string(&lines).unwrap();
+        for leaked in [
+            "ann@example.com",
+            "bob%40example.org",
+            "s3cr3tT0ken",
+            "eyJhbGci",
+            "abcdef123456",
+            "carol@",
+            "203.0.113.77",
+        ] {
+            assert!(!all.contains(leaked), "{leaked} in {all}");
+        }
+        let events = api_requests(&lines);
+        assert_eq!(events.len(), 1, "exactly one api.request per request");
+        let e = events[0];
+        assert_eq!(e["http.route"], "unmatched");
+        assert_eq!(e["client.address"], "203.0.113.0/24");
+        assert_eq!(e["http.response.status_code"], 200);
+        assert!(e["url.query"].as_str().unwrap().contains("page=2"));
+        assert_eq!(
+            e["http.request.headers"], "x-tenant=acme",
+            "authorization is never logged"
+        );
+        assert_eq!(e["level"], "INFO");
+    }
+
+    #[tokio::test]
+    async fn level_follows_the_status() {
+        for (status, level) in [
+            (StatusCode::NOT_MODIFIED, "INFO"),
+            (StatusCode::NOT_FOUND, "WARN"),
+            (StatusCode::BAD_GATEWAY, "ERROR"),
+        ] {
+            let (_, lines) = run(layer(), Request::new(()), status).await;
+            let events = api_requests(&lines);
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0]["level"], level, "{status}");
+            assert_eq!(events[0]["http.response.status_code"], status.as_u16());
+        }
+        let quiet = layer().levels(Level::DEBUG, Level::INFO, Level::WARN);
+        let (_, lines) = run(quiet, Request::new(()), StatusCode::NOT_FOUND).await;
+        assert_eq!(api_requests(&lines)[0]["level"], "INFO");
+    }
+
+    #[tokio::test]
+    async fn the_event_carries_the_request_id_the_client_gets() {
+        let req = Request::get("/x")
+            .header("x-request-id", "client-chosen.id-1")
+            .body(())
+            .unwrap();
+        let (res, lines) = run(layer(), req, StatusCode::OK).await;
+        assert_eq!(res.headers()["x-request-id"], "client-chosen.id-1");
+        assert_eq!(api_requests(&lines)[0]["request_id"], "client-chosen.id-1");
+
+        let req = Request::get("/x")
+            .header("x-request-id", "has space; and <script>")
+            .body(())
+            .unwrap();
+        let (res, lines) = run(layer(), req, StatusCode::OK).await;
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 36, "a malformed id is replaced");
+        assert_eq!(api_requests(&lines)[0]["request_id"], id.as_str());
+    }
+
+    #[tokio::test]
+    async fn handler_events_happen_inside_the_request_span() {
+        let (_, lines) = run(
+            layer(),
+            Request::get("/x").body(()).unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        let inside = lines
+            .iter()
+            .find(|l| l["message"] == "inside the handler")
+            .expect("handler event");
+        assert_eq!(inside["span"]["name"], "api.request");
+    }
+}
