@@ -36,17 +36,17 @@ const EMBEDDED_CONFIG: &str = include_str!("guardrails.toml");
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let config = load_config();
     // One JSON object per line on stdout, every line scrubbed of PII and
-    // secrets, whoever logged it.
-    let scrubber = Arc::new(Scrubber::new(Pseudonymizer::global().clone()));
-    if let Err(e) = init_json_logging(scrubber) {
-        eprintln!("guarded_service: {e}");
-        return ExitCode::from(2);
-    }
-
-    let config = match load_config() {
-        Ok(config) => config,
-        Err(message) => {
+    // secrets (with the configured rules), whoever logged it.
+    let scrubber = match &config {
+        Ok(config) => config.trace.scrubber(),
+        Err(_) => Ok(Arc::new(Scrubber::new(Pseudonymizer::global().clone()))),
+    };
+    let logging = scrubber.and_then(init_json_logging);
+    let config = match (config, logging) {
+        (Ok(config), Ok(())) => config,
+        (Err(message), _) | (Ok(_), Err(message)) => {
             eprintln!("guarded_service: refusing to start: {message}");
             tracing::error!(error = %message, "refusing to start: invalid configuration");
             return ExitCode::from(2);

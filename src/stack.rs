@@ -15,8 +15,16 @@ type Limited<S> = ratelimit_layer::RateLimit<S>;
 #[cfg(not(feature = "ratelimit-layer"))]
 type Limited<S> = S;
 
+#[cfg(feature = "pii-trace-layer")]
+type Traced<S> = pii_trace_layer::Trace<S>;
+#[cfg(not(feature = "pii-trace-layer"))]
+type Traced<S> = S;
+#[cfg(not(feature = "ratelimit-layer"))]
+type Limited<S> = S;
+
 /// Layer that applies every configured guardrail in the recommended order
-/// (outermost first): request id → client IP resolution → rate limits of
+/// (outermost first): request id → client IP resolution → scrubbed
+/// request tracing (one `api.request` per request) → rate limits of
 /// stage `before_auth` (per IP: protects the authenticator) →
 /// authentication (deny by default) → rate limits of stage `after_auth`
 /// (per principal). Route-level requirements (`RequireLayer`) go on the
@@ -25,6 +33,8 @@ type Limited<S> = S;
 pub struct GuardrailsLayer {
     request_id: SetRequestIdLayer,
     client_ip: ResolveClientIpLayer,
+    #[cfg(feature = "pii-trace-layer")]
+    trace: pii_trace_layer::TraceLayer,
     #[cfg(feature = "ratelimit-layer")]
     limit_before_auth: ratelimit_layer::RateLimitLayer,
     #[cfg(feature = "auth-layer")]
@@ -54,6 +64,8 @@ impl GuardrailsLayer {
                 .header(config.request_id.header.clone())
                 .trust_incoming(config.request_id.trust_incoming),
             client_ip: ResolveClientIpLayer::new(config.client_ip.clone()),
+            #[cfg(feature = "pii-trace-layer")]
+            trace: config.trace.layer(config.trace.scrubber()?),
             #[cfg(feature = "ratelimit-layer")]
             limit_before_auth,
             #[cfg(feature = "auth-layer")]
@@ -71,7 +83,7 @@ impl GuardrailsLayer {
 }
 
 impl<S> Layer<S> for GuardrailsLayer {
-    type Service = SetRequestId<ResolveClientIp<Limited<Authed<Limited<S>>>>>;
+    type Service = SetRequestId<ResolveClientIp<Traced<Limited<Authed<Limited<S>>>>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
         #[cfg(feature = "ratelimit-layer")]
@@ -80,6 +92,8 @@ impl<S> Layer<S> for GuardrailsLayer {
         let inner = self.auth.layer(inner);
         #[cfg(feature = "ratelimit-layer")]
         let inner = self.limit_before_auth.layer(inner);
+        #[cfg(feature = "pii-trace-layer")]
+        let inner = self.trace.layer(inner);
         self.request_id.layer(self.client_ip.layer(inner))
     }
 }

@@ -151,7 +151,7 @@ fn health_is_public_json_with_request_id() {
     );
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["status"], 401);
-    let id = json["request_id"].as_str().unwrap();
+    let id = json["request_id"].as_str().unwrap().to_owned();
     assert_eq!(id.len(), 36, "malformed client id was replaced by a UUID");
 
     let (status, logs) = svc.terminate();
@@ -164,6 +164,39 @@ fn health_is_public_json_with_request_id() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
     assert!(logs.contains("shutting down"), "{logs}");
+    // One api.request line per request, with the id the client got.
+    let requests: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["event"] == "api.request")
+        .collect();
+    assert_eq!(requests.len(), 2, "{logs}");
+    assert_eq!(requests[0]["request_id"], "client-id-1");
+    assert_eq!(requests[0]["http.route"], "/api/health");
+    assert_eq!(requests[0]["http.response.status_code"], 200);
+    assert_eq!(requests[1]["request_id"], id);
+    assert_eq!(requests[1]["level"], "WARN");
+}
+
+#[test]
+fn pii_in_a_request_never_reaches_the_logs() {
+    let mut svc = Running::start(command());
+    let (status, _, _) = svc.get(
+        "/api/users/ann@example.com/profile?email=bob%40example.org&token=s3cr3tvalue",
+        "User-Agent: tool/1.0 (carol@example.net)\r\nCookie: session=abcdef123456\r\n",
+    );
+    assert_eq!(status, 401);
+    let (_, logs) = svc.terminate();
+    for leaked in [
+        "ann@example.com",
+        "bob%40example.org",
+        "s3cr3tvalue",
+        "carol@example.net",
+        "abcdef123456",
+    ] {
+        assert!(!logs.contains(leaked), "{leaked} in {logs}");
+    }
+    assert!(logs.contains("\"event\":\"api.request\""), "{logs}");
 }
 
 #[test]
@@ -329,14 +362,17 @@ fn stripe_webhook_is_public_but_signature_verified() {
     );
 }
 
-/// A copy of the example config with `per_ip` allowing `burst` requests.
+/// A copy of the example config whose `per_ip` allows `burst` requests.
 fn config_with_ip_burst(burst: u32) -> PathBuf {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/guardrails.toml"
     ))
     .unwrap();
-    let text = text.replacen("burst = 100", &format!("burst = {burst}"), 1);
+    // One request a minute sustained: nothing refills while the test runs.
+    let text = text
+        .replacen("burst = 100", &format!("burst = {burst}"), 1)
+        .replacen("rate = 600", "rate = 1", 1);
     assert!(text.contains(&format!("burst = {burst}")));
     let path =
         std::env::temp_dir().join(format!("guardrails-rl-{}-{burst}.toml", std::process::id()));

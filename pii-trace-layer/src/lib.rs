@@ -22,10 +22,12 @@
     unreachable_pub
 )]
 
+mod config;
 pub mod scrub;
 pub mod trace;
 pub mod writer;
 
+pub use config::{LevelName, TraceConfig};
 pub use scrub::{Class, CustomRule, Finding, ScrubConfig, Scrubber};
 pub use trace::{Trace, TraceLayer};
 pub use writer::{ScrubbingMakeWriter, ScrubbingWriter, init_json_logging};

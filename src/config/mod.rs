@@ -82,7 +82,11 @@ pub struct GuardrailsConfig {
     /// `[rate_limit]`: the `ratelimit-layer` feature is off.
     #[cfg(not(feature = "ratelimit-layer"))]
     pub rate_limit: EmptySection,
-    /// `[trace]`: scrubbed tracing (no keys yet).
+    /// `[trace]`: scrubbed request tracing and log scrubbing.
+    #[cfg(feature = "pii-trace-layer")]
+    pub trace: pii_trace_layer::TraceConfig,
+    /// `[trace]`: the `pii-trace-layer` feature is off.
+    #[cfg(not(feature = "pii-trace-layer"))]
     pub trace: EmptySection,
     /// `[timeout]`: deadlines and retries (no keys yet).
     pub timeout: EmptySection,

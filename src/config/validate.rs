@@ -69,6 +69,8 @@ impl GuardrailsConfig {
             );
         }
 
+        #[cfg(feature = "pii-trace-layer")]
+        self.trace.validate(profile, &mut problems);
         #[cfg(feature = "ratelimit-layer")]
         self.rate_limit.validate(profile, &mut problems);
         #[cfg(feature = "auth-layer")]
