@@ -226,12 +226,6 @@ pub(super) static DETECTORS: &[Detector] = &[
         validate: iban_valid,
     },
     Detector {
-        class: Class::CreditCard,
-        pattern: r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)",
-        kind: Kind::Replace("[card]"),
-        validate: luhn_valid,
-    },
-    Detector {
         class: Class::Ssn,
         pattern: r"(?-u:\b)\d{3}-\d{2}-\d{4}(?-u:\b)",
         kind: Kind::Replace("[ssn]"),
@@ -242,6 +236,13 @@ pub(super) static DETECTORS: &[Detector] = &[
         pattern: r"\+\d[\d \-.()]{6,18}\d(?-u:\b)|\(\d{3}\)[ ]?\d{3}[-. ]\d{4}(?-u:\b)|(?-u:\b)\d{3}[-.]\d{3}[-.]\d{4}(?-u:\b)",
         kind: Kind::Replace("[phone]"),
         validate: phone_valid,
+    },
+    Detector {
+        class: Class::CreditCard,
+        // Not after a decimal point (see `fits_context`).
+        pattern: r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)",
+        kind: Kind::Replace("[card]"),
+        validate: luhn_valid,
     },
     Detector {
         class: Class::Ipv6,
@@ -256,6 +257,13 @@ pub(super) static DETECTORS: &[Detector] = &[
         validate: ipv4_valid,
     },
 ];
+
+/// Whether a match of `class` at `start` is really one: the digits of a
+/// float (a latency) can pass Luhn too, and replacing them would break a
+/// JSON number.
+pub(super) fn fits_context(class: Class, text: &str, start: usize) -> bool {
+    class != Class::CreditCard || !text[..start].ends_with('.')
+}
 
 fn not_null(v: &str) -> bool {
     !matches!(v, "null" | "true" | "false" | "\"\"")

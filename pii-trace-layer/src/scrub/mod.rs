@@ -261,9 +261,9 @@ impl Scrubber {
     ) -> Option<(usize, usize, Cow<'static, str>)> {
         let found = &text[start..end];
         match &d.kind {
-            RuleKind::Replace(label) => {
-                (d.validate)(found).then(|| (start, end, Cow::Owned(label.clone())))
-            }
+            RuleKind::Replace(label) => ((d.validate)(found)
+                && detect::fits_context(d.class, text, start))
+            .then(|| (start, end, Cow::Owned(label.clone()))),
             RuleKind::MaskIp => {
                 let ip: std::net::IpAddr = found.parse().ok().filter(|_| (d.validate)(found))?;
                 let masked = guardrail_core::ClientIp::new(ip).masked().to_string();
