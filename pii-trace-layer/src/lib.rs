@@ -1,8 +1,14 @@
 //! The PII scrubber, scrubbed request tracing, the structured event API and a tracing-subscriber writer that scrubs every line.
 //!
-//! **In progress.** Here: the [`Scrubber`], the scrubbing log writer
-//! ([`ScrubbingMakeWriter`], [`init_json_logging`]), the request
-//! [`TraceLayer`] and the `scrub` tool. Not yet: the typed event API.
+//! - [`Scrubber`]: the PII/secret scrubber (typed replacements, keyed
+//!   pseudonyms, Luhn/mod-97 validation, JSON kept valid).
+//! - [`TraceLayer`]: a span and exactly one scrubbed `api.request` event per
+//!   request.
+//! - [`ScrubbingMakeWriter`] / [`init_json_logging`]: every log line
+//!   scrubbed before it is written, whoever emitted it.
+//! - [`Events`]: typed structured events over the taxonomy.
+//! - The `scrub` binary: scrub or `--check` log files in CI.
+//! - [`TraceConfig`]: the `[trace]` config section.
 //!
 //! # Example
 //!
@@ -23,11 +29,13 @@
 )]
 
 mod config;
+pub mod events;
 pub mod scrub;
 pub mod trace;
 pub mod writer;
 
 pub use config::{LevelName, TraceConfig};
+pub use events::Events;
 pub use scrub::{Class, CustomRule, Finding, ScrubConfig, Scrubber};
 pub use trace::{Trace, TraceLayer};
 pub use writer::{ScrubbingMakeWriter, ScrubbingWriter, init_json_logging};

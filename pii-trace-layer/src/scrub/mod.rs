@@ -193,6 +193,11 @@ impl Scrubber {
         })
     }
 
+    /// The pseudonymizer identity values are replaced with.
+    pub fn pseudonymizer(&self) -> &Pseudonymizer {
+        &self.pseudonymizer
+    }
+
     /// `text` without sensitive data; borrowed when nothing was found.
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out: Option<String> = None;
