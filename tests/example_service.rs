@@ -264,7 +264,7 @@ fn bearer(claims: serde_json::Value) -> String {
 
 #[test]
 fn auth_routes_enforce_their_levels() {
-    let svc = Running::start(command());
+    let mut svc = Running::start(command());
     let exp = jsonwebtoken::get_current_timestamp() + 600;
     let now = jsonwebtoken::get_current_timestamp();
     let user = serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp, "role": "authenticated"});
@@ -334,6 +334,29 @@ fn auth_routes_enforce_their_levels() {
         )
         .0,
         201
+    );
+
+    // The log knows the caller only by pseudonym.
+    let (_, logs) = svc.terminate();
+    assert!(
+        !logs.contains("user-1") && !logs.contains("admin-1"),
+        "{logs}"
+    );
+    let me = logs
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| {
+            l["event"] == "api.request"
+                && l["http.route"] == "/api/me"
+                && l["http.response.status_code"] == 200
+        })
+        .expect("an api.request line for /api/me");
+    assert!(
+        me["enduser.pseudo.id"]
+            .as_str()
+            .unwrap()
+            .starts_with("usr_"),
+        "{me}"
     );
 }
 

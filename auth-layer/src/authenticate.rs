@@ -53,7 +53,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use guardrail_core::{GuardBody, Principal, Problem};
+use guardrail_core::{CallerSlot, GuardBody, Principal, Problem};
 use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -172,6 +172,14 @@ impl<S> Authenticate<S> {
     }
 }
 
+/// Fills a [`CallerSlot`] an outer layer (tracing) left, with the caller's
+/// pseudonym. Nothing to do, and nothing computed, without one.
+fn tell_outer_layers<B>(req: &Request<B>, principal: &Principal) {
+    if let Some(slot) = req.extensions().get::<CallerSlot>() {
+        slot.set_pseudonym(guardrail_core::Pseudonymizer::global().user(principal.subject()));
+    }
+}
+
 /// The bearer token of a request: exactly one `Authorization: Bearer` header.
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
@@ -214,6 +222,7 @@ where
         };
         match attempt {
             Attempt::Done(Ok(principal)) => {
+                tell_outer_layers(&req, &principal);
                 req.extensions_mut().insert(principal);
                 ResponseFuture::inner(self.inner.call(req))
             }
@@ -318,6 +327,7 @@ where
                     };
                     match result {
                         Ok(principal) => {
+                            tell_outer_layers(&req, &principal);
                             req.extensions_mut().insert(principal);
                             let future = inner.call(req);
                             this.kind.set(Kind::Inner { future });

@@ -63,7 +63,7 @@ pub use client_ip::{
 };
 pub use event::EventName;
 pub use future::GuardFuture;
-pub use principal::{AssuranceLevel, Principal};
+pub use principal::{AssuranceLevel, CallerSlot, Principal};
 pub use problem::Problem;
 pub use pseudonym::Pseudonymizer;
 pub use request_id::{RequestId, SetRequestId, SetRequestIdLayer};

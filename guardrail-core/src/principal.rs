@@ -182,6 +182,36 @@ impl fmt::Debug for Principal {
     }
 }
 
+/// A place for authentication to tell an *outer* layer who the caller was.
+///
+/// Layers outside authentication (request tracing) never see the inner
+/// request's extensions. Such a layer inserts a `CallerSlot` before calling
+/// inward; authentication, on success, stores the caller's pseudonym in it.
+/// Only the pseudonym: the raw subject never leaves authentication this way.
+///
+/// ```
+/// use guardrail_core::CallerSlot;
+///
+/// let slot = CallerSlot::default();
+/// let seen_by_auth = slot.clone();
+/// seen_by_auth.set_pseudonym("usr_3f9a1c2b".into());
+/// assert_eq!(slot.pseudonym(), Some("usr_3f9a1c2b"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct CallerSlot(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl CallerSlot {
+    /// Stores the caller's pseudonym (the first one stored wins).
+    pub fn set_pseudonym(&self, pseudonym: String) {
+        let _ = self.0.set(pseudonym);
+    }
+
+    /// The caller's pseudonym, once authentication has stored it.
+    pub fn pseudonym(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
 /// Extracts the [`Principal`] that authentication put in the request. A
 /// handler taking one is unreachable without it: a request that somehow
 /// arrives unauthenticated gets a 401 problem, never a panic.

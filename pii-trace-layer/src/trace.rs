@@ -10,12 +10,14 @@
 //!
 //! - names fields by the OpenTelemetry HTTP conventions:
 //!   `http.request.method`, `http.route` (axum's `MatchedPath`, else
-//!   `unmatched`), `url.path` and `url.query` (scrubbed: values under secret
-//!   keys removed, identities pseudonymized), `http.response.status_code`,
+//!   `unmatched`), `url.path` (only for unmatched routes: a matched one's
+//!   concrete path would carry ids; scrubbed) and `url.query` (scrubbed:
+//!   values under secret keys removed, identities pseudonymized), `http.response.status_code`,
 //!   `client.address` (masked to /24 or /48), `user_agent.original`
 //!   (scrubbed), `request_id` (the validated id from
-//!   [`SetRequestIdLayer`](guardrail_core::SetRequestIdLayer)), and
-//!   `latency_ms`;
+//!   [`SetRequestIdLayer`](guardrail_core::SetRequestIdLayer)),
+//!   `enduser.pseudo.id` (the caller's keyed pseudonym, filled by
+//!   authentication through a [`CallerSlot`]) and `latency_ms`;
 //! - logs no header unless it is allow-listed, and never `Authorization`,
 //!   `Cookie`, `Set-Cookie`, `Proxy-Authorization` or API-key headers;
 //! - writes the event at INFO for 1xx–3xx, WARN for 4xx and ERROR for 5xx
@@ -53,7 +55,7 @@ use std::{
     time::Instant,
 };
 
-use guardrail_core::{ClientIp, EventName, RequestId, emit};
+use guardrail_core::{CallerSlot, ClientIp, EventName, RequestId, emit};
 use http::{HeaderName, Request, Response, header};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -61,6 +63,9 @@ use tower_service::Service;
 use tracing::{Level, Span};
 
 use crate::Scrubber;
+
+/// The `http.route` of a request no route matched.
+const UNMATCHED: &str = "unmatched";
 
 /// Headers never logged, even when allow-listed.
 const NEVER_LOGGED: [&str; 6] = [
@@ -182,7 +187,7 @@ impl<S> Trace<S> {
 struct Facts {
     method: http::Method,
     route: String,
-    path: String,
+    path: Option<String>,
     query: Option<String>,
     client: Option<String>,
     user_agent: Option<String>,
@@ -196,7 +201,7 @@ fn route_of<B>(req: &Request<B>) -> String {
         return matched.as_str().to_owned();
     }
     let _ = req;
-    "unmatched".to_owned()
+    UNMATCHED.to_owned()
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Trace<S>
@@ -214,6 +219,9 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let s = &self.shared;
         let scrub = |text: &str| s.scrubber.scrub(text).into_owned();
+        // Authentication, further in, fills this with the caller's pseudonym.
+        let caller = CallerSlot::default();
+        req.extensions_mut().insert(caller.clone());
         let request_id = match req.extensions().get::<RequestId>() {
             Some(id) => id.clone(),
             None => {
@@ -222,10 +230,14 @@ where
                 id
             }
         };
+        let route = route_of(&req);
         let facts = Facts {
             method: req.method().clone(),
-            route: route_of(&req),
-            path: scrub(req.uri().path()),
+            // With a matched route, its template says it all; the concrete
+            // path would carry ids (`/users/8c1f…/profile`) no pattern can
+            // recognise as personal. Unmatched paths are logged scrubbed.
+            path: (route == UNMATCHED).then(|| scrub(req.uri().path())),
+            route,
             query: req.uri().query().map(scrub),
             client: req
                 .extensions()
@@ -261,6 +273,7 @@ where
             span,
             start: Instant::now(),
             facts: Some(Box::new(facts)),
+            caller,
             shared: Arc::clone(&self.shared),
         }
     }
@@ -274,6 +287,7 @@ pin_project! {
         span: Span,
         start: Instant,
         facts: Option<Box<Facts>>,
+        caller: CallerSlot,
         shared: Arc<Shared>,
     }
 }
@@ -317,11 +331,12 @@ where
                 EventName::API_REQUEST,
                 "http.request.method" = %f.method,
                 "http.route" = %f.route,
-                "url.path" = %f.path,
+                "url.path" = f.path.as_deref(),
                 "url.query" = f.query.as_deref(),
                 "http.response.status_code" = status,
                 "client.address" = f.client.as_deref(),
                 "user_agent.original" = f.user_agent.as_deref(),
+                "enduser.pseudo.id" = this.caller.pseudonym(),
                 "http.request.headers" = headers.as_deref(),
                 request_id = %f.request_id,
                 latency_ms = latency_ms,
@@ -486,6 +501,34 @@ mod tests {
         let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
         assert_eq!(id.len(), 36, "a malformed id is replaced");
         assert_eq!(api_requests(&lines)[0]["request_id"], id.as_str());
+    }
+
+    #[tokio::test]
+    async fn the_caller_appears_as_a_pseudonym_only() {
+        let sink = Sink::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer({
+                let s = sink.clone();
+                move || s.clone()
+            })
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        // Stands in for authentication: fills the slot as auth-layer does.
+        let svc = layer().layer(service_fn(|req: Request<()>| async move {
+            let slot = req.extensions().get::<CallerSlot>().unwrap();
+            slot.set_pseudonym(Pseudonymizer::new(b"k").user("user-42"));
+            Ok::<_, Infallible>(Response::new(()))
+        }));
+        svc.oneshot(Request::new(())).await.unwrap();
+        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            line["enduser.pseudo.id"],
+            Pseudonymizer::new(b"k").user("user-42")
+        );
+        assert!(!out.contains("user-42"));
     }
 
     #[tokio::test]
