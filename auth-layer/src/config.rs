@@ -331,7 +331,7 @@ impl AuthConfig {
     pub fn verifier(&self) -> Result<JwtVerifier, String> {
         let keys = if let Some(secret) = &self.hs256_secret {
             let secret = secret.resolve().or_else(|e| {
-                tracing::warn!(error = %e, "no HS256 secret: using a random one, every token will be refused");
+                tracing::warn!(error = %e, "HS256 secret unavailable; every token will be refused (a random key is in use)");
                 Ok::<_, String>(Secret::random())
             })?;
             KeySource::hs256(secret.expose())
