@@ -326,3 +326,67 @@ fn rate_limit_keys_and_stages_parse_with_their_names() {
     .unwrap_err();
     assert!(err.to_string().contains("stage"), "{err}");
 }
+
+#[test]
+fn rate_limit_refuses_policies_that_would_silently_not_work() {
+    let c = GuardrailsConfig::from_toml_str(
+        r#"
+        profile = "development"
+        [rate_limit]
+        [[rate_limit.policies]]
+        name = "per_user_too_early"
+        key = "principal"
+        rate = 10
+        period = "1m"
+        [[rate_limit.policies]]
+        name = "by_unverified_key"
+        key = "api_key"
+        api_key_header = "x-api-key"
+        rate = 10
+        period = "1m"
+        [[rate_limit.policies]]
+        name = "star_route"
+        key = "global"
+        rate = 10
+        period = "1m"
+        routes = ["/api/*"]
+        [[rate_limit.policies]]
+        name = "typo_method"
+        key = "global"
+        rate = 10
+        period = "1m"
+        methods = ["GETT"]
+        [[rate_limit.policies]]
+        name = "centuries"
+        key = "global"
+        rate = 1
+        period = "7d"
+        burst = 100000
+        [auth]
+        hs256_secret = { env = "GUARDRAILS_TEST_UNSET_SECRET_VAR" }
+        "#,
+    )
+    .unwrap();
+    let err = c.validate(Profile::Development).unwrap_err();
+    let text = err.to_string();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "rate_limit.policies[2]",
+            "rate_limit.policies[3]",
+            "rate_limit.policies[4]",
+            "rate_limit.policies[0].stage",
+            "rate_limit.policies[1].key",
+        ],
+        "{text}"
+    );
+    assert!(text.contains("no `*`"), "{text}");
+    assert!(
+        text.contains("`GETT` is not a standard HTTP method"),
+        "{text}"
+    );
+    assert!(text.contains("at most a year"), "{text}");
+    assert!(text.contains("after_auth"), "{text}");
+    assert!(text.contains("fresh bucket per request"), "{text}");
+}

@@ -206,6 +206,24 @@ impl RateLimitConfig {
                 );
             }
         }
+        let ip_before_auth = self
+            .policies
+            .iter()
+            .any(|p| p.stage == Stage::BeforeAuth && p.key == KeyKind::ClientIp);
+        for (i, p) in self.policies.iter().enumerate() {
+            if p.stage == Stage::BeforeAuth && p.key == KeyKind::Principal {
+                problem(
+                    format!("rate_limit.policies[{i}].stage"),
+                    "key = \"principal\" needs stage = \"after_auth\": before authentication there is no principal, so it would limit per IP".into(),
+                );
+            }
+            if p.stage == Stage::BeforeAuth && p.key == KeyKind::ApiKey && !ip_before_auth {
+                problem(
+                    format!("rate_limit.policies[{i}].key"),
+                    "an unverified API key header lets a client pick a fresh bucket per request: add a client_ip policy before auth, or use stage = \"after_auth\"".into(),
+                );
+            }
+        }
         if profile == Profile::Production && self.policies.is_empty() {
             problem(
                 "rate_limit.policies".into(),

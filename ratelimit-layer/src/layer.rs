@@ -124,6 +124,13 @@ impl RateLimitLayerBuilder {
     /// Checks every policy and builds the layer.
     pub fn build(self) -> Result<RateLimitLayer, String> {
         let max_keys = self.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+        if let Some(bad) = self.exempt.iter().find(|e| {
+            !e.starts_with('/') || e.as_str() == "/*" || (e.contains('*') && !e.ends_with("/*"))
+        }) {
+            return Err(format!(
+                "exempt `{bad}`: use a path or `/prefix/*` (not `/*`)"
+            ));
+        }
         if max_keys == 0 {
             return Err("max_keys must be at least 1".into());
         }
@@ -332,7 +339,8 @@ impl Verdict {
     }
 
     fn problem(self, extensions: &http::Extensions) -> Problem {
-        let mut problem = if self.unavailable {
+        // A real 429 (with its longer wait) wins over "unavailable".
+        let mut problem = if self.unavailable && self.denied_headers.is_empty() {
             Problem::service_unavailable(1)
                 .detail("Rate limiting is temporarily unavailable. Try again shortly.")
         } else {
@@ -347,6 +355,21 @@ impl Verdict {
 }
 
 type Decide = Pin<Box<dyn Future<Output = Verdict> + Send>>;
+
+/// The key of a request with nothing to key on. All such requests share one
+/// bucket (limited, never free); that usually means the server was started
+/// without peer addresses, so it is said once, loudly.
+#[cold]
+fn unknown_key() -> Key {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "rate limit: a request had no key (no ClientIp, no peer address); all such requests share one bucket. \
+             Serve with into_make_service_with_connect_info::<SocketAddr>() and ResolveClientIpLayer"
+        );
+    });
+    Key::Unknown
+}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
 where
@@ -388,7 +411,7 @@ impl Shared {
         let mut verdict = Verdict::default();
         for (index, c) in self.policies.iter().enumerate() {
             if c.policy.applies_to(parts) {
-                let key = c.policy.key.key(parts).unwrap_or(Key::Unknown);
+                let key = c.policy.key.key(parts).unwrap_or_else(unknown_key);
                 let decision = self.local(index, &key);
                 self.record(index, &key, decision, &mut verdict, parts.extensions);
             }
@@ -418,7 +441,7 @@ impl<S> RateLimit<S> {
             .iter()
             .enumerate()
             .filter(|(_, c)| c.policy.applies_to(&parts))
-            .map(|(i, c)| (i, c.policy.key.key(&parts).unwrap_or(Key::Unknown)))
+            .map(|(i, c)| (i, c.policy.key.key(&parts).unwrap_or_else(unknown_key)))
             .collect();
         if keys.is_empty() {
             return ResponseFuture::inner(self.inner.call(req), Vec::new());

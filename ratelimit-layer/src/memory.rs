@@ -70,7 +70,7 @@ impl Clock for TokioClock {
     }
 }
 
-/// Keys are already SipHash outputs: hash them no further.
+/// Keys are already (randomly seeded) hashes: hash them no further.
 #[derive(Default)]
 pub(crate) struct PassThrough(u64);
 
@@ -305,7 +305,9 @@ where
         let due = DECISIONS.with(|n| {
             let next = n.get().wrapping_add(1);
             n.set(next);
-            next.is_multiple_of(SWEEP_EVERY)
+            // Mixed with the key's hash, so a fixed pattern of decisions per
+            // request can't make one limiter always miss its turn.
+            next.wrapping_add(hash).is_multiple_of(SWEEP_EVERY)
         });
         if due {
             let shard = self.store.next_sweep.fetch_add(1, Ordering::Relaxed);

@@ -149,8 +149,29 @@ impl RateLimitPolicy {
         {
             return Err("name must be 1-64 characters of [A-Za-z0-9_-]".into());
         }
-        if self.routes.iter().any(|r| !r.starts_with('/')) {
-            return Err("routes must be path prefixes starting with `/`".into());
+        if self
+            .routes
+            .iter()
+            .any(|r| !r.starts_with('/') || r.contains('*'))
+        {
+            return Err("routes are plain path prefixes starting with `/` (no `*`: `/api/` covers everything below)".into());
+        }
+        if self.window() > Duration::from_secs(366 * 24 * 3600) {
+            return Err("burst × (period / rate) must be at most a year".into());
+        }
+        const STANDARD: [Method; 9] = [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::CONNECT,
+            Method::TRACE,
+        ];
+        if let Some(m) = self.methods.iter().find(|m| !STANDARD.contains(m)) {
+            return Err(format!("`{m}` is not a standard HTTP method"));
         }
         Ok(())
     }

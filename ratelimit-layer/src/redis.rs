@@ -31,7 +31,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -44,11 +44,15 @@ use redis::{
 
 use crate::{RateLimitPolicy, decision::Decision, key::Key};
 
+/// While Redis fails, how often one decision tries it again.
+const PROBE_EVERY_MS: u64 = 1_000;
+
 /// GCRA on Redis time, in microseconds.
 ///
 /// KEYS[1]: the bucket. ARGV[1]: emission interval. ARGV[2]: burst.
 /// Returns {allowed (0/1), remaining, retry_after_us, reset_us}.
 const GCRA: &str = r"
+redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -71,11 +75,17 @@ pub struct RedisBackend {
 }
 
 struct Inner {
+    client: Client,
     manager: ConnectionManager,
     script_sha: String,
     prefix: String,
     timeout: Duration,
     failing: AtomicBool,
+    /// While failing: milliseconds since `base` before which Redis is not
+    /// tried again (the fallback decides at once instead of waiting out a
+    /// timeout per request).
+    next_probe_ms: AtomicU64,
+    base: std::time::Instant,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -94,12 +104,14 @@ impl fmt::Debug for RedisBackend {
 pub(crate) enum RedisFailure {
     Timeout,
     Error(RedisError),
+    CoolingDown,
 }
 
 impl fmt::Display for RedisFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout => f.write_str("timed out"),
+            Self::CoolingDown => f.write_str("cooling down after failures"),
             // Kinds only: error text can carry the URL.
             Self::Error(e) => write!(f, "{:?}", e.kind()),
         }
@@ -111,46 +123,51 @@ impl RedisBackend {
     /// Nothing is sent until the first decision; the connection manager
     /// reconnects by itself after failures. Needs a tokio runtime.
     pub fn new(url: &str) -> Result<Self, String> {
+        Self::with_settings(url, "guardrails:rl", Duration::from_millis(50))
+    }
+
+    /// [`new`](Self::new) with a key prefix and a per-decision timeout (the
+    /// connection's own response timeout is set to match).
+    pub fn with_settings(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
         let client = Client::open(url).map_err(|_| "not a valid Redis URL".to_owned())?;
-        let timeout = Duration::from_millis(50);
+        Self::from_client(client, prefix, timeout)
+    }
+
+    fn from_client(client: Client, prefix: &str, timeout: Duration) -> Result<Self, String> {
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(250)))
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| format!("cannot prepare the Redis connection: {:?}", e.kind()))?;
         Ok(Self {
             inner: Arc::new(Inner {
+                client,
                 manager,
                 script_sha: redis::Script::new(GCRA).get_hash().to_owned(),
-                prefix: "guardrails:rl".into(),
+                prefix: prefix.to_owned(),
                 timeout,
                 failing: AtomicBool::new(false),
+                next_probe_ms: AtomicU64::new(0),
+                base: std::time::Instant::now(),
             }),
         })
     }
 
-    fn inner_mut(&mut self) -> Option<&mut Inner> {
-        Arc::get_mut(&mut self.inner)
-    }
-
-    /// The prefix of every key (default `guardrails:rl`). Set before cloning.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        if let Some(inner) = self.inner_mut() {
-            inner.prefix = prefix.into();
-        }
-        self
+    /// The prefix of every key (default `guardrails:rl`).
+    pub fn prefix(self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        let timeout = self.inner.timeout;
+        Self::from_client(self.inner.client.clone(), &prefix, timeout).unwrap_or(self)
     }
 
     /// How long one decision may take before the fallback applies (default
-    /// 50 ms). Set before cloning.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        if let Some(inner) = self.inner_mut() {
-            inner.timeout = timeout;
-        }
-        self
+    /// 50 ms); the connection's response timeout follows it.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        let prefix = self.inner.prefix.clone();
+        Self::from_client(self.inner.client.clone(), &prefix, timeout).unwrap_or(self)
     }
 
     /// The Redis key of a policy's bucket for `key`.
@@ -168,6 +185,13 @@ impl RedisBackend {
         policy: &RateLimitPolicy,
         key: &Key,
     ) -> Result<Decision, RedisFailure> {
+        let now_ms = self.inner.base.elapsed().as_millis() as u64;
+        if self.inner.failing.load(Ordering::Relaxed)
+            && now_ms < self.inner.next_probe_ms.load(Ordering::Relaxed)
+        {
+            // Cooling down: one probe a second finds out when Redis is back.
+            return Err(RedisFailure::CoolingDown);
+        }
         let bucket = self.bucket_key(&policy.name, key);
         let interval_us = (policy.emission_interval().as_micros() as u64).max(1);
         let result = tokio::time::timeout(
@@ -182,7 +206,9 @@ impl RedisBackend {
         };
         match &result {
             Ok(_) => {
-                if self.inner.failing.swap(false, Ordering::Relaxed) {
+                if self.inner.failing.load(Ordering::Relaxed)
+                    && self.inner.failing.swap(false, Ordering::Relaxed)
+                {
                     emit!(
                         INFO,
                         EventName::INTEGRATION_BACKEND_RECOVERED,
@@ -191,6 +217,9 @@ impl RedisBackend {
                 }
             }
             Err(failure) => {
+                self.inner
+                    .next_probe_ms
+                    .store(now_ms + PROBE_EVERY_MS, Ordering::Relaxed);
                 metrics::counter!("guardrails_ratelimit_backend_errors_total", "backend" => "redis").increment(1);
                 if !self.inner.failing.swap(true, Ordering::Relaxed) {
                     emit!(

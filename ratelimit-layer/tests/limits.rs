@@ -408,6 +408,13 @@ async fn invalid_policies_are_errors_not_panics() {
             .build()
             .is_err()
     );
+    for exempt in ["*", "/*", "/api*"] {
+        let err = RateLimitLayer::builder()
+            .policy(RateLimitPolicy::per_minute(1))
+            .exempt([exempt])
+            .build();
+        assert!(err.is_err(), "{exempt}");
+    }
     let dup = RateLimitLayer::builder()
         .clock(LimiterClock::Tokio)
         .policy(RateLimitPolicy::per_minute(1).name("a"))
