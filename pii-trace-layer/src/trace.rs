@@ -77,6 +77,25 @@ const NEVER_LOGGED: [&str; 6] = [
     "x-auth-token",
 ];
 
+/// Whether a header may carry a credential: the fixed list, or a name with
+/// a secret word in it (`stripe-signature`, `x-csrf-token`,
+/// `x-amz-security-token`, …).
+fn is_credential_header(name: &str) -> bool {
+    const WORDS: [&str; 10] = [
+        "auth",
+        "token",
+        "secret",
+        "signature",
+        "password",
+        "cookie",
+        "session",
+        "key",
+        "csrf",
+        "credential",
+    ];
+    NEVER_LOGGED.contains(&name) || WORDS.iter().any(|w| name.contains(w))
+}
+
 /// Layer that applies [`Trace`].
 #[derive(Clone)]
 pub struct TraceLayer {
@@ -123,12 +142,14 @@ impl TraceLayer {
         Arc::get_mut(&mut self.shared).unwrap_or_else(|| unreachable!("just made unique"))
     }
 
-    /// Logs these request headers (scrubbed) as `http.request.header.<name>`.
-    /// Credential headers are never logged, even when listed.
+    /// Logs these request headers (scrubbed) in `http.request.headers`.
+    /// Headers that may carry credentials (`Authorization`, `Cookie`, any
+    /// name with `token`, `key`, `signature`, `secret`, `session`, … in it)
+    /// are never logged, even when listed.
     pub fn headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
         self.shared_mut().headers = names
             .into_iter()
-            .filter(|n| !NEVER_LOGGED.contains(&n.as_str()))
+            .filter(|n| !is_credential_header(n.as_str()))
             .collect();
         self
     }

@@ -4,7 +4,9 @@
 //! formatted event (one line) is collected, passed through the [`Scrubber`]
 //! and then written whole. A `tracing::info!(email = %e)` in a dependency is
 //! scrubbed like one of ours. JSON output stays valid JSON: the scrubber's
-//! replacements never break it.
+//! replacements never break it. Use it without ANSI colours (JSON output
+//! has none): colour codes between a key and its value hide the pair from
+//! key rules.
 //!
 //! [`init_json_logging`] is the one-call setup: JSON lines on stdout, an
 //! `EnvFilter` (from `RUST_LOG`, default `info`), every line scrubbed.
@@ -74,6 +76,15 @@ where
         ScrubbingWriter {
             scrubber: Arc::clone(&self.scrubber),
             inner: self.inner.make_writer(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        // Keep the inner writer's per-level routing (stderr for warnings…).
+        ScrubbingWriter {
+            scrubber: Arc::clone(&self.scrubber),
+            inner: self.inner.make_writer_for(meta),
             buf: Vec::new(),
         }
     }

@@ -45,7 +45,8 @@ fn parse_args() -> Result<Args, String> {
             "--check" => args.check = true,
             "--config" => args.config = Some(it.next().ok_or("--config needs a file")?),
             "-h" | "--help" => {
-                return Err("usage: scrub [--check] [--config FILE] < input".into());
+                println!("usage: scrub [--check] [--config FILE] < input > output");
+                std::process::exit(0);
             }
             other => {
                 return Err(format!(

@@ -41,7 +41,7 @@ macro_rules! secret_keys {
 /// Keys whose values identify a person: pseudonymized.
 macro_rules! identity_keys {
     () => {
-        r"(?i-u:user[_-]?id|userid|sub|email|e-mail|email[_-]?address|owner[_-]?id|customer[_-]?id|account[_-]?id|member[_-]?id|username|user[_-]?name|x-forwarded-user|x-forwarded-email|x-user-id|x-user-email)"
+        r"(?i-u:user[_.-]?id|userid|enduser[_.-]?id|sub|phone|phone[_-]?number|mobile|msisdn|email|e-mail|email[_-]?address|owner[_-]?id|customer[_-]?id|account[_-]?id|member[_-]?id|username|user[_-]?name|x-forwarded-user|x-forwarded-email|x-user-id|x-user-email)"
     };
 }
 
@@ -55,21 +55,21 @@ macro_rules! name_keys {
 /// A JSON string or scalar value.
 macro_rules! json_value {
     () => {
-        r#"(?P<value>"(?:[^"\\]|\\.)*"|[^,}\]\t\n\r ]+)"#
+        r#"(?P<value>"(?:[^"\\]|\\.)*"|[^,}\]\t\n\r {\[][^,}\]\t\n\r ]*)"#
     };
 }
 
 /// A `key=value` value: quoted, or up to a delimiter.
 macro_rules! kv_value {
     () => {
-        r#"(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\t\n\r ,;&"'}\])]+)"#
+        r#"(?P<value>"(?:[^"\\]|\\.)*"|\\"(?:[^"\\]|\\[^"])*\\"|'[^']*'|[^\t\n\r ,;&"'}\])\\\[]+)"#
     };
 }
 
 /// A `key: value` value (YAML, headers, struct dumps).
 macro_rules! colon_value {
     () => {
-        r#"(?P<value>[^\t\n\r ,;}\]"]+)"#
+        r#"(?P<value>"(?:[^"\\]|\\.)*"|\\"(?:[^"\\]|\\[^"])*\\"|[^\t\n\r ,;}\]"\\]+)"#
     };
 }
 
@@ -191,7 +191,7 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::Secret,
-        pattern: r#"(?-u:\b)[A-Za-z][A-Za-z0-9+.-]*://(?P<value>[^\t\n\r /:@'"]+:[^\t\n\r /@'"]+)@"#,
+        pattern: r#"(?-u:\b)[A-Za-z][A-Za-z0-9+.-]*://(?P<value>[^\t\n\r /:@'"]*:[^\t\n\r @'"]+)@"#,
         kind: Kind::Group("[credentials]"),
         validate: any,
     },
@@ -221,26 +221,26 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::Iban,
-        pattern: r"(?-u:\b)[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)",
+        pattern: r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)",
         kind: Kind::Replace("[iban]"),
         validate: iban_valid,
     },
     Detector {
         class: Class::Ssn,
-        pattern: r"(?-u:\b)\d{3}-\d{2}-\d{4}(?-u:\b)",
+        pattern: r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)",
         kind: Kind::Replace("[ssn]"),
         validate: ssn_valid,
     },
     Detector {
         class: Class::Phone,
-        pattern: r"\+\d[\d \-.()]{6,18}\d(?-u:\b)|\(\d{3}\)[ ]?\d{3}[-. ]\d{4}(?-u:\b)|(?-u:\b)\d{3}[-.]\d{3}[-.]\d{4}(?-u:\b)",
+        pattern: r"\+[0-9][0-9 \-.()]{6,18}[0-9](?-u:\b)|\([0-9]{3}\)[ ]?[0-9]{3}[-. ][0-9]{4}(?-u:\b)|(?-u:\b)[0-9]{3}[-.][0-9]{3}[-.][0-9]{4}(?-u:\b)",
         kind: Kind::Replace("[phone]"),
         validate: phone_valid,
     },
     Detector {
         class: Class::CreditCard,
         // Not after a decimal point (see `fits_context`).
-        pattern: r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)",
+        pattern: r"(?-u:\b)[2-6](?:[ -]?[0-9]){12,18}(?-u:\b)",
         kind: Kind::Replace("[card]"),
         validate: luhn_valid,
     },
@@ -248,21 +248,58 @@ pub(super) static DETECTORS: &[Detector] = &[
         class: Class::Ipv6,
         pattern: r"(?i-u:(?:[0-9a-f]{1,4}|:)?:[0-9a-f:.]*:[0-9a-f.]+)",
         kind: Kind::Replace("[ipv6]"),
-        validate: ipv6_valid,
+        validate: any,
     },
     Detector {
         class: Class::Ipv4,
-        pattern: r"(?-u:\b)(?:\d{1,3}\.){3}\d{1,3}(?-u:\b)",
+        pattern: r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)",
         kind: Kind::Replace("[ipv4]"),
         validate: ipv4_valid,
     },
 ];
 
-/// Whether a match of `class` at `start` is really one: the digits of a
-/// float (a latency) can pass Luhn too, and replacing them would break a
-/// JSON number.
-pub(super) fn fits_context(class: Class, text: &str, start: usize) -> bool {
-    class != Class::CreditCard || !text[..start].ends_with('.')
+fn is_word(c: Option<char>) -> bool {
+    c.is_some_and(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// Where a candidate of `class` really starts and ends, given the text
+/// around it; `None` when the context says it isn't one.
+///
+/// - Card digits right after a decimal point are a float (a latency).
+/// - An IPv6 candidate glued to a word is a path (`h2::codec`); one that
+///   starts with a stray `:` (`ip:2001:db8::1`) starts one character later.
+/// - A `+` right after a version (`1.4.2+20240411`) is build metadata, not a
+///   phone number.
+pub(super) fn in_context(
+    class: Class,
+    text: &str,
+    start: usize,
+    end: usize,
+) -> Option<(usize, usize)> {
+    let before = text[..start].chars().next_back();
+    let after = text[end..].chars().next();
+    match class {
+        Class::CreditCard if before == Some('.') => None,
+        Class::Phone
+            if text[start..].starts_with('+') && (is_word(before) || before == Some('.')) =>
+        {
+            None
+        }
+        Class::Ipv6 => {
+            let found = &text[start..end];
+            let start = if found.starts_with(':') && !found.starts_with("::") {
+                start + 1
+            } else {
+                start
+            };
+            let before = text[..start].chars().next_back();
+            if is_word(before) || is_word(after) || after == Some(':') {
+                return None;
+            }
+            ipv6_valid(&text[start..end]).then_some((start, end))
+        }
+        _ => Some((start, end)),
+    }
 }
 
 fn not_null(v: &str) -> bool {
@@ -415,8 +452,25 @@ pub(super) fn rules(config: &super::ScrubConfig) -> Result<Vec<Rule>, String> {
         &RuleKind::Pseudonym("usr".into()),
     ));
     for (i, custom) in config.rules.iter().enumerate() {
-        regex::Regex::new(&custom.pattern)
+        let re = regex::Regex::new(&custom.pattern)
             .map_err(|e| format!("rules[{i}] ({}): not a valid regex: {e}", custom.name))?;
+        if re.is_match("") {
+            return Err(format!(
+                "rules[{i}] ({}): the pattern matches the empty string",
+                custom.name
+            ));
+        }
+        if custom
+            .replacement
+            .as_deref()
+            .is_some_and(|r| r.contains(['"', '\\']))
+            || custom.name.contains(['"', '\\'])
+        {
+            return Err(format!(
+                "rules[{i}] ({}): a replacement can't contain quotes or backslashes (it would break JSON)",
+                custom.name
+            ));
+        }
         rules.push(Rule {
             class: Class::Secret,
             pattern: custom.pattern.clone(),

@@ -266,10 +266,16 @@ impl Scrubber {
     ) -> Option<(usize, usize, Cow<'static, str>)> {
         let found = &text[start..end];
         match &d.kind {
-            RuleKind::Replace(label) => ((d.validate)(found)
-                && detect::fits_context(d.class, text, start))
-            .then(|| (start, end, Cow::Owned(label.clone()))),
+            RuleKind::Replace(label) => {
+                if !(d.validate)(found) {
+                    return None;
+                }
+                let (start, end) = detect::in_context(d.class, text, start, end)?;
+                Some((start, end, Cow::Owned(label.clone())))
+            }
             RuleKind::MaskIp => {
+                let (start, end) = detect::in_context(d.class, text, start, end)?;
+                let found = &text[start..end];
                 let ip: std::net::IpAddr = found.parse().ok().filter(|_| (d.validate)(found))?;
                 let masked = guardrail_core::ClientIp::new(ip).masked().to_string();
                 Some((start, end, Cow::Owned(masked)))
@@ -290,11 +296,14 @@ impl Scrubber {
                 if bare_json && matches!(raw, "null" | "true" | "false") {
                     return None;
                 }
+                // Already scrubbed (a second pass, e.g. the log writer after
+                // the trace layer): leave it, so pseudonyms stay stable.
+                let inner = raw.trim_matches(|c| c == '"' || c == '\\' || c == '\'');
+                if already_scrubbed(inner) {
+                    return None;
+                }
                 let replacement = match &d.kind {
-                    RuleKind::Pseudonym(prefix) => {
-                        let bare = raw.trim_start_matches("\\\"").trim_end_matches("\\\"");
-                        self.pseudonymizer.pseudonym(prefix, bare.trim_matches('"'))
-                    }
+                    RuleKind::Pseudonym(prefix) => self.pseudonymizer.pseudonym(prefix, inner),
                     _ => label.clone(),
                 };
                 let replacement = if bare_json {
@@ -315,6 +324,17 @@ impl Scrubber {
             }
         }
     }
+}
+
+/// A pseudonym (`usr_3f9a1c2b`) or a label (`[redacted]`) we wrote.
+fn already_scrubbed(value: &str) -> bool {
+    let label = value.starts_with('[') && value.ends_with(']');
+    let pseudonym = value.split_once('_').is_some_and(|(prefix, hex)| {
+        matches!(prefix, "usr" | "name")
+            && hex.len() == 8
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    });
+    label || pseudonym
 }
 
 fn next_char(text: &str, at: usize) -> usize {

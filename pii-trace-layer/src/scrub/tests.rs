@@ -301,3 +301,70 @@ fn a_bad_custom_pattern_is_a_clear_error() {
     let err = Scrubber::with_config(Pseudonymizer::new(b"k"), &config).unwrap_err();
     assert!(err.contains("rules[0] (broken)"), "{err}");
 }
+
+#[test]
+fn review_findings_stay_fixed() {
+    // Unicode digits never reach byte-slicing validators.
+    for text in [
+        "x١٢٣-٤٥-٦٧٨٩x",
+        "٤١١١ ١١١١ ١١١١ ١١١١",
+        "+٤٤ ٢٠ ٧٩٤٦ ٠٩٥٨",
+        "١٩٢.١٦٨.١.١",
+    ] {
+        let _ = clean(text);
+    }
+    // Escaped-quoted values under key rules: removed, JSON kept.
+    let line =
+        r#"{"message":"config loaded: Config { password: \"hunter2\", user_id: \"u-42\" }"}"#;
+    let out = clean(line);
+    serde_json::from_str::<Value>(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(!out.contains("hunter2") && !out.contains("u-42"), "{out}");
+    // Quoted values after `key:`.
+    let out = clean(r#"User { user_id: "u-42", password: "hunter2" }"#);
+    assert!(!out.contains("hunter2") && !out.contains("u-42"), "{out}");
+    // Object and array values: nested keys are scrubbed one by one.
+    for line in [
+        r#"{"token":{"access_token":"abc123secret","expires_in":3600}}"#,
+        r#"{"headers":{"authorization":["Bearer abc123def456"]}}"#,
+    ] {
+        let out = clean(line);
+        serde_json::from_str::<Value>(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert!(!out.contains("abc123"), "{out}");
+    }
+    // Epoch milliseconds and span ids are not cards.
+    let ts = r#"{"ts_ms":1712800369844,"span_id":1712800369838000008}"#;
+    assert_eq!(clean(ts), ts);
+    // Rust paths are not IPv6; an address after `ip:` is.
+    for keep in [
+        r#"{"target":"h2::codec::framed_write"}"#,
+        "base64::decode md5::compute p256::ecdsa",
+    ] {
+        assert_eq!(clean(keep), keep);
+    }
+    assert_eq!(clean("ip:2001:db8::1 seen"), "ip:[ipv6] seen");
+    // Semver build metadata is not a phone number.
+    assert_eq!(clean("version=1.4.2+20240411"), "version=1.4.2+20240411");
+    // URL credentials without a user name, passwords with slashes.
+    for url in [
+        "redis://:p4ssw0rd@redis:6379/0",
+        "postgres://u:ab/cd+ef@db/app",
+    ] {
+        let out = clean(url);
+        assert!(!out.contains("p4ssw0rd") && !out.contains("ab/cd"), "{out}");
+    }
+    // Scrubbing twice changes nothing (pseudonyms stay stable).
+    let once = clean("email=ann%40example.com&token=abc123&user_id=u-1");
+    assert_eq!(clean(&once), once);
+}
+
+#[test]
+fn bad_custom_rules_are_refused() {
+    for rule in [
+        serde_json::json!({"name": "empty", "pattern": "z*"}),
+        serde_json::json!({"name": "quote", "pattern": "x+", "replacement": "\"q\""}),
+    ] {
+        let config: ScrubConfig =
+            serde_json::from_value(serde_json::json!({"rules": [rule]})).unwrap();
+        assert!(Scrubber::with_config(Pseudonymizer::new(b"k"), &config).is_err());
+    }
+}
