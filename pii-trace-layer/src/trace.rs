@@ -238,6 +238,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let start = Instant::now();
         let s = &self.shared;
         let scrub = |text: &str| s.scrubber.scrub(text).into_owned();
         // Authentication, further in, fills this with the caller's pseudonym.
@@ -292,7 +293,7 @@ where
         ResponseFuture {
             inner: future,
             span,
-            start: Instant::now(),
+            start,
             facts: Some(Box::new(facts)),
             caller,
             shared: Arc::clone(&self.shared),
@@ -302,6 +303,9 @@ where
 
 pin_project! {
     /// Response future for [`Trace`].
+    ///
+    /// Dropped before completion (the client went away), it still writes
+    /// the request's one `api.request`, with `error = "cancelled"`.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
@@ -311,6 +315,53 @@ pin_project! {
         caller: CallerSlot,
         shared: Arc<Shared>,
     }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(facts) = this.facts.take() {
+                let _entered = this.span.enter();
+                let level = this.shared.levels[1];
+                record(&facts, level, None, this.start, this.caller, Some("cancelled"));
+            }
+        }
+    }
+}
+
+/// Writes the request's `api.request` event.
+fn record(
+    f: &Facts,
+    level: Level,
+    status: Option<u16>,
+    start: &Instant,
+    caller: &CallerSlot,
+    error: Option<&str>,
+) {
+    // Whole microseconds: enough precision, and a short number.
+    let latency_ms = start.elapsed().as_micros() as f64 / 1000.0;
+    let headers = (!f.headers.is_empty()).then(|| {
+        f.headers
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    emit!(
+        level = level,
+        EventName::API_REQUEST,
+        "http.request.method" = %f.method,
+        "http.route" = %f.route,
+        "url.path" = f.path.as_deref(),
+        "url.query" = f.query.as_deref(),
+        "http.response.status_code" = status,
+        "client.address" = f.client.as_deref(),
+        "user_agent.original" = f.user_agent.as_deref(),
+        "enduser.pseudo.id" = caller.pseudonym(),
+        "http.request.headers" = headers.as_deref(),
+        request_id = %f.request_id,
+        latency_ms = latency_ms,
+        "error.type" = error,
+    );
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
@@ -329,40 +380,17 @@ where
         let this = self.project();
         let _entered = this.span.enter();
         let result = ready!(this.inner.poll(cx));
-        // Whole microseconds: enough precision, and a short number.
-        let latency_ms = this.start.elapsed().as_micros() as f64 / 1000.0;
-        let status = result.as_ref().map_or(500, |res| res.status().as_u16());
+        // An inner error has no status (OpenTelemetry: `error.type` only).
+        let status = result.as_ref().ok().map(|res| res.status().as_u16());
         let [ok, client, server] = this.shared.levels;
         let level = match status {
-            400..=499 => client,
-            500.. => server,
-            _ if result.is_err() => server,
-            _ => ok,
+            Some(400..=499) => client,
+            Some(500..) | None => server,
+            Some(_) => ok,
         };
         if let Some(f) = this.facts.take() {
-            let headers = (!f.headers.is_empty()).then(|| {
-                f.headers
-                    .iter()
-                    .map(|(n, v)| format!("{n}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            });
-            emit!(
-                level = level,
-                EventName::API_REQUEST,
-                "http.request.method" = %f.method,
-                "http.route" = %f.route,
-                "url.path" = f.path.as_deref(),
-                "url.query" = f.query.as_deref(),
-                "http.response.status_code" = status,
-                "client.address" = f.client.as_deref(),
-                "user_agent.original" = f.user_agent.as_deref(),
-                "enduser.pseudo.id" = this.caller.pseudonym(),
-                "http.request.headers" = headers.as_deref(),
-                request_id = %f.request_id,
-                latency_ms = latency_ms,
-                error = result.is_err(),
-            );
+            let error = result.is_err().then_some("service_error");
+            record(&f, level, status, this.start, this.caller, error);
         }
         Poll::Ready(result)
     }
@@ -550,6 +578,37 @@ mod tests {
             Pseudonymizer::new(b"k").user("user-42")
         );
         assert!(!out.contains("user-42"));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_still_gets_its_one_event() {
+        let sink = Sink::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer({
+                let s = sink.clone();
+                move || s.clone()
+            })
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let mut svc = layer().layer(service_fn(|_req: Request<()>| {
+            std::future::pending::<Result<Response<()>, Infallible>>()
+        }));
+        let fut = tower::Service::call(&mut svc, Request::new(()));
+        drop(fut); // the client went away
+        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let events: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let requests: Vec<_> = events
+            .iter()
+            .filter(|e| e["event"] == "api.request")
+            .collect();
+        assert_eq!(requests.len(), 1, "{out}");
+        assert_eq!(requests[0]["error.type"], "cancelled");
+        assert!(requests[0].get("http.response.status_code").is_none());
     }
 
     #[tokio::test]

@@ -227,7 +227,13 @@ impl Scrubber {
     }
 
     /// Calls `f` with each sensitive span, left to right, and its replacement.
-    fn visit(&self, text: &str, mut f: impl FnMut(Class, usize, usize, Cow<'static, str>)) {
+    fn visit(&self, original: &str, mut f: impl FnMut(Class, usize, usize, Cow<'static, str>)) {
+        // Matching runs on a view where JSON escapes `\n`, `\t`, `\r` are
+        // blanks of the same length: a value after a newline in a JSON
+        // message then starts at a word boundary, and no match can swallow
+        // an escape letter. Spans map one to one onto the original.
+        let view = neutralize_escapes(original);
+        let text: &str = &view;
         let mut at = 0;
         while at < text.len() {
             let Some(m) = self.scan.search(&Input::new(text).range(at..)) else {
@@ -324,6 +330,29 @@ impl Scrubber {
             }
         }
     }
+}
+
+/// `text` with each `\n`, `\t`, `\r` escape pair turned into two spaces
+/// (an escaped backslash stays as it is); borrowed when it has none.
+fn neutralize_escapes(text: &str) -> Cow<'_, str> {
+    if !text.as_bytes().contains(&b'\\') {
+        return Cow::Borrowed(text);
+    }
+    let mut bytes = text.as_bytes().to_vec();
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        if bytes[i] == b'\\' {
+            if matches!(bytes[i + 1], b'n' | b't' | b'r') {
+                bytes[i] = b' ';
+                bytes[i + 1] = b' ';
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    // Only ASCII bytes were replaced by ASCII bytes: still UTF-8.
+    String::from_utf8(bytes).map_or(Cow::Borrowed(text), Cow::Owned)
 }
 
 /// A pseudonym (`usr_3f9a1c2b`) or a label (`[redacted]`) we wrote.

@@ -368,3 +368,19 @@ fn bad_custom_rules_are_refused() {
         assert!(Scrubber::with_config(Pseudonymizer::new(b"k"), &config).is_err());
     }
 }
+
+#[test]
+fn values_after_json_escapes_are_found_and_json_stays_valid() {
+    let line = r#"{"message":"recipients:\nann@example.com\nbob@example.com\ncard\t4111111111111111\nfrom 203.0.113.5\nuser_id=u-42"}"#;
+    let out = clean(line);
+    serde_json::from_str::<Value>(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    for leaked in ["ann@", "bob@", "4111111111111111", "203.0.113.5", "u-42"] {
+        assert!(!out.contains(leaked), "{leaked} in {out}");
+    }
+    assert!(
+        out.contains(r"\n[email]"),
+        "the escape letter survives: {out}"
+    );
+    // An escaped backslash before `n` is not a newline escape.
+    assert_eq!(clean(r#"{"p":"C:\\new"}"#), r#"{"p":"C:\\new"}"#);
+}
