@@ -270,12 +270,26 @@ pub struct VerifyWebhookLayer<Sch = Stripe> {
 }
 
 struct Shared<Sch> {
-    scheme: Sch,
+    scheme: Arc<Sch>,
     secrets: Vec<HmacSha256>,
     tolerance: Duration,
     max_body_bytes: usize,
     replay_capacity: usize,
-    replay: Mutex<ReplayCache>,
+    /// Shared by every copy of the layer, whatever its settings.
+    replay: Arc<Mutex<ReplayCache>>,
+}
+
+impl<Sch> Clone for Shared<Sch> {
+    fn clone(&self) -> Self {
+        Self {
+            scheme: Arc::clone(&self.scheme),
+            secrets: self.secrets.clone(),
+            tolerance: self.tolerance,
+            max_body_bytes: self.max_body_bytes,
+            replay_capacity: self.replay_capacity,
+            replay: Arc::clone(&self.replay),
+        }
+    }
 }
 
 impl<Sch> Clone for VerifyWebhookLayer<Sch> {
@@ -326,43 +340,41 @@ impl<Sch: SignatureScheme> VerifyWebhookLayer<Sch> {
             .collect();
         Self {
             shared: Arc::new(Shared {
-                scheme,
+                scheme: Arc::new(scheme),
                 secrets,
                 tolerance: DEFAULT_TOLERANCE,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 replay_capacity: DEFAULT_REPLAY_CAPACITY,
-                replay: Mutex::new(ReplayCache::default()),
+                replay: Arc::new(Mutex::new(ReplayCache::default())),
             }),
         }
     }
 
-    fn shared_mut(&mut self) -> Option<&mut Shared<Sch>> {
-        Arc::get_mut(&mut self.shared)
+    fn shared_mut(&mut self) -> &mut Shared<Sch> {
+        // Copied if this layer was cloned before being configured, so a
+        // setting never silently fails to apply.
+        Arc::make_mut(&mut self.shared)
     }
 
-    /// How far a timestamp may be from now (default 5 minutes). Settings
-    /// apply to a layer that has not been cloned yet.
+    /// How far a timestamp may be from now (default 5 minutes).
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
-        if let Some(s) = self.shared_mut() {
-            s.tolerance = tolerance;
-        }
+        let s = self.shared_mut();
+        s.tolerance = tolerance;
         self
     }
 
     /// The largest accepted body (default 1 MiB).
     pub fn max_body_bytes(mut self, max: usize) -> Self {
-        if let Some(s) = self.shared_mut() {
-            s.max_body_bytes = max;
-        }
+        let s = self.shared_mut();
+        s.max_body_bytes = max;
         self
     }
 
     /// How many accepted signatures are remembered to refuse replays
     /// (default 10 000).
     pub fn replay_capacity(mut self, capacity: usize) -> Self {
-        if let Some(s) = self.shared_mut() {
-            s.replay_capacity = capacity.max(1);
-        }
+        let s = self.shared_mut();
+        s.replay_capacity = capacity.max(1);
         self
     }
 }
@@ -827,6 +839,26 @@ mod tests {
                 .await
                 .0,
             400
+        );
+    }
+
+    #[tokio::test]
+    async fn settings_apply_to_a_cloned_layer_too() {
+        let base = VerifyWebhookLayer::stripe([Secret::new("whsec_a")]);
+        let strict = base.clone().tolerance(Duration::from_secs(10));
+        let t = now() - 60;
+        let header = format!("t={t},v1={}", stripe_sig(b"whsec_a", t, BODY));
+        assert_eq!(
+            deliver(&strict, ("stripe-signature", header.clone()), BODY)
+                .await
+                .0,
+            400,
+            "60 s old > 10 s"
+        );
+        assert_eq!(
+            deliver(&base, ("stripe-signature", header), BODY).await.0,
+            200,
+            "the original keeps 5 min"
         );
     }
 

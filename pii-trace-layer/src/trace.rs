@@ -102,6 +102,7 @@ pub struct TraceLayer {
     shared: Arc<Shared>,
 }
 
+#[derive(Clone)]
 struct Shared {
     scrubber: Arc<Scrubber>,
     headers: Vec<HeaderName>,
@@ -130,16 +131,8 @@ impl TraceLayer {
     }
 
     fn shared_mut(&mut self) -> &mut Shared {
-        // Builders run before the layer is shared; a shared one is copied.
-        if Arc::get_mut(&mut self.shared).is_none() {
-            let s = &self.shared;
-            self.shared = Arc::new(Shared {
-                scrubber: Arc::clone(&s.scrubber),
-                headers: s.headers.clone(),
-                levels: s.levels,
-            });
-        }
-        Arc::get_mut(&mut self.shared).unwrap_or_else(|| unreachable!("just made unique"))
+        // Copied if this layer was cloned before being configured.
+        Arc::make_mut(&mut self.shared)
     }
 
     /// Logs these request headers (scrubbed) in `http.request.headers`.
