@@ -41,6 +41,8 @@ pub enum OnRedisError {
 
 struct Compiled {
     policy: RateLimitPolicy,
+    /// No route or method matcher: applies to every request.
+    everywhere: bool,
     local: MemoryLimiter,
     allowed: metrics::Counter,
     limited: metrics::Counter,
@@ -124,6 +126,7 @@ impl RateLimitLayerBuilder {
     /// Checks every policy and builds the layer.
     pub fn build(self) -> Result<RateLimitLayer, String> {
         let max_keys = self.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+        let headers = self.headers.unwrap_or(true);
         if let Some(bad) = self.exempt.iter().find(|e| {
             !e.starts_with('/') || e.as_str() == "/*" || (e.contains('*') && !e.ends_with("/*"))
         }) {
@@ -152,8 +155,10 @@ impl RateLimitLayerBuilder {
                     max_keys,
                     self.clock,
                     metrics::gauge!("guardrails_ratelimit_keys", "policy" => name.clone()),
+                    headers,
                 ),
                 policy_header: policy_header(&policy),
+                everywhere: policy.routes.is_empty() && policy.methods.is_empty(),
                 allowed: metrics::counter!("guardrails_ratelimit_decisions_total", "policy" => name.clone(), "outcome" => "allowed"),
                 limited: metrics::counter!("guardrails_ratelimit_decisions_total", "policy" => name.clone(), "outcome" => "limited"),
                 policy,
@@ -162,7 +167,7 @@ impl RateLimitLayerBuilder {
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
                 policies,
-                headers: self.headers.unwrap_or(true),
+                headers,
                 exempt: self.exempt,
                 #[cfg(feature = "redis")]
                 redis: self.redis,
@@ -384,7 +389,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if self.shared.is_exempt(req.uri().path()) {
+        if !self.shared.exempt.is_empty() && self.shared.is_exempt(req.uri().path()) {
             return ResponseFuture::inner(self.inner.call(req), Vec::new());
         }
         #[cfg(feature = "redis")]
@@ -394,11 +399,7 @@ where
         // The request is only borrowed for the decision, never moved around.
         match self.shared.decide_locally(&RequestParts::from(&req)) {
             Ok(headers) => ResponseFuture::inner(self.inner.call(req), headers),
-            Err(problem) => ResponseFuture {
-                kind: Kind::Reject {
-                    problem: Some(problem),
-                },
-            },
+            Err(problem) => ResponseFuture::slow(Slow::Reject { problem }),
         }
     }
 }
@@ -406,20 +407,54 @@ where
 impl Shared {
     /// Every applicable policy, in memory: the headers for an allowed
     /// response, or the rejection.
+    ///
+    /// The allowed path (nearly every request) builds no verdict: it only
+    /// counts and, when asked to, writes headers.
     #[inline]
     fn decide_locally(&self, parts: &RequestParts<'_>) -> Result<Headers, Box<Problem>> {
-        let mut verdict = Verdict::default();
+        let mut headers = Headers::new();
         for (index, c) in self.policies.iter().enumerate() {
+            if !c.everywhere && !c.policy.applies_to(parts) {
+                continue;
+            }
+            let key = c.policy.key.key(parts).unwrap_or_else(unknown_key);
+            let decision = c.local.decide(&key);
+            if !decision.allowed {
+                return Err(self.deny_locally(index, &key, decision, headers, parts));
+            }
+            c.allowed.increment(1);
+            if self.headers {
+                write_headers(&mut headers, &c.policy.name, &c.policy_header, &decision);
+            }
+        }
+        Ok(headers)
+    }
+
+    /// A policy refused: the remaining policies still count the request
+    /// (as they would have had it been allowed), then the rejection.
+    #[cold]
+    #[inline(never)]
+    fn deny_locally(
+        &self,
+        index: usize,
+        key: &Key,
+        decision: Decision,
+        headers: Headers,
+        parts: &RequestParts<'_>,
+    ) -> Box<Problem> {
+        let mut verdict = Verdict {
+            headers,
+            ..Verdict::default()
+        };
+        self.record(index, key, decision, &mut verdict, parts.extensions);
+        for (index, c) in self.policies.iter().enumerate().skip(index + 1) {
             if c.policy.applies_to(parts) {
                 let key = c.policy.key.key(parts).unwrap_or_else(unknown_key);
                 let decision = self.local(index, &key);
                 self.record(index, &key, decision, &mut verdict, parts.extensions);
             }
         }
-        if verdict.denied {
-            return Err(verdict.reject(parts.extensions));
-        }
-        Ok(verdict.headers)
+        verdict.reject(parts.extensions)
     }
 }
 
@@ -470,37 +505,46 @@ impl<S> RateLimit<S> {
         });
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture {
-            kind: Kind::Deciding {
-                decide,
-                pending: Some(Box::new((inner, req))),
-            },
-        }
+        ResponseFuture::slow(Slow::Deciding {
+            decide,
+            pending: Some((inner, req)),
+        })
     }
 }
 
 pin_project! {
     /// Response future for [`RateLimit`].
+    ///
+    /// Laid out for the common case, an allowed request: the inner future
+    /// and its headers, flat. Waiting on Redis and rejecting live behind one
+    /// box.
     pub struct ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        kind: Kind<S, ReqBody>,
+        future: Option<S::Future>,
+        headers: Headers,
+        slow: Option<Box<Slow<S, ReqBody>>>,
     }
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        // The rare variants are boxed so the common one stays small to move.
-        Inner { #[pin] future: S::Future, headers: Headers },
-        Deciding { decide: Decide, pending: Option<Box<(S, Request<ReqBody>)>> },
-        Reject { problem: Option<Box<Problem>> },
-    }
+/// The states of a request that is not simply passed on.
+enum Slow<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    /// Waiting for Redis; the inner service (already ready) and the request
+    /// wait too.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Deciding {
+        decide: Decide,
+        pending: Option<(S, Request<ReqBody>)>,
+    },
+    /// Refused.
+    Reject { problem: Box<Problem> },
+    /// Done (the rejection was sent).
+    Done,
 }
 
 impl<S, ReqBody> ResponseFuture<S, ReqBody>
@@ -509,7 +553,17 @@ where
 {
     fn inner(future: S::Future, headers: Headers) -> Self {
         Self {
-            kind: Kind::Inner { future, headers },
+            future: Some(future),
+            headers,
+            slow: None,
+        }
+    }
+
+    fn slow(state: Slow<S, ReqBody>) -> Self {
+        Self {
+            future: None,
+            headers: Headers::new(),
+            slow: Some(Box::new(state)),
         }
     }
 }
@@ -529,40 +583,67 @@ where
 {
     type Output = Result<Response<GuardBody<ResBody>>, S::Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
         loop {
-            let mut this = self.as_mut().project();
-            match this.kind.as_mut().project() {
-                KindProj::Inner { future, headers } => {
-                    let mut res = ready!(future.poll(cx))?;
-                    if !headers.is_empty() {
-                        for (name, value) in std::mem::take(headers) {
-                            res.headers_mut().append(name, value);
-                        }
+            if let Some(future) = this.future.as_mut().as_pin_mut() {
+                let mut res = ready!(future.poll(cx))?;
+                if !this.headers.is_empty() {
+                    for (name, value) in std::mem::take(this.headers) {
+                        res.headers_mut().append(name, value);
                     }
-                    return Poll::Ready(Ok(res.map(GuardBody::new)));
                 }
-                KindProj::Reject { problem } => {
-                    let problem = problem.take().map_or_else(Problem::internal_error, |p| *p);
-                    return Poll::Ready(Ok(problem.into_response()));
+                return Poll::Ready(Ok(res.map(GuardBody::new)));
+            }
+            let Some(slow) = this.slow.as_mut() else {
+                return Poll::Ready(Ok(Problem::internal_error().into_response()));
+            };
+            match ready!(slow_poll(slow, cx)) {
+                // Allowed after all: the inner future is polled next.
+                Some((future, headers)) => {
+                    *this.headers = headers;
+                    this.future.set(Some(future));
                 }
-                KindProj::Deciding { decide, pending } => {
-                    let verdict = ready!(decide.as_mut().poll(cx));
-                    let Some((mut inner, req)) = pending.take().map(|p| *p) else {
-                        return Poll::Ready(Ok(Problem::internal_error().into_response()));
+                None => {
+                    let problem = match std::mem::replace(&mut **slow, Slow::Done) {
+                        Slow::Reject { problem } => *problem,
+                        _ => Problem::internal_error(),
                     };
-                    if verdict.denied {
-                        let problem = verdict.problem(req.extensions());
-                        this.kind.set(Kind::Reject {
-                            problem: Some(Box::new(problem)),
-                        });
-                    } else {
-                        let headers = verdict.headers;
-                        let future = inner.call(req);
-                        this.kind.set(Kind::Inner { future, headers });
-                    }
+                    return Poll::Ready(Ok(problem.into_response()));
                 }
             }
         }
+    }
+}
+
+/// Drives the rare states: `Some` when the request may go on (with the
+/// inner future and headers), `None` when it is refused (the state is then
+/// `Reject`).
+#[cold]
+fn slow_poll<S, ReqBody>(
+    slow: &mut Slow<S, ReqBody>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<(S::Future, Headers)>>
+where
+    S: Service<Request<ReqBody>>,
+{
+    match slow {
+        Slow::Deciding { decide, pending } => {
+            let verdict = ready!(decide.as_mut().poll(cx));
+            let Some((mut inner, req)) = pending.take() else {
+                *slow = Slow::Done;
+                return Poll::Ready(None);
+            };
+            if verdict.denied {
+                let problem = Box::new(verdict.problem(req.extensions()));
+                *slow = Slow::Reject { problem };
+                Poll::Ready(None)
+            } else {
+                let future = inner.call(req);
+                *slow = Slow::Done;
+                Poll::Ready(Some((future, verdict.headers)))
+            }
+        }
+        Slow::Reject { .. } | Slow::Done => Poll::Ready(None),
     }
 }

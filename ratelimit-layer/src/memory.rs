@@ -11,6 +11,7 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasher, BuildHasherDefault, Hasher},
+    net::IpAddr,
     num::NonZeroU32,
     ops::Add,
     sync::{
@@ -94,6 +95,8 @@ type Shard = HashMap<u64, u64, BuildHasherDefault<PassThrough>>;
 pub(crate) struct CappedStore {
     /// Each shard with its own cap; the caps add up to `max_keys` exactly.
     shards: Box<[(Mutex<Shard>, usize)]>,
+    /// `shards.len() - 1` (a power of two minus one).
+    mask: usize,
     len: AtomicUsize,
     /// The shard the next sweep takes.
     next_sweep: AtomicUsize,
@@ -112,6 +115,7 @@ impl CappedStore {
             .collect();
         Self {
             shards,
+            mask: count - 1,
             len: AtomicUsize::new(0),
             next_sweep: AtomicUsize::new(0),
         }
@@ -119,7 +123,7 @@ impl CappedStore {
 
     fn shard(&self, key: u64) -> &(Mutex<Shard>, usize) {
         // The high half picks the shard; the map hashes on the whole key.
-        &self.shards[(key >> 32) as usize % self.shards.len()]
+        &self.shards[(key >> 32) as usize & self.mask]
     }
 
     /// Drops keys of shard `index` whose bucket is full again at `now`.
@@ -220,14 +224,19 @@ pub(crate) struct ClockedLimiter<C: Clock> {
     keys: metrics::Gauge,
     burst: u32,
     interval: Duration,
+    /// Whether allowed decisions report the quota left (for headers).
+    report: bool,
 }
 
 impl MemoryLimiter {
+    /// `report`: whether allowed decisions carry the quota left (only
+    /// headers need it; denied decisions always carry everything).
     pub(crate) fn new(
         policy: &RateLimitPolicy,
         max_keys: usize,
         clock: LimiterClock,
         keys: metrics::Gauge,
+        report: bool,
     ) -> Self {
         match clock {
             LimiterClock::Quanta => Self::Quanta(ClockedLimiter::new(
@@ -235,10 +244,11 @@ impl MemoryLimiter {
                 max_keys,
                 QuantaClock::default(),
                 keys,
+                report,
             )),
-            LimiterClock::Tokio => {
-                Self::Tokio(ClockedLimiter::new(policy, max_keys, TokioClock, keys))
-            }
+            LimiterClock::Tokio => Self::Tokio(ClockedLimiter::new(
+                policy, max_keys, TokioClock, keys, report,
+            )),
         }
     }
 
@@ -271,7 +281,13 @@ impl<C> ClockedLimiter<C>
 where
     C: Clock + Clone,
 {
-    fn new(policy: &RateLimitPolicy, max_keys: usize, clock: C, keys: metrics::Gauge) -> Self {
+    fn new(
+        policy: &RateLimitPolicy,
+        max_keys: usize,
+        clock: C,
+        keys: metrics::Gauge,
+        report: bool,
+    ) -> Self {
         let burst = NonZeroU32::new(policy.burst).unwrap_or(NonZeroU32::MIN);
         let interval = policy.emission_interval().max(Duration::from_nanos(1));
         let quota = Quota::with_period(interval)
@@ -294,11 +310,23 @@ where
             keys,
             burst: burst.get(),
             interval,
+            report,
+        }
+    }
+
+    /// The store key of `key`: addresses (nearly every key) hashed as one
+    /// integer, everything else as the whole `Key`.
+    #[inline]
+    fn hash(&self, key: &Key) -> u64 {
+        match key {
+            Key::Ip(IpAddr::V4(ip)) => self.hasher.hash_one(u64::from(ip.to_bits())),
+            Key::Ip(IpAddr::V6(ip)) => self.hasher.hash_one(ip.to_bits()),
+            other => self.hasher.hash_one(other),
         }
     }
 
     fn decide(&self, key: &Key) -> Decision {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
 
         // Every SWEEP_EVERY decisions on a thread sweep the next shard. The
         // counter is per thread: no cache line written by every request.
@@ -317,6 +345,7 @@ where
         }
 
         match self.limiter.check_key(&hash) {
+            Ok(_) if !self.report => Decision::allow(self.burst, 0, Duration::ZERO),
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity().min(self.burst);
                 Decision::allow(
@@ -344,6 +373,7 @@ mod tests {
             max_keys,
             LimiterClock::Tokio,
             metrics::Gauge::noop(),
+            true,
         )
     }
 
