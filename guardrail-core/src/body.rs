@@ -74,6 +74,74 @@ impl<B> GuardBody<B> {
     }
 }
 
+/// A response body a layer can write its own answer into (a problem+json
+/// rejection), so the layer can return the inner service's body type as is.
+///
+/// Layers on the hot path of every request (rate limiting) answer with
+/// `Response<B>` for any `B: RejectionBody` instead of wrapping every
+/// passing response in a [`GuardBody`]: a response that passes is returned
+/// untouched. Implemented for [`GuardBody`] (so such layers stack with the
+/// others), axum's `Body`, `http_body_util::Full<Bytes>`, its boxed bodies,
+/// and `String`.
+///
+/// ```
+/// use bytes::Bytes;
+/// use guardrail_core::{GuardBody, RejectionBody};
+/// use http_body_util::Full;
+///
+/// let _full: Full<Bytes> = RejectionBody::from_bytes(Bytes::from_static(b"{}"));
+/// let guard: GuardBody<Full<Bytes>> = RejectionBody::from_bytes(Bytes::from_static(b"{}"));
+/// assert_eq!(format!("{guard:?}"), "GuardBody::Full { len: 2 }");
+/// ```
+pub trait RejectionBody: Sized {
+    /// A body holding `data`, sent as is.
+    fn from_bytes(data: Bytes) -> Self;
+}
+
+impl<B> RejectionBody for GuardBody<B> {
+    fn from_bytes(data: Bytes) -> Self {
+        Self::full(data)
+    }
+}
+
+impl RejectionBody for http_body_util::Full<Bytes> {
+    fn from_bytes(data: Bytes) -> Self {
+        Self::new(data)
+    }
+}
+
+impl RejectionBody for String {
+    fn from_bytes(data: Bytes) -> Self {
+        // Layers only write JSON they produced themselves: valid UTF-8.
+        String::from_utf8_lossy(&data).into_owned()
+    }
+}
+
+impl<E: 'static> RejectionBody for http_body_util::combinators::BoxBody<Bytes, E> {
+    fn from_bytes(data: Bytes) -> Self {
+        use http_body_util::BodyExt;
+        http_body_util::Full::new(data)
+            .map_err(|never| match never {})
+            .boxed()
+    }
+}
+
+impl<E: 'static> RejectionBody for http_body_util::combinators::UnsyncBoxBody<Bytes, E> {
+    fn from_bytes(data: Bytes) -> Self {
+        use http_body_util::BodyExt;
+        http_body_util::Full::new(data)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl RejectionBody for axum::body::Body {
+    fn from_bytes(data: Bytes) -> Self {
+        Self::from(data)
+    }
+}
+
 impl<B> Default for GuardBody<B> {
     fn default() -> Self {
         Self::empty()

@@ -90,6 +90,7 @@ impl ClientIp {
     }
 
     /// The client's address.
+    #[inline]
     pub fn addr(&self) -> IpAddr {
         self.addr
     }
@@ -97,6 +98,7 @@ impl ClientIp {
     /// The address to key on (rate limits, counters): IPv4 as is, IPv6
     /// truncated to its group prefix, so the addresses one subscriber
     /// rotates through share a key.
+    #[inline]
     pub fn group(&self) -> IpAddr {
         match self.addr {
             IpAddr::V4(_) => self.addr,

@@ -57,7 +57,7 @@ mod pseudonym;
 pub mod request_id;
 mod secret;
 
-pub use body::GuardBody;
+pub use body::{GuardBody, RejectionBody};
 pub use client_ip::{
     ClientIp, ClientIpConfig, ForwardedHeader, ResolveClientIp, ResolveClientIpLayer,
 };

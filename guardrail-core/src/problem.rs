@@ -265,7 +265,13 @@ impl Problem {
 
     /// The `application/problem+json` response, for any inner body type.
     pub fn into_response<B>(self) -> Response<GuardBody<B>> {
-        let body = GuardBody::full(self.to_json());
+        self.into_response_with()
+    }
+
+    /// The response, with the body in any [`RejectionBody`] type (for
+    /// layers that return the inner service's body type).
+    pub fn into_response_with<B: crate::RejectionBody>(self) -> Response<B> {
+        let body = B::from_bytes(self.to_json());
         let mut response = Response::new(body);
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
@@ -283,6 +289,37 @@ impl Problem {
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Empty};
+
+    #[tokio::test]
+    async fn the_same_document_in_any_rejection_body_type() {
+        let guard = json_of(Problem::too_many_requests(3)).await.1;
+        let full =
+            Problem::too_many_requests(3).into_response_with::<http_body_util::Full<Bytes>>();
+        assert_eq!(full.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(full.headers()["content-type"], PROBLEM_JSON);
+        assert_eq!(full.headers()["retry-after"], "3");
+        let bytes = full.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            guard
+        );
+
+        let text = Problem::too_many_requests(3).into_response_with::<String>();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(text.body()).unwrap(),
+            guard
+        );
+
+        #[cfg(feature = "axum")]
+        {
+            let axum = Problem::too_many_requests(3).into_response_with::<axum::body::Body>();
+            let bytes = axum.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+                guard
+            );
+        }
+    }
 
     async fn json_of(problem: Problem) -> (Response<()>, serde_json::Value) {
         let (parts, body) = problem.into_response::<Empty<Bytes>>().into_parts();

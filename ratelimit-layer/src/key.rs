@@ -165,12 +165,20 @@ where
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientIpKey;
 
+impl ClientIpKey {
+    /// The grouped address, without building a [`Key`].
+    #[inline]
+    pub(crate) fn ip(req: &RequestParts<'_>) -> Option<IpAddr> {
+        match req.extensions.get::<ClientIp>() {
+            Some(ip) => Some(ip.group()),
+            None => peer_addr(req.extensions).map(|peer| ClientIp::new(peer.ip()).group()),
+        }
+    }
+}
+
 impl KeyExtractor for ClientIpKey {
     fn key(&self, req: &RequestParts<'_>) -> Option<Key> {
-        match req.extensions.get::<ClientIp>() {
-            Some(ip) => Some(Key::Ip(ip.group())),
-            None => peer_addr(req.extensions).map(|peer| Key::Ip(ClientIp::new(peer.ip()).group())),
-        }
+        Self::ip(req).map(Key::Ip)
     }
 }
 

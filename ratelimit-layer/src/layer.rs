@@ -4,12 +4,14 @@
 use std::{
     fmt,
     future::Future,
+    mem::ManuallyDrop,
+    net::IpAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
 };
 
-use guardrail_core::{ClientIp, EventName, GuardBody, Problem, emit};
+use guardrail_core::{ClientIp, EventName, Problem, RejectionBody, emit};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -18,7 +20,7 @@ use tower_service::Service;
 use crate::{
     RateLimitPolicy,
     decision::{Decision, Headers, ceil_secs, policy_header, write_headers},
-    key::{Key, RequestParts},
+    key::{ClientIpKey, Key, RequestParts},
     memory::{LimiterClock, MemoryLimiter},
 };
 
@@ -52,6 +54,9 @@ struct Compiled {
 
 struct Shared {
     policies: Vec<Compiled>,
+    /// Every policy is keyed by client IP: requests with a `ClientIp` take
+    /// the fast path.
+    by_ip: bool,
     headers: bool,
     exempt: Vec<String>,
     #[cfg(feature = "redis")]
@@ -166,6 +171,7 @@ impl RateLimitLayerBuilder {
         }
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
+                by_ip: policies.iter().all(|c| c.policy.by_client_ip),
                 policies,
                 headers,
                 exempt: self.exempt,
@@ -379,8 +385,9 @@ fn unknown_key() -> Key {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: RejectionBody,
 {
-    type Response = Response<GuardBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S, ReqBody>;
 
@@ -396,7 +403,34 @@ where
         if self.shared.redis.is_some() {
             return self.call_redis(req);
         }
-        // The request is only borrowed for the decision, never moved around.
+        // The fast path: only values are read off the request (no
+        // reference to it reaches a call that isn't inlined), so the
+        // compiler hands the request on to the inner service without
+        // copying it.
+        if self.shared.by_ip
+            && let Some(ip) = req.extensions().get::<ClientIp>().map(ClientIp::group)
+        {
+            return match self.shared.decide_by_ip(req.method(), req.uri().path(), ip) {
+                Ok(headers) => ResponseFuture::inner(self.inner.call(req), headers),
+                Err(denied) => ResponseFuture::slow(Slow::Reject {
+                    problem: self.shared.reject_by_ip(denied, ip, req),
+                }),
+            };
+        }
+        self.call_general(req)
+    }
+}
+
+impl<S> RateLimit<S> {
+    /// Any policy and key: the request is borrowed for the decision.
+    #[inline(never)]
+    fn call_general<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    {
         match self.shared.decide_locally(&RequestParts::from(&req)) {
             Ok(headers) => ResponseFuture::inner(self.inner.call(req), headers),
             Err(problem) => ResponseFuture::slow(Slow::Reject { problem }),
@@ -404,7 +438,60 @@ where
     }
 }
 
+/// The first policy that refused, on the fast path.
+struct Denied {
+    index: usize,
+    decision: Decision,
+    headers: Headers,
+}
+
 impl Shared {
+    /// [`decide_locally`](Self::decide_locally) when every policy is keyed
+    /// by the client address `ip`.
+    #[inline(always)]
+    fn decide_by_ip(
+        &self,
+        method: &http::Method,
+        path: &str,
+        ip: IpAddr,
+    ) -> Result<Headers, Denied> {
+        let mut headers = Headers::new();
+        for (index, c) in self.policies.iter().enumerate() {
+            if !c.everywhere && !c.policy.matches(method, path) {
+                continue;
+            }
+            let decision = c.local.decide_ip(ip);
+            if !decision.allowed {
+                return Err(Denied {
+                    index,
+                    decision,
+                    headers,
+                });
+            }
+            self.pass(c, &decision, &mut headers);
+        }
+        Ok(headers)
+    }
+
+    /// The rejection after [`decide_by_ip`](Self::decide_by_ip) refused;
+    /// takes the request so that nothing on the fast path borrows it.
+    #[cold]
+    #[inline(never)]
+    fn reject_by_ip<B>(&self, denied: Denied, ip: IpAddr, req: Request<B>) -> Box<Problem> {
+        let Denied {
+            index,
+            decision,
+            headers,
+        } = denied;
+        self.deny_locally(
+            index,
+            &Key::Ip(ip),
+            decision,
+            headers,
+            &RequestParts::from(&req),
+        )
+    }
+
     /// Every applicable policy, in memory: the headers for an allowed
     /// response, or the rejection.
     ///
@@ -417,17 +504,35 @@ impl Shared {
             if !c.everywhere && !c.policy.applies_to(parts) {
                 continue;
             }
+            // Client IP keys (the common case) are decided without
+            // building a `Key`.
+            if c.policy.by_client_ip
+                && let Some(ip) = ClientIpKey::ip(parts)
+            {
+                let decision = c.local.decide_ip(ip);
+                if !decision.allowed {
+                    return Err(self.deny_locally(index, &Key::Ip(ip), decision, headers, parts));
+                }
+                self.pass(c, &decision, &mut headers);
+                continue;
+            }
             let key = c.policy.key.key(parts).unwrap_or_else(unknown_key);
             let decision = c.local.decide(&key);
             if !decision.allowed {
                 return Err(self.deny_locally(index, &key, decision, headers, parts));
             }
-            c.allowed.increment(1);
-            if self.headers {
-                write_headers(&mut headers, &c.policy.name, &c.policy_header, &decision);
-            }
+            self.pass(c, &decision, &mut headers);
         }
         Ok(headers)
+    }
+
+    /// Counts an allowed decision and writes its headers if asked to.
+    #[inline(always)]
+    fn pass(&self, c: &Compiled, decision: &Decision, headers: &mut Headers) {
+        c.allowed.increment(1);
+        if self.headers {
+            write_headers(headers, &c.policy.name, &c.policy_header, decision);
+        }
     }
 
     /// A policy refused: the remaining policies still count the request
@@ -524,7 +629,7 @@ pin_project! {
     {
         #[pin]
         future: Option<S::Future>,
-        headers: Headers,
+        headers: HeaderList,
         slow: Option<Box<Slow<S, ReqBody>>>,
     }
 }
@@ -551,10 +656,11 @@ impl<S, ReqBody> ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
+    #[inline(always)]
     fn inner(future: S::Future, headers: Headers) -> Self {
         Self {
             future: Some(future),
-            headers,
+            headers: HeaderList::new(headers),
             slow: None,
         }
     }
@@ -562,7 +668,7 @@ where
     fn slow(state: Slow<S, ReqBody>) -> Self {
         Self {
             future: None,
-            headers: Headers::new(),
+            headers: HeaderList::new(Headers::new()),
             slow: Some(Box::new(state)),
         }
     }
@@ -580,28 +686,31 @@ where
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: RejectionBody,
 {
-    type Output = Result<Response<GuardBody<ResBody>>, S::Error>;
+    type Output = Result<Response<ResBody>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             if let Some(future) = this.future.as_mut().as_pin_mut() {
-                let mut res = ready!(future.poll(cx))?;
-                if !this.headers.is_empty() {
-                    for (name, value) in std::mem::take(this.headers) {
-                        res.headers_mut().append(name, value);
-                    }
+                // The inner response is passed on as it is: no body wrapper,
+                // and without headers to add, not even a copy (the inner
+                // future writes straight into our output).
+                if this.headers.0.is_empty() {
+                    return future.poll(cx);
                 }
-                return Poll::Ready(Ok(res.map(GuardBody::new)));
+                let mut res = ready!(future.poll(cx))?;
+                add_headers(&mut res, this.headers);
+                return Poll::Ready(Ok(res));
             }
             let Some(slow) = this.slow.as_mut() else {
-                return Poll::Ready(Ok(Problem::internal_error().into_response()));
+                return Poll::Ready(Ok(Problem::internal_error().into_response_with()));
             };
             match ready!(slow_poll(slow, cx)) {
                 // Allowed after all: the inner future is polled next.
                 Some((future, headers)) => {
-                    *this.headers = headers;
+                    *this.headers = HeaderList::new(headers);
                     this.future.set(Some(future));
                 }
                 None => {
@@ -609,9 +718,36 @@ where
                         Slow::Reject { problem } => *problem,
                         _ => Problem::internal_error(),
                     };
-                    return Poll::Ready(Ok(problem.into_response()));
+                    return Poll::Ready(Ok(problem.into_response_with()));
                 }
             }
+        }
+    }
+}
+
+#[inline(never)]
+fn add_headers<B>(res: &mut Response<B>, headers: &mut HeaderList) {
+    for (name, value) in std::mem::take(&mut *headers.0) {
+        res.headers_mut().append(name, value);
+    }
+}
+
+/// Headers waiting for the response. Dropping an empty list (nearly always)
+/// costs one comparison.
+struct HeaderList(ManuallyDrop<Headers>);
+
+impl HeaderList {
+    #[inline(always)]
+    fn new(headers: Headers) -> Self {
+        Self(ManuallyDrop::new(headers))
+    }
+}
+
+impl Drop for HeaderList {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.0.capacity() != 0 {
+            drop(std::mem::take(&mut *self.0));
         }
     }
 }

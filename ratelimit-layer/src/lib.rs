@@ -16,6 +16,13 @@
 //! refill, `r` the requests left now and `t` the seconds until the bucket is
 //! full again (rounded up: never earlier than true).
 //!
+//! Allowed responses pass through as they are: the layer's response type is
+//! the inner service's, with no body wrapper (this layer runs on every
+//! request). A 429 is written into that body type, so it must implement
+//! [`guardrail_core::RejectionBody`]: axum's `Body`, `Full<Bytes>`, the
+//! boxed bodies of `http-body-util`, `String`, and the other guardrail
+//! layers' `GuardBody` do.
+//!
 //! Every 429 is a `security.rate_limited` event (policy, key type, masked
 //! key) and a `guardrails_ratelimit_decisions_total{policy,outcome}` count;
 //! `guardrails_ratelimit_keys{policy}` tracks keys held.
@@ -32,7 +39,7 @@
 //! # async fn main() {
 //! let layer = RateLimitLayer::new(RateLimitPolicy::per_minute(60).burst(2).name("per_ip")).unwrap();
 //! let mut svc = ServiceBuilder::new().layer(layer).service(service_fn(|_req: Request<()>| async {
-//!     Ok::<_, std::convert::Infallible>(Response::new(()))
+//!     Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
 //! }));
 //!
 //! let req = || {
@@ -47,6 +54,7 @@
 //!
 //! let limited = svc.ready().await.unwrap().call(req()).await.unwrap();
 //! assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert!(limited.body().contains("urn:guardrails:problem:rate-limited"));
 //! assert_eq!(limited.headers()["retry-after"], "1");
 //! assert_eq!(limited.headers()["ratelimit-policy"], "\"per_ip\";q=2;w=2");
 //! # }

@@ -15,11 +15,13 @@ use std::{
     num::NonZeroU32,
     ops::Add,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
+
+use parking_lot::Mutex;
 
 use governor::{
     Quota, RateLimiter,
@@ -131,7 +133,7 @@ impl CappedStore {
         let Some((shard, _)) = self.shards.get(index % self.shards.len()) else {
             return;
         };
-        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = shard.lock();
         let before = shard.len();
         shard.retain(|_, tat| *tat > now.as_u64());
         self.len.fetch_sub(before - shard.len(), Ordering::Relaxed);
@@ -165,7 +167,7 @@ impl StateStore for CappedStore {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let (shard, cap) = self.shard(*key);
-        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = shard.lock();
         // A known key: one probe, updated in place.
         if let Some(stored) = shard.get_mut(key) {
             let (outcome, tat) = f(Some(Nanos::from(*stored)))?;
@@ -255,8 +257,17 @@ impl MemoryLimiter {
     /// Counts one request for `key`.
     pub(crate) fn decide(&self, key: &Key) -> Decision {
         match self {
-            Self::Quanta(l) => l.decide(key),
-            Self::Tokio(l) => l.decide(key),
+            Self::Quanta(l) => l.decide_hashed(l.hash(key)),
+            Self::Tokio(l) => l.decide_hashed(l.hash(key)),
+        }
+    }
+
+    /// Counts one request for the address `ip`: the same bucket as
+    /// `decide(&Key::Ip(ip))`, without building the key.
+    pub(crate) fn decide_ip(&self, ip: IpAddr) -> Decision {
+        match self {
+            Self::Quanta(l) => l.decide_hashed(l.hash_ip(ip)),
+            Self::Tokio(l) => l.decide_hashed(l.hash_ip(ip)),
         }
     }
 
@@ -319,15 +330,21 @@ where
     #[inline]
     fn hash(&self, key: &Key) -> u64 {
         match key {
-            Key::Ip(IpAddr::V4(ip)) => self.hasher.hash_one(u64::from(ip.to_bits())),
-            Key::Ip(IpAddr::V6(ip)) => self.hasher.hash_one(ip.to_bits()),
+            Key::Ip(ip) => self.hash_ip(*ip),
             other => self.hasher.hash_one(other),
         }
     }
 
-    fn decide(&self, key: &Key) -> Decision {
-        let hash = self.hash(key);
+    #[inline]
+    fn hash_ip(&self, ip: IpAddr) -> u64 {
+        match ip {
+            IpAddr::V4(ip) => self.hasher.hash_one(u64::from(ip.to_bits())),
+            IpAddr::V6(ip) => self.hasher.hash_one(ip.to_bits()),
+        }
+    }
 
+    #[inline]
+    fn decide_hashed(&self, hash: u64) -> Decision {
         // Every SWEEP_EVERY decisions on a thread sweep the next shard. The
         // counter is per thread: no cache line written by every request.
         let due = DECISIONS.with(|n| {
@@ -404,7 +421,7 @@ mod tests {
             .store()
             .shards
             .iter()
-            .map(|(s, _)| s.lock().unwrap().len())
+            .map(|(s, _)| s.lock().len())
             .sum();
         assert_eq!(in_maps, held, "the count matches what is stored");
     }

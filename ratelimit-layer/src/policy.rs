@@ -36,6 +36,9 @@ pub struct RateLimitPolicy {
     pub(crate) period: Duration,
     pub(crate) burst: u32,
     pub(crate) key: Arc<dyn KeyExtractor>,
+    /// The key is the built-in [`ClientIpKey`]: decided without building a
+    /// [`Key`](crate::key::Key) (the hot path).
+    pub(crate) by_client_ip: bool,
     pub(crate) routes: Vec<String>,
     pub(crate) methods: Vec<Method>,
 }
@@ -50,6 +53,7 @@ impl RateLimitPolicy {
             period,
             burst: rate,
             key: Arc::new(ClientIpKey),
+            by_client_ip: true,
             routes: Vec::new(),
             methods: Vec::new(),
         }
@@ -84,6 +88,7 @@ impl RateLimitPolicy {
 
     /// What requests are counted by.
     pub fn key(mut self, key: impl KeyExtractor) -> Self {
+        self.by_client_ip = (&key as &dyn std::any::Any).is::<ClientIpKey>();
         self.key = Arc::new(key);
         self
     }
@@ -177,12 +182,14 @@ impl RateLimitPolicy {
     }
 
     pub(crate) fn applies_to(&self, req: &RequestParts<'_>) -> bool {
-        (self.methods.is_empty() || self.methods.contains(req.method))
-            && (self.routes.is_empty()
-                || self
-                    .routes
-                    .iter()
-                    .any(|r| req.uri.path().starts_with(r.as_str())))
+        self.matches(req.method, req.uri.path())
+    }
+
+    /// Whether the policy covers `method` on `path`.
+    #[inline(always)]
+    pub(crate) fn matches(&self, method: &Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && (self.routes.is_empty() || self.routes.iter().any(|r| path.starts_with(r.as_str())))
     }
 }
 

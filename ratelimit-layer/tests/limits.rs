@@ -10,7 +10,7 @@ use ratelimit_layer::{
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
-type Res = Response<guardrail_core::GuardBody<String>>;
+type Res = Response<String>;
 
 /// A one-policy layer on tokio's clock, so paused time drives it.
 fn tokio_clock(policy: RateLimitPolicy) -> Result<RateLimitLayer, String> {

@@ -1,0 +1,159 @@
+//! Interleaved A/B timing of the in-memory decision through the layer
+//! against tower_governor, in one process:
+//!
+//! ```text
+//! cargo bench --bench ratelimit_ab
+//! ```
+//!
+//! On a shared 2-core VM wall time drifts by more than the difference being
+//! measured, so separate criterion runs (or even separate criterion groups)
+//! can't rank two layers a few nanoseconds apart. Here every round times a
+//! chunk of requests through each variant in turn (order rotated each
+//! round), so drift hits all variants alike; the result is each variant's
+//! median added time per request over the bare service *of the same round*.
+//! Requests are built outside the timed part. Same requests, quota and inner
+//! service as `benches/ratelimit.rs`.
+
+#![allow(missing_docs)]
+
+use std::{
+    convert::Infallible,
+    future::{Ready, ready},
+    hint::black_box,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    pin::pin,
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use axum::{body::Body, extract::ConnectInfo};
+use guardrails::guardrail_core::ClientIp;
+use guardrails::ratelimit_layer::{RateLimitLayer, RateLimitPolicy};
+use http::{Request, Response};
+use tower::{Layer, Service, service_fn};
+
+const ROUNDS: usize = 300;
+const CHUNK: u32 = 2_000;
+
+fn run<S, B>(svc: &mut S, req: Request<Body>) -> u16
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut fut = pin!(svc.call(req));
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(res)) => res.status().as_u16(),
+        Poll::Ready(Err(e)) => match e {},
+        Poll::Pending => unreachable!("in-memory decisions never wait"),
+    }
+}
+
+fn inner() -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = Ready<Result<Response<Body>, Infallible>>,
+> + Clone {
+    service_fn(|_req: Request<Body>| ready(Ok::<_, Infallible>(Response::new(Body::empty()))))
+}
+
+fn request(i: u32) -> Request<Body> {
+    let mut req = Request::get("/api/items").body(Body::empty()).unwrap();
+    let ip = IpAddr::V4(Ipv4Addr::from(0xCB00_7100 + (i % 1000)));
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
+    req.extensions_mut().insert(ClientIp::new(ip));
+    req
+}
+
+type Timed = Box<dyn FnMut(Vec<Request<Body>>) -> Duration>;
+
+fn timed<S, B>(mut svc: S) -> Timed
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + 'static,
+{
+    assert_eq!(run(&mut svc, request(0)), 200, "every request passes");
+    Box::new(move |requests| {
+        let start = Instant::now();
+        for req in requests {
+            black_box(run(&mut svc, req));
+        }
+        start.elapsed()
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let quota = || {
+        RateLimitPolicy::per_second(1_000_000_000)
+            .burst(1_000_000_000)
+            .name("per_ip")
+    };
+    let governor = tower_governor::governor::GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(1_000_000_000)
+        .finish()
+        .unwrap();
+    let governor_headers = tower_governor::governor::GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(1_000_000_000)
+        .use_headers()
+        .finish()
+        .unwrap();
+    let no_headers = RateLimitLayer::builder()
+        .policy(quota())
+        .headers(false)
+        .build()
+        .unwrap();
+    let mut variants: Vec<(&str, Timed)> = vec![
+        ("baseline", timed(inner())),
+        ("guardrails_no_headers", timed(no_headers.layer(inner()))),
+        (
+            "tower_governor",
+            timed(tower_governor::GovernorLayer::new(governor).layer(inner())),
+        ),
+        (
+            "guardrails_with_headers",
+            timed(RateLimitLayer::new(quota()).unwrap().layer(inner())),
+        ),
+        (
+            "tower_governor_with_headers",
+            timed(tower_governor::GovernorLayer::new(governor_headers).layer(inner())),
+        ),
+    ];
+    let n = variants.len();
+    let mut per_request = vec![Vec::with_capacity(ROUNDS); n];
+    let mut next = 0u32;
+    for round in 0..ROUNDS {
+        for k in 0..n {
+            let v = (round + k) % n;
+            let requests: Vec<_> = (0..CHUNK).map(|i| request(next.wrapping_add(i))).collect();
+            next = next.wrapping_add(CHUNK);
+            let took = (variants[v].1)(requests);
+            per_request[v].push(took.as_nanos() as f64 / f64::from(CHUNK));
+        }
+    }
+    println!("{ROUNDS} rounds × {CHUNK} requests per variant, interleaved; ns per request");
+    println!("{:<30} {:>8} {:>16}", "variant", "median", "added (median)");
+    for (v, (name, _)) in variants.iter().enumerate() {
+        let added: Vec<f64> = per_request[v]
+            .iter()
+            .zip(&per_request[0])
+            .map(|(x, base)| x - base)
+            .collect();
+        println!(
+            "{name:<30} {:>8.1} {:>+16.1}",
+            median(per_request[v].clone()),
+            median(added)
+        );
+    }
+}
