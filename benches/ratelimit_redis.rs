@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
             .build()
             .unwrap();
         let svc = layer.layer(service_fn(|_req: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(()))
+            Ok::<_, Infallible>(Response::new(String::new()))
         }));
         let res = svc.clone().oneshot(request(0)).await.unwrap();
         assert_eq!(

@@ -59,7 +59,7 @@ fn uuid_like() -> u128 {
         .as_nanos()
 }
 
-type Reply = std::future::Ready<Result<Response<()>, Infallible>>;
+type Reply = std::future::Ready<Result<Response<String>, Infallible>>;
 type Handler = fn(Request<()>) -> Reply;
 type Svc = ratelimit_layer::RateLimit<tower::util::ServiceFn<Handler>>;
 
@@ -70,7 +70,7 @@ fn replica(backend: RedisBackend, policy: RateLimitPolicy, on_error: OnRedisErro
         .on_redis_error(on_error)
         .build()
         .unwrap();
-    let inner: Handler = |_| std::future::ready(Ok(Response::new(())));
+    let inner: Handler = |_| std::future::ready(Ok(Response::new(String::new())));
     tower::Layer::layer(&layer, service_fn(inner))
 }
 

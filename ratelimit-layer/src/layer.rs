@@ -635,6 +635,8 @@ pin_project! {
 }
 
 /// The states of a request that is not simply passed on.
+// Always boxed (see `ResponseFuture::slow`): variant sizes don't matter.
+#[allow(clippy::large_enum_variant)]
 enum Slow<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
