@@ -156,4 +156,19 @@ fn main() {
             median(added)
         );
     }
+    // Head to head, round by round (same round = same machine state).
+    for (ours, theirs) in [(1, 2), (3, 4)] {
+        let diff: Vec<f64> = per_request[ours]
+            .iter()
+            .zip(&per_request[theirs])
+            .map(|(a, b)| a - b)
+            .collect();
+        let faster = diff.iter().filter(|d| **d < 0.0).count();
+        println!(
+            "{} − {}: median {:+.1} ns per request; ours faster in {faster} of {ROUNDS} rounds",
+            variants[ours].0,
+            variants[theirs].0,
+            median(diff)
+        );
+    }
 }

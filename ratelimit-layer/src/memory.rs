@@ -94,14 +94,18 @@ impl Hasher for PassThrough {
 type Shard = HashMap<u64, u64, BuildHasherDefault<PassThrough>>;
 
 /// A sharded, capped GCRA state store: key hash → theoretical arrival time.
+///
+/// A cheap handle (governor holds one, the limiter another for sweeps and
+/// counts) whose shards are one pointer away: a decision follows as few
+/// pointers as possible.
+#[derive(Clone)]
 pub(crate) struct CappedStore {
     /// Each shard with its own cap; the caps add up to `max_keys` exactly.
-    shards: Box<[(Mutex<Shard>, usize)]>,
+    shards: Arc<[(Mutex<Shard>, usize)]>,
     /// `shards.len() - 1` (a power of two minus one).
     mask: usize,
-    len: AtomicUsize,
-    /// The shard the next sweep takes.
-    next_sweep: AtomicUsize,
+    /// Keys held, and the shard the next sweep takes.
+    counts: Arc<(AtomicUsize, AtomicUsize)>,
 }
 
 impl CappedStore {
@@ -118,8 +122,7 @@ impl CappedStore {
         Self {
             shards,
             mask: count - 1,
-            len: AtomicUsize::new(0),
-            next_sweep: AtomicUsize::new(0),
+            counts: Arc::new((AtomicUsize::new(0), AtomicUsize::new(0))),
         }
     }
 
@@ -136,26 +139,13 @@ impl CappedStore {
         let mut shard = shard.lock();
         let before = shard.len();
         shard.retain(|_, tat| *tat > now.as_u64());
-        self.len.fetch_sub(before - shard.len(), Ordering::Relaxed);
+        self.counts
+            .0
+            .fetch_sub(before - shard.len(), Ordering::Relaxed);
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
-    }
-}
-
-/// The store as governor holds it; the limiter keeps another handle for
-/// sweeps and counts.
-pub(crate) struct SharedStore(Arc<CappedStore>);
-
-impl StateStore for SharedStore {
-    type Key = u64;
-
-    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        self.0.measure_and_replace(key, f)
+        self.counts.0.load(Ordering::Relaxed)
     }
 }
 
@@ -184,10 +174,10 @@ impl StateStore for CappedStore {
                 .map(|(k, _)| *k);
             if let Some(idle) = idle {
                 shard.remove(&idle);
-                self.len.fetch_sub(1, Ordering::Relaxed);
+                self.counts.0.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        self.len.fetch_add(1, Ordering::Relaxed);
+        self.counts.0.fetch_add(1, Ordering::Relaxed);
         shard.insert(*key, tat.as_u64());
         Ok(outcome)
     }
@@ -204,7 +194,7 @@ pub enum LimiterClock {
     Tokio,
 }
 
-type Limiter<C> = RateLimiter<u64, SharedStore, C, StateInformationMiddleware>;
+type Limiter<C> = RateLimiter<u64, CappedStore, C, StateInformationMiddleware>;
 
 /// One policy's in-memory limiter.
 pub(crate) enum MemoryLimiter {
@@ -216,7 +206,7 @@ pub(crate) enum MemoryLimiter {
 pub(crate) struct ClockedLimiter<C: Clock> {
     limiter: Limiter<C>,
     clock: C,
-    store: Arc<CappedStore>,
+    store: CappedStore,
     /// Our copy of the limiter's start, for sweeps (a hair later than
     /// governor's own, so sweeps err towards keeping keys).
     start: C::Instant,
@@ -304,11 +294,11 @@ where
         let quota = Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
-        let store = Arc::new(CappedStore::new(max_keys));
+        let store = CappedStore::new(max_keys);
         let limiter: Limiter<C> =
-            RateLimiter::<u64, SharedStore, C, NoOpMiddleware<C::Instant>>::new(
+            RateLimiter::<u64, CappedStore, C, NoOpMiddleware<C::Instant>>::new(
                 quota,
-                SharedStore(Arc::clone(&store)),
+                store.clone(),
                 clock.clone(),
             )
             .with_middleware::<StateInformationMiddleware>();
@@ -355,7 +345,7 @@ where
             next.wrapping_add(hash).is_multiple_of(SWEEP_EVERY)
         });
         if due {
-            let shard = self.store.next_sweep.fetch_add(1, Ordering::Relaxed);
+            let shard = self.store.counts.1.fetch_add(1, Ordering::Relaxed);
             let now = self.clock.now().duration_since(self.start);
             self.store.sweep(shard, now);
             self.keys.set(self.store.len() as f64);
