@@ -4,7 +4,9 @@
 //! passing the inner service's responses through untouched. [`GuardBody`] is
 //! either the inner body or a small in-memory body (a problem+json document),
 //! so a layer's `Service::Response` is `Response<GuardBody<B>>` for any inner
-//! body `B` and no per-request boxing is needed.
+//! body `B` and no per-request boxing is needed. A layer on the path of
+//! every request (rate limiting) instead keeps the inner body type and
+//! writes its rejections into it through [`RejectionBody`].
 //!
 //! # Example
 //!
@@ -79,8 +81,8 @@ impl<B> GuardBody<B> {
 ///
 /// Layers on the hot path of every request (rate limiting) answer with
 /// `Response<B>` for any `B: RejectionBody` instead of wrapping every
-/// passing response in a [`GuardBody`]: a response that passes is returned
-/// untouched. Implemented for [`GuardBody`] (so such layers stack with the
+/// passing response in a [`GuardBody`]: the body of a response that passes
+/// is returned as it is, without a copy of the response. Implemented for [`GuardBody`] (so such layers stack with the
 /// others), axum's `Body`, `http_body_util::Full<Bytes>`, its boxed bodies,
 /// and `String`.
 ///
@@ -110,10 +112,12 @@ impl RejectionBody for http_body_util::Full<Bytes> {
     }
 }
 
+/// Layers only write JSON they produced, which is UTF-8; anything else
+/// would be replaced lossily (`U+FFFD`), never dropped.
 impl RejectionBody for String {
     fn from_bytes(data: Bytes) -> Self {
-        // Layers only write JSON they produced themselves: valid UTF-8.
-        String::from_utf8_lossy(&data).into_owned()
+        String::from_utf8(Vec::from(data))
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 }
 

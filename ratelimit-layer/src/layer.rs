@@ -337,18 +337,13 @@ impl Shared {
 struct Verdict {
     denied: bool,
     retry_after: u64,
-    /// Headers for an allowed response; `None` until a policy writes one.
+    /// Headers for an allowed response (empty until a policy writes one).
     headers: Headers,
     denied_headers: Headers,
     unavailable: bool,
 }
 
 impl Verdict {
-    #[cold]
-    fn reject(self, extensions: &http::Extensions) -> Box<Problem> {
-        Box::new(self.problem(extensions))
-    }
-
     fn problem(self, extensions: &http::Extensions) -> Problem {
         // A real 429 (with its longer wait) wins over "unavailable".
         let mut problem = if self.unavailable && self.denied_headers.is_empty() {
@@ -477,7 +472,7 @@ impl Shared {
     /// takes the request so that nothing on the fast path borrows it.
     #[cold]
     #[inline(never)]
-    fn reject_by_ip<B>(&self, denied: Denied, ip: IpAddr, req: Request<B>) -> Box<Problem> {
+    fn reject_by_ip<B>(&self, denied: Denied, ip: IpAddr, req: Request<B>) -> Problem {
         let Denied {
             index,
             decision,
@@ -497,8 +492,11 @@ impl Shared {
     ///
     /// The allowed path (nearly every request) builds no verdict: it only
     /// counts and, when asked to, writes headers.
+    // The error goes straight into the response future's one box; boxing
+    // it here too would allocate twice per 429.
+    #[allow(clippy::result_large_err)]
     #[inline]
-    fn decide_locally(&self, parts: &RequestParts<'_>) -> Result<Headers, Box<Problem>> {
+    fn decide_locally(&self, parts: &RequestParts<'_>) -> Result<Headers, Problem> {
         let mut headers = Headers::new();
         for (index, c) in self.policies.iter().enumerate() {
             if !c.everywhere && !c.policy.applies_to(parts) {
@@ -546,7 +544,7 @@ impl Shared {
         decision: Decision,
         headers: Headers,
         parts: &RequestParts<'_>,
-    ) -> Box<Problem> {
+    ) -> Problem {
         let mut verdict = Verdict {
             headers,
             ..Verdict::default()
@@ -559,7 +557,7 @@ impl Shared {
                 self.record(index, &key, decision, &mut verdict, parts.extensions);
             }
         }
-        verdict.reject(parts.extensions)
+        verdict.problem(parts.extensions)
     }
 }
 
@@ -649,8 +647,9 @@ where
         pending: Option<(S, Request<ReqBody>)>,
     },
     /// Refused.
-    Reject { problem: Box<Problem> },
-    /// Done (the rejection was sent).
+    Reject { problem: Problem },
+    /// Nothing left to do (the rejection was sent, or Redis allowed and the
+    /// inner future took over).
     Done,
 }
 
@@ -717,7 +716,7 @@ where
                 }
                 None => {
                     let problem = match std::mem::replace(&mut **slow, Slow::Done) {
-                        Slow::Reject { problem } => *problem,
+                        Slow::Reject { problem } => problem,
                         _ => Problem::internal_error(),
                     };
                     return Poll::Ready(Ok(problem.into_response_with()));
@@ -773,7 +772,7 @@ where
                 return Poll::Ready(None);
             };
             if verdict.denied {
-                let problem = Box::new(verdict.problem(req.extensions()));
+                let problem = verdict.problem(req.extensions());
                 *slow = Slow::Reject { problem };
                 Poll::Ready(None)
             } else {

@@ -16,10 +16,11 @@
 //! refill, `r` the requests left now and `t` the seconds until the bucket is
 //! full again (rounded up: never earlier than true).
 //!
-//! Allowed responses pass through as they are: the layer's response type is
-//! the inner service's, with no body wrapper (this layer runs on every
-//! request). A 429 is written into that body type, so it must implement
-//! [`guardrail_core::RejectionBody`]: axum's `Body`, `Full<Bytes>`, the
+//! Allowed responses keep their body: the layer's response type is the
+//! inner service's, with no body wrapper (this layer runs on every request;
+//! only the rate-limit headers are added). A 429 is written into that body
+//! type, so it must implement [`guardrail_core::RejectionBody`]: axum's
+//! `Body` (with guardrail-core's default `axum` feature), `Full<Bytes>`, the
 //! boxed bodies of `http-body-util`, `String`, and the other guardrail
 //! layers' `GuardBody` do.
 //!

@@ -212,6 +212,9 @@ pub(crate) struct ClockedLimiter<C: Clock> {
     start: C::Instant,
     /// Randomly seeded per limiter, so keys can't be chosen to collide.
     hasher: foldhash::fast::RandomState,
+    /// Seeded apart from `hasher`: an address can't be made to collide with
+    /// another kind of key.
+    ip_hasher: foldhash::fast::RandomState,
     /// `guardrails_ratelimit_keys{policy}`, updated on sweeps.
     keys: metrics::Gauge,
     burst: u32,
@@ -308,6 +311,7 @@ where
             limiter,
             store,
             hasher: foldhash::fast::RandomState::default(),
+            ip_hasher: foldhash::fast::RandomState::default(),
             keys,
             burst: burst.get(),
             interval,
@@ -328,8 +332,11 @@ where
     #[inline]
     fn hash_ip(&self, ip: IpAddr) -> u64 {
         match ip {
-            IpAddr::V4(ip) => self.hasher.hash_one(u64::from(ip.to_bits())),
-            IpAddr::V6(ip) => self.hasher.hash_one(ip.to_bits()),
+            // IPv4 as its IPv4-mapped IPv6 address: one domain, and no
+            // IPv6 key is ever a mapped address (ClientIp turns those into
+            // IPv4), so no two addresses share a value.
+            IpAddr::V4(ip) => self.ip_hasher.hash_one(ip.to_ipv6_mapped().to_bits()),
+            IpAddr::V6(ip) => self.ip_hasher.hash_one(ip.to_bits()),
         }
     }
 
@@ -414,6 +421,25 @@ mod tests {
             .map(|(s, _)| s.lock().len())
             .sum();
         assert_eq!(in_maps, held, "the count matches what is stored");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_has_one_bucket_whichever_way_it_is_decided() {
+        let limiter = limiter(1_000);
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        for _ in 0..5 {
+            assert!(limiter.decide_ip(ip).allowed);
+        }
+        assert!(!limiter.decide(&Key::Ip(ip)).allowed, "the same bucket");
+        // Other kinds of key, and addresses that look alike, are apart.
+        assert!(limiter.decide(&Key::Global).allowed);
+        assert!(limiter.decide_ip("0.0.0.3".parse().unwrap()).allowed);
+        assert!(
+            limiter
+                .decide_ip("::ffff:203.0.113.8".parse().unwrap())
+                .allowed
+        );
+        assert!(limiter.decide_ip("::cb00:7109".parse().unwrap()).allowed);
     }
 
     #[tokio::test(start_paused = true)]

@@ -273,6 +273,71 @@ async fn the_strictest_policy_decides_and_all_are_reported() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_refusing_ip_policy_still_lets_the_others_count() {
+    // Both policies keyed by IP (the fast path): the first refuses, the
+    // second still counts the request and the 429 reports the first.
+    let layer = RateLimitLayer::builder()
+        .clock(LimiterClock::Tokio)
+        .policy(RateLimitPolicy::per_minute(60).burst(1).name("tight"))
+        .policy(RateLimitPolicy::per_minute(60).burst(3).name("loose"))
+        .build()
+        .unwrap();
+    let mut svc = service(layer, ClientIpConfig::default());
+    assert_eq!(send(&mut svc, from("203.0.113.1", &[])).await.status(), 200);
+    let res = send(&mut svc, from("203.0.113.1", &[])).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(header(&res, "ratelimit-policy"), "\"tight\";q=1;w=1");
+    assert!(collect(res).await.contains("rate-limited"));
+    // "loose" counted all three requests, the refused one too: three taken,
+    // one refilled in the second, one left (two had the refusal skipped it).
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let ok = send(&mut svc, from("203.0.113.1", &[])).await;
+    assert_eq!(ok.status(), 200);
+    let reported: Vec<_> = ok
+        .headers()
+        .get_all("ratelimit")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        reported.contains(&"\"loose\";r=1;t=2".to_owned()),
+        "{reported:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_resolved_address_and_the_bare_peer_share_a_bucket() {
+    // With ResolveClientIpLayer the key comes from ClientIp; without it,
+    // from the peer address: the same client is one bucket either way.
+    let layer = three_per_burst();
+    let mut resolved = service(layer.clone(), ClientIpConfig::default());
+    let mut bare =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|_req: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }));
+    for _ in 0..2 {
+        assert_eq!(
+            send(&mut resolved, from("203.0.113.7", &[])).await.status(),
+            200
+        );
+    }
+    assert_eq!(
+        send(&mut bare, from("203.0.113.7", &[])).await.status(),
+        200
+    );
+    assert_eq!(
+        send(&mut resolved, from("203.0.113.7", &[])).await.status(),
+        429
+    );
+    assert_eq!(
+        send(&mut bare, from("203.0.113.7", &[])).await.status(),
+        429
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn requests_without_any_key_share_one_limited_bucket() {
     let mut svc = ServiceBuilder::new()
         .layer(three_per_burst())
