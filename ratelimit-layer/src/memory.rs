@@ -332,10 +332,10 @@ where
     #[inline]
     fn hash_ip(&self, ip: IpAddr) -> u64 {
         match ip {
-            // IPv4 as its IPv4-mapped IPv6 address: one domain, and no
-            // IPv6 key is ever a mapped address (ClientIp turns those into
-            // IPv4), so no two addresses share a value.
-            IpAddr::V4(ip) => self.ip_hasher.hash_one(ip.to_ipv6_mapped().to_bits()),
+            // IPv4 as one tagged integer (cheaper than its IPv6 form); an
+            // IPv6 key could only hash alike if it were `::8000:0:a.b.c.d`,
+            // a reserved address, grouped by a prefix of 65 or more.
+            IpAddr::V4(ip) => self.ip_hasher.hash_one(u64::from(ip.to_bits()) | 1 << 63),
             IpAddr::V6(ip) => self.ip_hasher.hash_one(ip.to_bits()),
         }
     }
