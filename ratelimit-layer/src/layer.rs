@@ -57,6 +57,8 @@ struct Shared {
     /// Every policy is keyed by client IP: requests with a `ClientIp` take
     /// the fast path.
     by_ip: bool,
+    /// No policy has a route or method matcher.
+    everywhere: bool,
     headers: bool,
     exempt: Vec<String>,
     #[cfg(feature = "redis")]
@@ -172,6 +174,7 @@ impl RateLimitLayerBuilder {
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
                 by_ip: policies.iter().all(|c| c.policy.by_client_ip),
+                everywhere: policies.iter().all(|c| c.everywhere),
                 policies,
                 headers,
                 exempt: self.exempt,
@@ -405,7 +408,12 @@ where
         if self.shared.by_ip
             && let Some(ip) = req.extensions().get::<ClientIp>().map(ClientIp::group)
         {
-            return match self.shared.decide_by_ip(req.method(), req.uri().path(), ip) {
+            let route = if self.shared.everywhere {
+                None
+            } else {
+                Some((req.method(), req.uri().path()))
+            };
+            return match self.shared.decide_by_ip(route, ip) {
                 Ok(headers) => ResponseFuture::inner(self.inner.call(req), headers),
                 Err(denied) => ResponseFuture::slow(Slow::Reject {
                     problem: self.shared.reject_by_ip(denied, ip, req),
@@ -444,15 +452,19 @@ impl Shared {
     /// [`decide_locally`](Self::decide_locally) when every policy is keyed
     /// by the client address `ip`.
     #[inline(always)]
+    /// `route` (method and path) is only read when some policy has a
+    /// matcher.
     fn decide_by_ip(
         &self,
-        method: &http::Method,
-        path: &str,
+        route: Option<(&http::Method, &str)>,
         ip: IpAddr,
     ) -> Result<Headers, Denied> {
         let mut headers = Headers::new();
         for (index, c) in self.policies.iter().enumerate() {
-            if !c.everywhere && !c.policy.matches(method, path) {
+            if let Some((method, path)) = route
+                && !c.everywhere
+                && !c.policy.matches(method, path)
+            {
                 continue;
             }
             let decision = c.local.decide_ip(ip);

@@ -257,6 +257,7 @@ impl MemoryLimiter {
 
     /// Counts one request for the address `ip`: the same bucket as
     /// `decide(&Key::Ip(ip))`, without building the key.
+    #[inline]
     pub(crate) fn decide_ip(&self, ip: IpAddr) -> Decision {
         match self {
             Self::Quanta(l) => l.decide_hashed(l.hash_ip(ip)),
