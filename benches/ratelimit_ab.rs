@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench ratelimit_ab
+//! AB_ROUNDS=3000 cargo bench --bench ratelimit_ab   # finer
 //! ```
 //!
 //! On a shared 2-core VM wall time drifts by more than the difference being
@@ -32,6 +33,7 @@ use guardrails::ratelimit_layer::{RateLimitLayer, RateLimitPolicy};
 use http::{Request, Response};
 use tower::{Layer, Service, service_fn};
 
+/// Rounds by default; `AB_ROUNDS=3000` for a finer comparison.
 const ROUNDS: usize = 300;
 const CHUNK: u32 = 2_000;
 
@@ -131,9 +133,14 @@ fn main() {
         ),
     ];
     let n = variants.len();
-    let mut per_request = vec![Vec::with_capacity(ROUNDS); n];
+    let rounds: usize = std::env::var("AB_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(ROUNDS);
+    let mut per_request = vec![Vec::with_capacity(rounds); n];
     let mut next = 0u32;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for k in 0..n {
             let v = (round + k) % n;
             let requests: Vec<_> = (0..CHUNK).map(|i| request(next.wrapping_add(i))).collect();
@@ -142,7 +149,7 @@ fn main() {
             per_request[v].push(took.as_nanos() as f64 / f64::from(CHUNK));
         }
     }
-    println!("{ROUNDS} rounds × {CHUNK} requests per variant, interleaved; ns per request");
+    println!("{rounds} rounds × {CHUNK} requests per variant, interleaved; ns per request");
     println!("{:<30} {:>8} {:>16}", "variant", "median", "added (median)");
     for (v, (name, _)) in variants.iter().enumerate() {
         let added: Vec<f64> = per_request[v]
@@ -165,7 +172,7 @@ fn main() {
             .collect();
         let faster = diff.iter().filter(|d| **d < 0.0).count();
         println!(
-            "{} − {}: median {:+.1} ns per request; ours faster in {faster} of {ROUNDS} rounds",
+            "{} − {}: median {:+.1} ns per request; ours faster in {faster} of {rounds} rounds",
             variants[ours].0,
             variants[theirs].0,
             median(diff)

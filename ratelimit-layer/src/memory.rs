@@ -152,6 +152,7 @@ impl CappedStore {
 impl StateStore for CappedStore {
     type Key = u64;
 
+    #[inline]
     fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
@@ -164,8 +165,21 @@ impl StateStore for CappedStore {
             *stored = tat.as_u64();
             return Ok(outcome);
         }
+        self.insert(&mut shard, *cap, *key, f)
+    }
+}
+
+impl CappedStore {
+    /// A new key (rare next to known ones, so kept off the inlined path):
+    /// at a full shard, evicts the sampled key closest to a full bucket.
+    #[cold]
+    #[inline(never)]
+    fn insert<T, F, E>(&self, shard: &mut Shard, cap: usize, key: u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
         let (outcome, tat) = f(None)?;
-        if shard.len() >= *cap {
+        if shard.len() >= cap {
             // Evict the sampled key closest to a full bucket.
             let idle = shard
                 .iter()
@@ -178,7 +192,7 @@ impl StateStore for CappedStore {
             }
         }
         self.counts.0.fetch_add(1, Ordering::Relaxed);
-        shard.insert(*key, tat.as_u64());
+        shard.insert(key, tat.as_u64());
         Ok(outcome)
     }
 }
@@ -341,6 +355,16 @@ where
         }
     }
 
+    /// Sweeps the next shard and reports the key count.
+    #[cold]
+    #[inline(never)]
+    fn sweep_next(&self) {
+        let shard = self.store.counts.1.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now().duration_since(self.start);
+        self.store.sweep(shard, now);
+        self.keys.set(self.store.len() as f64);
+    }
+
     #[inline]
     fn decide_hashed(&self, hash: u64) -> Decision {
         // Every SWEEP_EVERY decisions on a thread sweep the next shard. The
@@ -353,10 +377,7 @@ where
             next.wrapping_add(hash).is_multiple_of(SWEEP_EVERY)
         });
         if due {
-            let shard = self.store.counts.1.fetch_add(1, Ordering::Relaxed);
-            let now = self.clock.now().duration_since(self.start);
-            self.store.sweep(shard, now);
-            self.keys.set(self.store.len() as f64);
+            self.sweep_next();
         }
 
         match self.limiter.check_key(&hash) {
