@@ -38,7 +38,12 @@ use governor::{
 
 use crate::{RateLimitPolicy, decision::Decision, key::Key};
 
-const MAX_SHARDS: usize = 64;
+/// Shards per store: at least `MIN_SHARDS`, more for large caps so that a
+/// shard holds about `SHARD_KEYS` keys at most (a sweep holds one shard's
+/// lock for one pass over it), up to `MAX_SHARDS`.
+const MIN_SHARDS: usize = 64;
+const MAX_SHARDS: usize = 1024;
+const SHARD_KEYS: usize = 4096;
 const EVICTION_SAMPLE: usize = 8;
 const SWEEP_EVERY: u64 = 1024;
 
@@ -126,7 +131,10 @@ impl CappedStore {
     fn new(max_keys: usize) -> Self {
         let max_keys = max_keys.max(1);
         // A power of two no larger than the cap, so every shard holds >= 1.
-        let count = 1usize << MAX_SHARDS.min(max_keys).ilog2();
+        let wanted = (max_keys / SHARD_KEYS)
+            .clamp(MIN_SHARDS, MAX_SHARDS)
+            .min(max_keys);
+        let count = 1usize << wanted.ilog2();
         let shards = (0..count)
             .map(|i| {
                 let cap = max_keys / count + usize::from(i < max_keys % count);
@@ -459,8 +467,18 @@ mod tests {
 
     #[test]
     fn caps_add_up_to_max_keys_exactly() {
-        for max in [1, 2, 3, 63, 64, 65, 1000, 100_000] {
+        for max in [1, 2, 3, 63, 64, 65, 1000, 100_000, 10_000_000] {
             let store = CappedStore::new(max);
+            assert!(store.shards.len() <= MAX_SHARDS);
+            if max >= MIN_SHARDS {
+                assert!(store.shards.len() >= MIN_SHARDS, "{max}");
+            }
+            if max <= MAX_SHARDS * SHARD_KEYS {
+                assert!(
+                    store.shards.iter().all(|s| s.cap <= 2 * SHARD_KEYS),
+                    "{max}: shards stay small enough to sweep quickly"
+                );
+            }
             assert_eq!(
                 store.shards.iter().map(|s| s.cap).sum::<usize>(),
                 max,
