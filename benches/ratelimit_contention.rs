@@ -5,7 +5,7 @@
 //! cargo bench --bench ratelimit_contention
 //! ```
 //!
-//! Each case runs 2 and 4 threads (the second oversubscribes a 2-core
+//! Each case runs 1, 2 and 4 threads (the last oversubscribes a 2-core
 //! machine, the worst case for short locks: a thread can be preempted while
 //! holding one), each sending its share of requests through a clone of the
 //! same service, either from distinct client addresses (a typical server) or

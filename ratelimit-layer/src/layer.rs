@@ -450,15 +450,15 @@ struct Denied {
 
 impl Shared {
     /// [`decide_locally`](Self::decide_locally) when every policy is keyed
-    /// by the client address `ip`.
+    /// by the client address `ip`. `route` (method and path) is `None`
+    /// only when no policy has a matcher.
     #[inline(always)]
-    /// `route` (method and path) is only read when some policy has a
-    /// matcher.
     fn decide_by_ip(
         &self,
         route: Option<(&http::Method, &str)>,
         ip: IpAddr,
     ) -> Result<Headers, Denied> {
+        debug_assert!(route.is_some() || self.everywhere);
         let mut headers = Headers::new();
         for (index, c) in self.policies.iter().enumerate() {
             if let Some((method, path)) = route

@@ -21,11 +21,16 @@ use std::{
     time::Duration,
 };
 
-/// A shard lock. It is held for one hash probe and a few arithmetic
-/// operations (a sweep: one pass over a shard), so a spin lock fits: its
-/// unlock is a plain release store, one locked instruction fewer per
-/// decision than a parking mutex (whose unlock must check for sleepers),
-/// and a waiter yields its thread rather than burn a core.
+/// A shard lock. A decision holds it for one hash probe and a few
+/// arithmetic operations; rarer holders are a new key's insertion (which
+/// may grow the shard's map) and a sweep (one pass over a shard of at most
+/// `SHARD_KEYS` keys, a few microseconds). For holds this short a spin lock
+/// fits: its unlock is a plain release store, one locked instruction fewer
+/// per decision than a parking mutex (whose unlock must check for
+/// sleepers). A waiter yields its thread on every failed attempt instead of
+/// sleeping; if the holder was preempted and nothing else wants the
+/// waiter's core, that is a busy loop of `sched_yield` until the holder
+/// runs again — the price of the faster common case.
 type Mutex<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
 
 use governor::{
@@ -39,8 +44,11 @@ use governor::{
 use crate::{RateLimitPolicy, decision::Decision, key::Key};
 
 /// Shards per store: at least `MIN_SHARDS`, more for large caps so that a
-/// shard holds about `SHARD_KEYS` keys at most (a sweep holds one shard's
-/// lock for one pass over it), up to `MAX_SHARDS`.
+/// shard holds at most `SHARD_KEYS` keys (a sweep holds one shard's lock
+/// for one pass over it), up to `MAX_SHARDS` (caps above
+/// `MAX_SHARDS * SHARD_KEYS` get larger shards). Sweeps take one shard per
+/// `SWEEP_EVERY` decisions in turn, so with many shards each is swept less
+/// often; the cap holds regardless (a new key at a full shard evicts).
 const MIN_SHARDS: usize = 64;
 const MAX_SHARDS: usize = 1024;
 const SHARD_KEYS: usize = 4096;
@@ -131,10 +139,11 @@ impl CappedStore {
     fn new(max_keys: usize) -> Self {
         let max_keys = max_keys.max(1);
         // A power of two no larger than the cap, so every shard holds >= 1.
-        let wanted = (max_keys / SHARD_KEYS)
-            .clamp(MIN_SHARDS, MAX_SHARDS)
-            .min(max_keys);
-        let count = 1usize << wanted.ilog2();
+        let wanted = max_keys
+            .div_ceil(SHARD_KEYS)
+            .next_power_of_two()
+            .clamp(MIN_SHARDS, MAX_SHARDS);
+        let count = wanted.min(1 << max_keys.ilog2());
         let shards = (0..count)
             .map(|i| {
                 let cap = max_keys / count + usize::from(i < max_keys % count);
@@ -440,18 +449,24 @@ mod tests {
 
     #[test]
     fn threads_deciding_on_one_key_spend_the_burst_exactly() {
+        const THREADS: usize = 4;
+        const ATTEMPTS: usize = 50_000;
+        const BURST: u32 = 120_000;
         let limiter = MemoryLimiter::new(
-            &RateLimitPolicy::per_hour(1).burst(1_000),
+            &RateLimitPolicy::per_hour(1).burst(BURST),
             16,
             LimiterClock::Quanta,
             metrics::Gauge::noop(),
             false,
         );
+        // All start together, so their decisions interleave on the lock.
+        let start = std::sync::Barrier::new(THREADS);
         let allowed = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..4)
+            let workers: Vec<_> = (0..THREADS)
                 .map(|_| {
                     s.spawn(|| {
-                        (0..600)
+                        start.wait();
+                        (0..ATTEMPTS)
                             .filter(|_| limiter.decide(&Key::Global).allowed)
                             .count()
                     })
@@ -462,12 +477,27 @@ mod tests {
                 .map(|w| w.join().unwrap())
                 .sum::<usize>()
         });
-        assert_eq!(allowed, 1_000, "2 400 attempts on one key, burst 1 000");
+        assert_eq!(
+            allowed, BURST as usize,
+            "200 000 attempts on one key, burst 120 000: every token spent once"
+        );
     }
 
     #[test]
     fn caps_add_up_to_max_keys_exactly() {
-        for max in [1, 2, 3, 63, 64, 65, 1000, 100_000, 10_000_000] {
+        for max in [
+            1,
+            2,
+            3,
+            63,
+            64,
+            65,
+            1000,
+            100_000,
+            524_287,
+            MAX_SHARDS * SHARD_KEYS,
+            10_000_000,
+        ] {
             let store = CappedStore::new(max);
             assert!(store.shards.len() <= MAX_SHARDS);
             if max >= MIN_SHARDS {
@@ -475,7 +505,7 @@ mod tests {
             }
             if max <= MAX_SHARDS * SHARD_KEYS {
                 assert!(
-                    store.shards.iter().all(|s| s.cap <= 2 * SHARD_KEYS),
+                    store.shards.iter().all(|s| s.cap <= SHARD_KEYS),
                     "{max}: shards stay small enough to sweep quickly"
                 );
             }

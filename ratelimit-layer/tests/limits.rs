@@ -397,6 +397,49 @@ async fn route_and_method_scopes_are_respected() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_scoped_policy_beside_an_unscoped_one_counts_only_its_requests() {
+    // Both keyed by IP (the fast path), one of them scoped: GETs count
+    // against "per_ip" only, POSTs against both.
+    let layer = RateLimitLayer::builder()
+        .clock(LimiterClock::Tokio)
+        .policy(RateLimitPolicy::per_minute(60).burst(4).name("per_ip"))
+        .policy(
+            RateLimitPolicy::per_minute(60)
+                .burst(1)
+                .name("writes")
+                .routes(["/api/"])
+                .methods([http::Method::POST]),
+        )
+        .build()
+        .unwrap();
+    let mut svc = service(layer, ClientIpConfig::default());
+    let post = || {
+        let mut r = from("203.0.113.9", &[]);
+        *r.method_mut() = http::Method::POST;
+        r
+    };
+    let get = send(&mut svc, from("203.0.113.9", &[])).await;
+    assert_eq!(get.status(), 200);
+    assert_eq!(header(&get, "ratelimit"), "\"per_ip\";r=3;t=1");
+    assert_eq!(get.headers().get_all("ratelimit").iter().count(), 1);
+    let ok = send(&mut svc, post()).await;
+    assert_eq!(ok.status(), 200);
+    let reported: Vec<_> = ok
+        .headers()
+        .get_all("ratelimit")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reported, ["\"per_ip\";r=2;t=2", "\"writes\";r=0;t=1"]);
+    let refused = send(&mut svc, post()).await;
+    assert_eq!(refused.status(), 429, "the write quota is spent");
+    assert_eq!(header(&refused, "ratelimit-policy"), "\"writes\";q=1;w=1");
+    let get = send(&mut svc, from("203.0.113.9", &[])).await;
+    assert_eq!(get.status(), 200, "reads are limited by per_ip alone");
+    assert_eq!(header(&get, "ratelimit"), "\"per_ip\";r=0;t=4");
+}
+
+#[tokio::test(start_paused = true)]
 async fn headers_can_be_turned_off_for_allowed_responses_only() {
     let layer = RateLimitLayer::builder()
         .clock(LimiterClock::Tokio)
