@@ -129,7 +129,7 @@ fn bench(c: &mut Criterion) {
         "tower_governor",
         tower_governor::GovernorLayer::new(governor()).layer(inner()),
     );
-    let ours = RateLimitLayer::new(quota()).unwrap();
+    let ours = RateLimitLayer::builder().policy(quota()).build().unwrap();
     measure(&mut group, "guardrails_with_headers", ours.layer(inner()));
     measure(
         &mut group,

@@ -125,7 +125,13 @@ fn main() {
         ),
         (
             "guardrails_with_headers",
-            timed(RateLimitLayer::new(quota()).unwrap().layer(inner())),
+            timed(
+                RateLimitLayer::builder()
+                    .policy(quota())
+                    .build()
+                    .unwrap()
+                    .layer(inner()),
+            ),
         ),
         (
             "tower_governor_with_headers",

@@ -92,7 +92,14 @@ fn main() {
                 .layer(inner()),
             n,
         ),
-        "guardrails_headers" => drive(RateLimitLayer::new(quota()).unwrap().layer(inner()), n),
+        "guardrails_headers" => drive(
+            RateLimitLayer::builder()
+                .policy(quota())
+                .build()
+                .unwrap()
+                .layer(inner()),
+            n,
+        ),
         "tower_governor" => {
             let config = tower_governor::governor::GovernorConfigBuilder::default()
                 .per_nanosecond(1)

@@ -13,7 +13,8 @@
 //! - refuses to start on an invalid config, with a clear message on stderr
 //!   and exit code 2;
 //! - shuts down gracefully on SIGINT/SIGTERM, giving in-flight requests
-//!   `server.shutdown_grace` to finish.
+//!   `server.shutdown_grace` to finish, then stops the layers' background
+//!   tasks (a JWKS refresh).
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
@@ -25,7 +26,7 @@ use axum::{
     routing::{get, post},
 };
 use guardrails::{
-    GuardrailsConfig, GuardrailsLayer,
+    Guardrails, GuardrailsConfig, GuardrailsLayer, ValidConfig,
     guardrail_core::{Principal, Problem, Pseudonymizer},
     pii_trace_layer::{Scrubber, init_json_logging},
 };
@@ -36,22 +37,40 @@ const EMBEDDED_CONFIG: &str = include_str!("guardrails.toml");
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = load_config();
+    // Everything is built before the first log line that says the service
+    // runs: a config or setup problem is the only thing logged.
+    let built = load_config().and_then(|config| {
+        let guardrails = GuardrailsLayer::from_config(&config).map_err(|e| e.to_string())?;
+        Ok((config, guardrails))
+    });
     // One JSON object per line on stdout, every line scrubbed of PII and
-    // secrets (with the configured rules), whoever logged it.
-    let scrubber = match &config {
-        Ok(config) => config.trace.scrubber(),
-        Err(_) => Ok(Arc::new(Scrubber::new(Pseudonymizer::global().clone()))),
+    // secrets (with the configured rules), whoever logged it. The stack's
+    // own scrubber, or the built-in rules when there is none.
+    let scrubber = match &built {
+        Ok((_, guardrails)) => Arc::clone(&guardrails.scrubber),
+        Err(_) => Arc::new(Scrubber::new(Pseudonymizer::random())),
     };
-    let logging = scrubber.and_then(init_json_logging);
-    let config = match (config, logging) {
-        (Ok(config), Ok(())) => config,
+    let logging = init_json_logging(scrubber).map_err(|e| e.to_string());
+    let (config, guardrails) = match (built, logging) {
+        (Ok(built), Ok(())) => built,
         (Err(message), _) | (Ok(_), Err(message)) => {
             eprintln!("guarded_service: refusing to start: {message}");
             tracing::error!(error = %message, "refusing to start: invalid configuration");
             return ExitCode::from(2);
         }
     };
+
+    let Guardrails {
+        layer,
+        tasks,
+        pseudonymizer,
+        auth: authenticate,
+        ..
+    } = guardrails;
+    // Route coverage, visible at startup: everything else needs a token.
+    let public: Vec<String> = authenticate.public_routes().patterns().collect();
+    tracing::info!(public_routes = ?public, "authentication required on every route except these");
+    let app = app(&config, &pseudonymizer).layer(layer);
 
     let listen = std::env::var("GUARDRAILS_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = match tokio::net::TcpListener::bind(&listen).await {
@@ -66,15 +85,10 @@ async fn main() -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or(listen);
     let signal = shutdown_signal();
-    tracing::info!(addr = %addr, profile = %config.profile, "listening");
+    // Background work of the layers (a JWKS refresh), stopped on shutdown.
+    let background = tasks.spawn();
+    tracing::info!(addr = %addr, profile = %config.profile(), "listening");
 
-    let app = match app(&config) {
-        Ok(app) => app,
-        Err(message) => {
-            eprintln!("guarded_service: refusing to start: {message}");
-            return ExitCode::from(2);
-        }
-    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,
@@ -87,62 +101,61 @@ async fn main() -> ExitCode {
     let mut server = tokio::spawn(async move { server.await });
 
     let finished = tokio::select! {
-        finished = &mut server => finished,
+        finished = &mut server => Some(finished),
         () = signal => {
             // Stop accepting; in-flight requests get `grace` to finish.
             tracing::info!(grace = ?grace, "shutting down");
             let _ = stop_tx.send(());
             match tokio::time::timeout(grace, server).await {
-                Ok(finished) => finished,
+                Ok(finished) => Some(finished),
                 Err(_) => {
                     tracing::warn!("shutdown grace period elapsed; dropping remaining connections");
-                    return ExitCode::SUCCESS;
+                    None
                 }
             }
         }
     };
+    for task in background.shutdown().await {
+        tracing::info!(task, "background task stopped");
+    }
     match finished {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(err)) => {
+        None | Some(Ok(Ok(()))) => ExitCode::SUCCESS,
+        Some(Ok(Err(err))) => {
             tracing::error!(error = %err, "server failed");
             ExitCode::FAILURE
         }
-        Err(err) => {
+        Some(Err(err)) => {
             tracing::error!(error = %err, "server task failed");
             ExitCode::FAILURE
         }
     }
 }
 
-/// The router with every guardrail applied.
-fn app(config: &GuardrailsConfig) -> Result<Router, String> {
+/// The routes, with their route-level requirements; the stack goes around
+/// them. `pseudonymizer` is the stack's, so denials name users as the
+/// request log does.
+fn app(config: &ValidConfig, pseudonymizer: &Pseudonymizer) -> Router {
     let auth = &config.auth;
-    let guardrails = GuardrailsLayer::from_config(config)?;
-    // Route coverage, visible at startup: everything else needs a token.
-    let public: Vec<String> = guardrails.auth().public_routes().patterns().collect();
-    tracing::info!(public_routes = ?public, "authentication required on every route except these");
-
-    Ok(Router::new()
+    Router::new()
         .route("/api/health", get(health))
         .route("/api/me", get(me))
         .route(
             "/api/users/{user_id}/profile",
-            get(profile).route_layer(auth.require_owner("user_id")),
+            get(profile).route_layer(auth.require_owner("user_id", pseudonymizer)),
         )
         .route(
             "/api/integrations/{id}/credentials",
-            post(store_credentials).route_layer(auth.require_fresh_mfa()),
+            post(store_credentials).route_layer(auth.require_fresh_mfa(pseudonymizer)),
         )
         .route(
             "/api/admin/users",
-            get(admin_users).route_layer(auth.require_admin()),
+            get(admin_users).route_layer(auth.require_admin(pseudonymizer)),
         )
         .route(
             "/api/webhooks/stripe",
             post(stripe_webhook).route_layer(auth.stripe_webhook_layer()),
         )
         .fallback(not_found)
-        .layer(guardrails))
 }
 
 /// Public liveness.
@@ -189,7 +202,7 @@ async fn not_found(req: axum::extract::Request) -> impl IntoResponse {
         .into_response::<axum::body::Body>()
 }
 
-fn load_config() -> Result<GuardrailsConfig, String> {
+fn load_config() -> Result<ValidConfig, String> {
     let config = match std::env::var("GUARDRAILS_CONFIG") {
         Ok(path) => GuardrailsConfig::load(&path),
         Err(_) if std::path::Path::new(DEFAULT_CONFIG_PATH).exists() => {
@@ -202,8 +215,7 @@ fn load_config() -> Result<GuardrailsConfig, String> {
         ),
     }
     .map_err(|e| e.to_string())?;
-    config.validate(config.profile).map_err(|e| e.to_string())?;
-    Ok(config)
+    config.validate().map_err(|e| e.to_string())
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is

@@ -33,10 +33,11 @@
 //!     hs256_secret = { env = "MY_SERVICE_JWT_SECRET" }
 //!     public = ["/api/health"]
 //! "#).unwrap();
-//! config.validate(config.profile).unwrap();
+//! let config = config.validate().unwrap();
 //!
+//! let guardrails = GuardrailsLayer::from_config(&config).unwrap();
 //! let svc = ServiceBuilder::new()
-//!     .layer(GuardrailsLayer::from_config(&config).unwrap())
+//!     .layer(guardrails.layer)
 //!     .service(service_fn(|_req: Request<()>| async {
 //!         Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
 //!     }));
@@ -51,19 +52,13 @@
 //! # }
 //! ```
 
-#![deny(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
-
 pub mod config;
 mod stack;
 
-pub use config::{ConfigError, GuardrailsConfig, Profile, SecretRef, ValidationErrors};
-pub use stack::GuardrailsLayer;
+pub use config::{
+    ConfigError, GuardrailsConfig, Profile, SecretRef, ValidConfig, ValidationErrors,
+};
+pub use stack::{Guardrails, GuardrailsLayer, StackError};
 
 pub use guardrail_core;
 

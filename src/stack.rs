@@ -1,26 +1,176 @@
 //! The recommended stack of every configured guardrail, as one layer.
+//!
+//! The stack is the list in [`guardrail_stack!`] below, outermost first.
+//! Each entry names a layer, its type, and how it is built from the
+//! validated configuration; an entry behind a cargo feature is tower's
+//! `Identity` when the feature is off. Adding a guardrail is one entry
+//! here, one field in [`GuardrailsConfig`](crate::GuardrailsConfig) and one
+//! validation call.
 
-use guardrail_core::{ResolveClientIp, ResolveClientIpLayer, SetRequestId, SetRequestIdLayer};
-use tower_layer::Layer;
+use guardrail_core::{
+    BackgroundTasks, Pseudonymizer, ResolveClientIpLayer, SetRequestIdLayer, health::HealthRegistry,
+};
+use tower::ServiceBuilder;
+use tower_layer::{Identity, Layer};
 
-use crate::GuardrailsConfig;
+use crate::ValidConfig;
 
-#[cfg(feature = "auth-layer")]
-type Authed<S> = auth_layer::Authenticate<S>;
-#[cfg(not(feature = "auth-layer"))]
-type Authed<S> = S;
+/// Builds, from one list of `name [if "feature"]: Type = expression;`
+/// entries (outermost first): a type alias per entry (`Identity` when its
+/// feature is off), the nested `Stack` type of them all, and the function
+/// that builds it. The expressions see the wiring context under the name
+/// given after `fn`.
+macro_rules! guardrail_stack {
+    (
+        type $layers:ident;
+        fn $build:ident($cx:ident: &mut $cxty:ty) -> Result<_, $err:ty>;
+        $( $name:ident $(if $feature:literal)? : $ty:ty = $expr:expr; )+
+    ) => {
+        #[allow(non_camel_case_types)]
+        mod parts {
+            #[allow(unused_imports)]
+            use super::*;
+            $( guardrail_stack!(@alias $name $(if $feature)? : $ty); )+
+        }
 
-#[cfg(feature = "ratelimit-layer")]
-type Limited<S> = ratelimit_layer::RateLimit<S>;
-#[cfg(not(feature = "ratelimit-layer"))]
-type Limited<S> = S;
+        /// The stack's layers, nested as `ServiceBuilder` nests them.
+        type $layers = guardrail_stack!(@nest Identity; $(parts::$name),+);
 
-#[cfg(feature = "pii-trace-layer")]
-type Traced<S> = pii_trace_layer::Trace<S>;
-#[cfg(not(feature = "pii-trace-layer"))]
-type Traced<S> = S;
-#[cfg(not(feature = "ratelimit-layer"))]
-type Limited<S> = S;
+        fn $build($cx: &mut $cxty) -> Result<$layers, $err> {
+            Ok(ServiceBuilder::new()
+                $( .layer(guardrail_stack!(@build $cx $(if $feature)? => $expr)) )+
+                .into_inner())
+        }
+    };
+    (@alias $name:ident : $ty:ty) => {
+        pub(super) type $name = $ty;
+    };
+    (@alias $name:ident if $feature:literal : $ty:ty) => {
+        #[cfg(feature = $feature)]
+        pub(super) type $name = $ty;
+        #[cfg(not(feature = $feature))]
+        pub(super) type $name = tower_layer::Identity;
+    };
+    (@nest $acc:ty;) => { $acc };
+    (@nest $acc:ty; $head:ty $(, $rest:ty)*) => {
+        guardrail_stack!(@nest tower_layer::Stack<$head, $acc>; $($rest),*)
+    };
+    (@build $cx:ident => $expr:expr) => { $expr };
+    (@build $cx:ident if $feature:literal => $expr:expr) => {{
+        #[cfg(feature = $feature)]
+        let layer = $expr;
+        #[cfg(not(feature = $feature))]
+        let layer = {
+            let _ = &$cx;
+            tower_layer::Identity::new()
+        };
+        layer
+    }};
+}
+
+guardrail_stack! {
+    type Layers;
+    fn build_layers(w: &mut Wiring<'_>) -> Result<_, StackError>;
+
+    request_id: SetRequestIdLayer = SetRequestIdLayer::from_config(&w.config.request_id);
+    client_ip: ResolveClientIpLayer = ResolveClientIpLayer::new(w.config.client_ip.clone());
+    trace if "pii-trace-layer": pii_trace_layer::TraceLayer =
+        pii_trace_layer::TraceLayer::from_config(&w.config.trace, w.scrubber.clone())?;
+    limit_before_auth if "ratelimit-layer": ratelimit_layer::RateLimitLayer =
+        w.rate_limits()?.before_auth;
+    auth if "auth-layer": auth_layer::AuthenticateLayer = w.auth()?;
+    limit_after_auth if "ratelimit-layer": ratelimit_layer::RateLimitLayer =
+        w.rate_limits()?.after_auth;
+}
+
+/// Why the stack could not be built from a validated configuration: a
+/// resource validation can't check (a key file that became unreadable) or
+/// a fallible setup step.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StackError {
+    /// `[auth]`.
+    #[cfg(feature = "auth-layer")]
+    #[error(transparent)]
+    Auth(#[from] auth_layer::AuthConfigError),
+    /// `[rate_limit]`.
+    #[cfg(feature = "ratelimit-layer")]
+    #[error("rate_limit: {0}")]
+    RateLimit(#[from] ratelimit_layer::RateLimitError),
+    /// `[trace]`.
+    #[cfg(feature = "pii-trace-layer")]
+    #[error(transparent)]
+    Trace(#[from] pii_trace_layer::TraceError),
+    /// `[redis]`.
+    #[error(transparent)]
+    Redis(#[from] guardrail_core::RedisError),
+}
+
+/// What building a layer may need besides its section, and what it leaves
+/// for the service: background tasks and health sources.
+struct Wiring<'a> {
+    config: &'a ValidConfig,
+    pseudonymizer: Pseudonymizer,
+    tasks: BackgroundTasks,
+    health: HealthRegistry,
+    #[cfg(feature = "pii-trace-layer")]
+    scrubber: std::sync::Arc<pii_trace_layer::Scrubber>,
+    #[cfg(feature = "ratelimit-layer")]
+    rate_limits: Option<ratelimit_layer::RateLimitStages>,
+    #[cfg(feature = "auth-layer")]
+    auth: Option<auth_layer::AuthenticateLayer>,
+    redis: Option<guardrail_core::RedisConnection>,
+}
+
+impl Wiring<'_> {
+    /// The shared `[redis]` connection, prepared once, if a layer uses it.
+    #[cfg_attr(not(feature = "ratelimit-layer"), allow(dead_code))]
+    fn redis(
+        &mut self,
+        needed: bool,
+    ) -> Result<Option<guardrail_core::RedisConnection>, StackError> {
+        if needed && self.redis.is_none() {
+            self.redis = Some(self.config.redis.connect()?);
+        }
+        Ok(self.redis.clone().filter(|_| needed))
+    }
+
+    /// The authentication layer, built (and registered) once.
+    #[cfg(feature = "auth-layer")]
+    fn auth(&mut self) -> Result<auth_layer::AuthenticateLayer, StackError> {
+        if let Some(layer) = &self.auth {
+            return Ok(layer.clone());
+        }
+        let layer = auth_layer::AuthenticateLayer::from_config(
+            &self.config.auth,
+            self.config.profile(),
+            self.pseudonymizer.clone(),
+        )?;
+        self.tasks.extend(layer.background_tasks());
+        for source in layer.health_sources() {
+            self.health.register_arc(source);
+        }
+        self.auth = Some(layer.clone());
+        Ok(layer)
+    }
+
+    /// Both rate-limit stages, built (and registered) once.
+    #[cfg(feature = "ratelimit-layer")]
+    fn rate_limits(&mut self) -> Result<ratelimit_layer::RateLimitStages, StackError> {
+        if let Some(stages) = &self.rate_limits {
+            return Ok(stages.clone());
+        }
+        let redis = self.redis(self.config.rate_limit.uses_redis())?;
+        let stages = ratelimit_layer::RateLimitLayer::from_config(
+            &self.config.rate_limit,
+            redis,
+            self.pseudonymizer.clone(),
+        )?;
+        self.health.register_arc(stages.health_source());
+        self.rate_limits = Some(stages.clone());
+        Ok(stages)
+    }
+}
 
 /// Layer that applies every configured guardrail in the recommended order
 /// (outermost first): request id → client IP resolution → scrubbed
@@ -29,71 +179,87 @@ type Limited<S> = S;
 /// authentication (deny by default) → rate limits of stage `after_auth`
 /// (per principal). Route-level requirements (`RequireLayer`) go on the
 /// routes themselves. Later guardrails join this stack as their crates land.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GuardrailsLayer {
-    request_id: SetRequestIdLayer,
-    client_ip: ResolveClientIpLayer,
+    layers: Layers,
+}
+
+impl std::fmt::Debug for GuardrailsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardrailsLayer").finish_non_exhaustive()
+    }
+}
+
+/// Everything [`GuardrailsLayer::from_config`] builds: the layer, and what
+/// the service runs and reads beside it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Guardrails {
+    /// The stack, for `Router::layer`.
+    pub layer: GuardrailsLayer,
+    /// Work to run beside the server (a JWKS refresh): spawn it with
+    /// [`BackgroundTasks::spawn`] and stop it on shutdown with
+    /// [`RunningTasks::shutdown`](guardrail_core::RunningTasks::shutdown).
+    pub tasks: BackgroundTasks,
+    /// The layers' state for the health report (rate limiter, JWKS cache).
+    pub health: HealthRegistry,
+    /// The one pseudonymizer (of `trace.pseudonym_key`) every layer names
+    /// users with; hand it to route layers (`AuthConfig::require_admin`).
+    pub pseudonymizer: Pseudonymizer,
+    /// The one scrubber of `[trace]`, shared with the request log: pass it
+    /// to `init_json_logging` so every line is scrubbed with the same rules.
     #[cfg(feature = "pii-trace-layer")]
-    trace: pii_trace_layer::TraceLayer,
-    #[cfg(feature = "ratelimit-layer")]
-    limit_before_auth: ratelimit_layer::RateLimitLayer,
+    pub scrubber: std::sync::Arc<pii_trace_layer::Scrubber>,
+    /// The authentication layer of the stack, e.g. to log its public routes.
     #[cfg(feature = "auth-layer")]
-    auth: auth_layer::AuthenticateLayer,
-    #[cfg(feature = "ratelimit-layer")]
-    limit_after_auth: ratelimit_layer::RateLimitLayer,
+    pub auth: auth_layer::AuthenticateLayer,
 }
 
 impl GuardrailsLayer {
-    /// Builds the stack from a validated configuration. Fails (with a
-    /// message naming the problem) only where validation would have. With a
-    /// Redis rate-limit backend or a JWKS key source it needs a tokio
-    /// runtime (connections are prepared, not opened).
-    pub fn from_config(config: &GuardrailsConfig) -> Result<Self, String> {
-        #[cfg(feature = "ratelimit-layer")]
-        let (limit_before_auth, limit_after_auth) = {
-            use ratelimit_layer::Stage;
-            let rl = &config.rate_limit;
-            let redis = rl.redis_backend()?;
-            (
-                rl.layer(Stage::BeforeAuth, redis.clone())?,
-                rl.layer(Stage::AfterAuth, redis)?,
-            )
-        };
-        Ok(Self {
-            request_id: SetRequestIdLayer::new()
-                .header(config.request_id.header.clone())
-                .trust_incoming(config.request_id.trust_incoming),
-            client_ip: ResolveClientIpLayer::new(config.client_ip.clone()),
+    /// Builds the stack from a validated configuration (see
+    /// [`GuardrailsConfig::validate`](crate::GuardrailsConfig::validate)).
+    /// Fails only on what validation can't check (a key file read, a Redis
+    /// URL prepared). With a Redis rate-limit backend it needs a tokio
+    /// runtime (the connection is prepared, not opened).
+    pub fn from_config(config: &ValidConfig) -> Result<Guardrails, StackError> {
+        #[cfg(feature = "pii-trace-layer")]
+        let pseudonymizer = config.trace.pseudonymizer();
+        #[cfg(not(feature = "pii-trace-layer"))]
+        let pseudonymizer = Pseudonymizer::random();
+        let mut wiring = Wiring {
+            config,
             #[cfg(feature = "pii-trace-layer")]
-            trace: config.trace.layer(config.trace.scrubber()?),
+            scrubber: config.trace.scrubber(pseudonymizer.clone())?,
+            pseudonymizer,
+            tasks: BackgroundTasks::new(),
+            health: HealthRegistry::new(),
             #[cfg(feature = "ratelimit-layer")]
-            limit_before_auth,
+            rate_limits: None,
             #[cfg(feature = "auth-layer")]
-            auth: config.auth.authenticate_layer()?,
-            #[cfg(feature = "ratelimit-layer")]
-            limit_after_auth,
+            auth: None,
+            redis: None,
+        };
+        let layers = build_layers(&mut wiring)?;
+        Ok(Guardrails {
+            #[cfg(feature = "auth-layer")]
+            auth: wiring.auth()?,
+            layer: GuardrailsLayer { layers },
+            tasks: wiring.tasks,
+            health: wiring.health,
+            pseudonymizer: wiring.pseudonymizer,
+            #[cfg(feature = "pii-trace-layer")]
+            scrubber: wiring.scrubber,
         })
-    }
-
-    /// The authentication layer of the stack, e.g. to log its public routes.
-    #[cfg(feature = "auth-layer")]
-    pub fn auth(&self) -> &auth_layer::AuthenticateLayer {
-        &self.auth
     }
 }
 
-impl<S> Layer<S> for GuardrailsLayer {
-    type Service = SetRequestId<ResolveClientIp<Traced<Limited<Authed<Limited<S>>>>>>;
+impl<S> Layer<S> for GuardrailsLayer
+where
+    Layers: Layer<S>,
+{
+    type Service = <Layers as Layer<S>>::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
-        #[cfg(feature = "ratelimit-layer")]
-        let inner = self.limit_after_auth.layer(inner);
-        #[cfg(feature = "auth-layer")]
-        let inner = self.auth.layer(inner);
-        #[cfg(feature = "ratelimit-layer")]
-        let inner = self.limit_before_auth.layer(inner);
-        #[cfg(feature = "pii-trace-layer")]
-        let inner = self.trace.layer(inner);
-        self.request_id.layer(self.client_ip.layer(inner))
+        self.layers.layer(inner)
     }
 }

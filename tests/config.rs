@@ -23,7 +23,7 @@ fn empty_file_gives_fail_secure_defaults() {
     assert!(c.request_id.trust_incoming);
     assert!(c.auth.public.is_empty(), "no route is public by default");
     // Production refuses to run without knowing how to authenticate.
-    let err = c.validate(Profile::Production).unwrap_err();
+    let err = c.validate_for(Profile::Production).unwrap_err();
     let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -50,7 +50,7 @@ fn production_auth_checks_weak_secrets_wildcards_and_missing_claims() {
         weak.display()
     ))
     .unwrap();
-    let text = c.validate(Profile::Production).unwrap_err().to_string();
+    let text = c.validate_for(Profile::Production).unwrap_err().to_string();
     assert!(
         text.contains("auth.hs256_secret: the secret in file"),
         "{text}"
@@ -73,7 +73,7 @@ fn production_auth_checks_weak_secrets_wildcards_and_missing_claims() {
         low_variety.display()
     ))
     .unwrap();
-    let text = c.validate(Profile::Production).unwrap_err().to_string();
+    let text = c.validate_for(Profile::Production).unwrap_err().to_string();
     assert!(text.contains("distinct bytes"), "{text}");
     std::fs::remove_file(weak).unwrap();
     std::fs::remove_file(low_variety).unwrap();
@@ -98,7 +98,7 @@ fn example_config_is_valid_in_its_profile() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/guardrails.toml");
     let c =
         GuardrailsConfig::from_sources(&std::fs::read_to_string(path).unwrap(), path, []).unwrap();
-    c.validate(c.profile).unwrap();
+    c.validate().unwrap();
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn validation_lists_every_problem_with_its_path() {
         "#,
     )
     .unwrap();
-    let err = c.validate(Profile::Production).unwrap_err();
+    let err = c.validate_for(Profile::Production).unwrap_err();
     let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -238,7 +238,7 @@ fn validation_lists_every_problem_with_its_path() {
     );
 
     // Development tolerates a wildcard proxy, but not nonsense values.
-    let dev = c.validate(Profile::Development).unwrap_err();
+    let dev = c.validate_for(Profile::Development).unwrap_err();
     assert_eq!(dev.problems().len(), 2);
 }
 
@@ -259,7 +259,6 @@ fn rate_limit_validation_rejects_nonsense_quotas() {
         [rate_limit]
         backend = "redis"
         max_keys = 0
-        redis_timeout = "0s"
         exempt = ["/*"]
         [[rate_limit.policies]]
         name = "zero"
@@ -279,19 +278,23 @@ fn rate_limit_validation_rejects_nonsense_quotas() {
         key = "api_key"
         rate = 10
         period = "1s"
+        [redis]
+        timeout = "0s"
+        url = { env = "GUARDRAILS_TEST_UNSET_REDIS_URL" }
         [auth]
         hs256_secret = { env = "GUARDRAILS_TEST_UNSET_SECRET_VAR" }
         "#,
     )
     .unwrap();
-    let err = c.validate(Profile::Development).unwrap_err();
+    let err = c.validate_for(Profile::Development).unwrap_err();
     let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
         paths,
         [
+            // `rate_limit.redis_*` moved to the shared `[redis]` section.
+            "redis.timeout",
+            "redis.url",
             "rate_limit.max_keys",
-            "rate_limit.redis_timeout",
-            "rate_limit.redis_url",
             "rate_limit.policies[0]",
             "rate_limit.policies[1]",
             "rate_limit.policies[2]",
@@ -367,7 +370,7 @@ fn rate_limit_refuses_policies_that_would_silently_not_work() {
         "#,
     )
     .unwrap();
-    let err = c.validate(Profile::Development).unwrap_err();
+    let err = c.validate_for(Profile::Development).unwrap_err();
     let text = err.to_string();
     let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
     assert_eq!(

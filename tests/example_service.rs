@@ -436,9 +436,9 @@ fn two_replicas_on_redis_share_the_per_ip_quota() {
         let mut cmd = command();
         cmd.env("GUARDRAILS_CONFIG", &config)
             .env("GUARDRAILS__RATE_LIMIT__BACKEND", "redis")
-            .env("GUARDRAILS__RATE_LIMIT__REDIS_PREFIX", &prefix)
+            .env("GUARDRAILS__REDIS__KEY_PREFIX", &prefix)
             .env("GUARDRAILS__RATE_LIMIT__ON_REDIS_ERROR", "deny")
-            .env("GUARDRAILS__RATE_LIMIT__REDIS_TIMEOUT", "1s")
+            .env("GUARDRAILS__REDIS__TIMEOUT", "1s")
             .env(
                 "REDIS_URL",
                 std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
@@ -461,4 +461,72 @@ fn two_replicas_on_redis_share_the_per_ip_quota() {
         "the fifth request, on either replica, is over"
     );
     std::fs::remove_file(config).unwrap();
+}
+
+/// A JWKS endpoint on loopback that counts the fetches it answers.
+fn jwks_endpoint() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{Arc, atomic::AtomicUsize, atomic::Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&fetches);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+            counter.fetch_add(1, Ordering::SeqCst);
+            let body = r#"{"keys":[]}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, fetches)
+}
+
+#[test]
+fn background_tasks_run_and_stop_on_sigterm() {
+    use std::sync::atomic::Ordering;
+    let (url, fetches) = jwks_endpoint();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/guardrails.toml"
+    ))
+    .unwrap();
+    let text = text.replacen(
+        "hs256_secret = { env = \"GUARDRAILS_JWT_SECRET\" }",
+        &format!("jwks = {{ url = \"{url}\", ttl = \"2s\", min_refresh_interval = \"1s\" }}"),
+        1,
+    );
+    assert!(text.contains(&url));
+    let path = std::env::temp_dir().join(format!("guardrails-jwks-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = command();
+    cmd.env("GUARDRAILS_CONFIG", &path);
+    let mut svc = Running::start(cmd);
+
+    // The refresh task fetches at startup and every ttl/2, with no request.
+    let waited = std::time::Instant::now();
+    while fetches.load(Ordering::SeqCst) < 2 && waited.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        fetches.load(Ordering::SeqCst) >= 2,
+        "the JWKS refresh ran in the background"
+    );
+
+    let (status, rest) = svc.terminate();
+    assert!(status.success(), "{status:?}: {rest}");
+    let stopped: Vec<serde_json::Value> = rest
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "background task stopped")
+        .collect();
+    assert_eq!(stopped.len(), 1, "{rest}");
+    assert_eq!(stopped[0]["task"], "jwks_refresh");
+    std::fs::remove_file(path).unwrap();
 }

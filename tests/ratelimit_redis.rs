@@ -95,8 +95,7 @@ async fn two_replicas_share_one_quota() {
     redis().await;
     let prefix = prefix("shared");
     let backend = || {
-        RedisBackend::new(&redis_url())
-            .unwrap()
+        RedisBackend::new(connect(&redis_url()))
             .prefix(prefix.clone())
             .timeout(Duration::from_millis(500))
     };
@@ -131,8 +130,7 @@ async fn two_replicas_share_one_quota() {
 async fn buckets_have_a_ttl_and_hold_no_raw_identifiers() {
     let mut conn = redis().await;
     let prefix = prefix("ttl");
-    let backend = RedisBackend::new(&redis_url())
-        .unwrap()
+    let backend = RedisBackend::new(connect(&redis_url()))
         .prefix(prefix.clone())
         .timeout(Duration::from_millis(500));
     let mut svc = replica(backend.clone(), policy(), OnRedisError::Deny);
@@ -160,11 +158,7 @@ async fn unreachable_redis_falls_back_as_configured() {
         .local_addr()
         .unwrap();
     let url = format!("redis://{closed}");
-    let backend = || {
-        RedisBackend::new(&url)
-            .unwrap()
-            .timeout(Duration::from_millis(100))
-    };
+    let backend = || RedisBackend::new(connect(&url)).timeout(Duration::from_millis(100));
 
     let mut local = replica(backend(), policy(), OnRedisError::Local);
     for _ in 0..5 {
@@ -242,8 +236,7 @@ async fn redis_outage_falls_back_then_recovers_by_itself() {
         .expect("this test needs REDIS_URL as redis://host:port");
     let switch = Switch::start(upstream).await;
     let prefix = prefix("outage");
-    let backend = RedisBackend::new(&format!("redis://{}", switch.addr))
-        .unwrap()
+    let backend = RedisBackend::new(connect(&format!("redis://{}", switch.addr)))
         .prefix(prefix.clone())
         .timeout(Duration::from_millis(200));
     let mut svc = replica(
@@ -304,8 +297,7 @@ async fn redis_outage_falls_back_then_recovers_by_itself() {
 async fn lost_script_cache_is_reloaded_with_eval() {
     let mut conn = redis().await;
     let prefix = prefix("noscript");
-    let backend = RedisBackend::new(&redis_url())
-        .unwrap()
+    let backend = RedisBackend::new(connect(&redis_url()))
         .prefix(prefix)
         .timeout(Duration::from_millis(500));
     let mut svc = replica(backend, policy(), OnRedisError::Deny);
@@ -320,4 +312,12 @@ async fn lost_script_cache_is_reloaded_with_eval() {
         StatusCode::OK,
         "EVALSHA failed over to EVAL"
     );
+}
+
+/// The shared connection a service would prepare from `[redis]`, with room
+/// for the slowest decision these runs allow.
+fn connect(url: &str) -> guardrails::guardrail_core::RedisConnection {
+    let mut config = guardrails::guardrail_core::RedisConfig::default();
+    config.timeout = std::time::Duration::from_millis(500);
+    guardrails::guardrail_core::RedisConnection::open(url, &config).unwrap()
 }

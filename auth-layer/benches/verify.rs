@@ -66,11 +66,11 @@ fn claims() -> serde_json::Value {
 
 fn inner() -> impl Service<
     Request<()>,
-    Response = Response<()>,
+    Response = Response<String>,
     Error = Infallible,
-    Future = Ready<Result<Response<()>, Infallible>>,
+    Future = Ready<Result<Response<String>, Infallible>>,
 > + Clone {
-    service_fn(|_req: Request<()>| ready(Ok::<_, Infallible>(Response::new(()))))
+    service_fn(|_req: Request<()>| ready(Ok::<_, Infallible>(Response::new(String::new()))))
 }
 
 fn bench(c: &mut Criterion) {

@@ -53,9 +53,11 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use guardrail_core::{CallerSlot, GuardBody, Principal, Problem};
+use guardrail_core::{
+    BackgroundTasks, CallerSlot, GuardFuture, Pass, PendingDecision, Principal, Problem,
+    Pseudonymizer, RejectionBody, health::HealthSource,
+};
 use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -78,6 +80,7 @@ struct Shared {
     verifier: JwtVerifier,
     public: PublicRoutes,
     realm: String,
+    pseudonymizer: Pseudonymizer,
 }
 
 impl AuthenticateLayer {
@@ -88,6 +91,7 @@ impl AuthenticateLayer {
                 verifier,
                 public: PublicRoutes::none(),
                 realm: "api".into(),
+                pseudonymizer: Pseudonymizer::random(),
             }),
         }
     }
@@ -110,6 +114,35 @@ impl AuthenticateLayer {
             .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
             .collect();
         self
+    }
+
+    /// Sets the key of the caller pseudonyms this layer hands to outer
+    /// layers (the request log); use the one the log scrubber uses, so a
+    /// user has one pseudonym everywhere (default: a random key).
+    pub fn pseudonymizer(mut self, pseudonymizer: Pseudonymizer) -> Self {
+        self.shared_mut().pseudonymizer = pseudonymizer;
+        self
+    }
+
+    /// What must run beside the layer: the JWKS refresh, when keys come
+    /// from a JWKS endpoint (nothing otherwise).
+    pub fn background_tasks(&self) -> BackgroundTasks {
+        let mut tasks = BackgroundTasks::new();
+        if let Some(jwks) = self.shared.verifier.jwks() {
+            tasks.push("jwks_refresh", jwks.refresh_task());
+        }
+        tasks
+    }
+
+    /// The layer's state for the health report: the JWKS cache, when keys
+    /// come from a JWKS endpoint.
+    pub fn health_sources(&self) -> Vec<Arc<dyn HealthSource>> {
+        self.shared
+            .verifier
+            .jwks()
+            .map(|jwks| Arc::new(jwks.clone()) as Arc<dyn HealthSource>)
+            .into_iter()
+            .collect()
     }
 
     /// The public allow-list, e.g. to log route coverage at startup.
@@ -156,27 +189,16 @@ impl<S> Authenticate<S> {
         AuthenticateLayer::new(verifier)
     }
 
-    /// Gets a reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Gets a mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    guardrail_core::inner_service_accessors!();
 }
 
-/// Fills a [`CallerSlot`] an outer layer (tracing) left, with the caller's
-/// pseudonym. Nothing to do, and nothing computed, without one.
-fn tell_outer_layers<B>(req: &Request<B>, principal: &Principal) {
-    if let Some(slot) = req.extensions().get::<CallerSlot>() {
-        slot.set_pseudonym(guardrail_core::Pseudonymizer::global().user(principal.subject()));
+impl Shared {
+    /// Fills a [`CallerSlot`] an outer layer (tracing) left, with the
+    /// caller's pseudonym. Nothing to do, and nothing computed, without one.
+    fn tell_outer_layers<B>(&self, req: &Request<B>, principal: &Principal) {
+        if let Some(slot) = req.extensions().get::<CallerSlot>() {
+            slot.set_pseudonym(self.pseudonymizer.user(principal.subject()));
+        }
     }
 }
 
@@ -203,8 +225,9 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Authenticate<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: RejectionBody,
 {
-    type Response = Response<GuardBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S, ReqBody>;
 
@@ -214,7 +237,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         if self.shared.public.is_public(req.uri().path()) {
-            return ResponseFuture::inner(self.inner.call(req));
+            return GuardFuture::pass(self.inner.call(req));
         }
         let attempt = match bearer(req.headers()) {
             Ok(token) => self.shared.verifier.attempt(token, true),
@@ -222,125 +245,65 @@ where
         };
         match attempt {
             Attempt::Done(Ok(principal)) => {
-                tell_outer_layers(&req, &principal);
+                self.shared.tell_outer_layers(&req, &principal);
                 req.extensions_mut().insert(principal);
-                ResponseFuture::inner(self.inner.call(req))
+                GuardFuture::pass(self.inner.call(req))
             }
-            Attempt::Done(Err(e)) => ResponseFuture::reject(e.problem(
-                &self.shared.realm,
-                req.method(),
-                req.extensions(),
-            )),
+            Attempt::Done(Err(e)) => {
+                GuardFuture::reject(e.problem(&self.shared.realm, req.method(), req.extensions()))
+            }
             Attempt::Refresh(_) => {
                 // Keys must be fetched first: the ready inner service waits
-                // in the future, a fresh clone takes its place here.
+                // in the decision, a fresh clone takes its place here.
                 let verifier = self.shared.verifier.clone();
                 let token = bearer(req.headers()).unwrap_or_default().to_owned();
                 let verify: VerifyFuture = Box::pin(async move { verifier.verify(&token).await });
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    kind: Kind::Verifying {
-                        verify,
-                        pending: Some(Box::new((inner, req, Arc::clone(&self.shared)))),
-                    },
-                }
+                GuardFuture::pending(Verifying {
+                    verify,
+                    pending: Some((inner, req, Arc::clone(&self.shared))),
+                })
             }
         }
     }
 }
 
-pin_project! {
-    /// Response future for [`Authenticate`].
-    pub struct ResponseFuture<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        kind: Kind<S, ReqBody>,
-    }
+/// Response future for [`Authenticate`]: core's one guard future, with a
+/// decision that waits for a key fetch.
+pub type ResponseFuture<S, ReqBody> =
+    GuardFuture<<S as Service<Request<ReqBody>>>::Future, Verifying<S, ReqBody>>;
+
+/// The decision of [`Authenticate`] while the token's keys are fetched.
+pub struct Verifying<S, ReqBody> {
+    verify: VerifyFuture,
+    pending: Option<(S, Request<ReqBody>, Arc<Shared>)>,
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        Inner { #[pin] future: S::Future },
-        // The rare variants are boxed so the common one stays small to move.
-        Verifying { verify: VerifyFuture, pending: Option<Box<(S, Request<ReqBody>, Arc<Shared>)>> },
-        Reject { problem: Option<Box<Problem>> },
-    }
-}
-
-impl<S, ReqBody> ResponseFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn inner(future: S::Future) -> Self {
-        Self {
-            kind: Kind::Inner { future },
-        }
-    }
-
-    fn reject(problem: Problem) -> Self {
-        Self {
-            kind: Kind::Reject {
-                problem: Some(Box::new(problem)),
-            },
-        }
-    }
-}
-
-impl<S, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
+impl<S, ReqBody> fmt::Debug for Verifying<S, ReqBody> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("Verifying").finish_non_exhaustive()
     }
 }
 
-impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+impl<S, ReqBody> PendingDecision for Verifying<S, ReqBody>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>>,
 {
-    type Output = Result<Response<GuardBody<ResBody>>, S::Error>;
+    type Future = S::Future;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            let mut this = self.as_mut().project();
-            match this.kind.as_mut().project() {
-                KindProj::Inner { future } => {
-                    let res = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(res.map(GuardBody::new)));
-                }
-                KindProj::Reject { problem } => {
-                    let problem = problem.take().map_or_else(Problem::internal_error, |p| *p);
-                    return Poll::Ready(Ok(problem.into_response()));
-                }
-                KindProj::Verifying { verify, pending } => {
-                    let result = ready!(verify.as_mut().poll(cx));
-                    let Some((mut inner, mut req, shared)) = pending.take().map(|p| *p) else {
-                        return Poll::Ready(Ok(Problem::internal_error().into_response()));
-                    };
-                    match result {
-                        Ok(principal) => {
-                            tell_outer_layers(&req, &principal);
-                            req.extensions_mut().insert(principal);
-                            let future = inner.call(req);
-                            this.kind.set(Kind::Inner { future });
-                        }
-                        Err(e) => {
-                            let problem = e.problem(&shared.realm, req.method(), req.extensions());
-                            this.kind.set(Kind::Reject {
-                                problem: Some(Box::new(problem)),
-                            });
-                        }
-                    }
-                }
+    fn poll_decide(&mut self, cx: &mut Context<'_>) -> Poll<Result<Pass<S::Future>, Problem>> {
+        let result = ready!(self.verify.as_mut().poll(cx));
+        let Some((mut inner, mut req, shared)) = self.pending.take() else {
+            return Poll::Ready(Err(Problem::internal_error()));
+        };
+        Poll::Ready(match result {
+            Ok(principal) => {
+                shared.tell_outer_layers(&req, &principal);
+                req.extensions_mut().insert(principal);
+                Ok(Pass::new(inner.call(req)))
             }
-        }
+            Err(e) => Err(e.problem(&shared.realm, req.method(), req.extensions())),
+        })
     }
 }

@@ -3,15 +3,15 @@
 use std::{path::PathBuf, str::FromStr, time::Duration};
 
 use guardrail_core::{
-    Secret, SecretRef,
+    Pseudonymizer, Secret, SecretRef,
     config::{ConfigProblem, Profile},
 };
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use crate::{
-    AuthenticateLayer, Jwks, JwtVerifier, KeySource, PublicRoutes, RequireLayer, SupabaseClaims,
-    VerifyWebhookLayer,
+    AuthenticateLayer, Jwks, JwtVerifier, KeySource, PatternError, PublicRoutes, RequireLayer,
+    SupabaseClaims, VerifyWebhookLayer,
     jwt::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES},
     webhook::{DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_CAPACITY, DEFAULT_TOLERANCE},
 };
@@ -325,33 +325,41 @@ impl AuthConfig {
         }
     }
 
-    /// Builds the verifier. Call after [`validate`](Self::validate). In
-    /// development an unset HS256 secret becomes a random one (so every
-    /// token is refused) and a warning; in production it is an error.
-    pub fn verifier(&self) -> Result<JwtVerifier, String> {
+    /// Builds the verifier. Call after [`validate`](Self::validate): the
+    /// umbrella crate's validated config makes that impossible to forget.
+    ///
+    /// An HS256 secret that can't be read is an error in production. In
+    /// development it becomes a random key (so every token is refused),
+    /// said once at WARN.
+    pub fn verifier(&self, profile: Profile) -> Result<JwtVerifier, AuthConfigError> {
         let keys = if let Some(secret) = &self.hs256_secret {
-            let secret = secret.resolve().or_else(|e| {
-                tracing::warn!(error = %e, "HS256 secret unavailable; every token will be refused (a random key is in use)");
-                Ok::<_, String>(Secret::random())
-            })?;
+            let secret = match secret.resolve() {
+                Ok(secret) => secret,
+                Err(e) if profile == Profile::Development => {
+                    tracing::warn!(error = %e, "HS256 secret unavailable; every token will be refused (development: a random key is in use)");
+                    Secret::random()
+                }
+                Err(e) => return Err(AuthConfigError::Secret(e)),
+            };
             KeySource::hs256(secret.expose())
         } else if let (Some(path), Some(alg)) = (&self.public_key_file, &self.algorithm) {
-            let alg = public_key_algorithm(alg)
-                .ok_or_else(|| format!("`{alg}` is not a public-key algorithm"))?;
-            let pem =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            KeySource::from_pem(alg, &pem).map_err(|e| e.to_string())?
+            let alg =
+                public_key_algorithm(alg).ok_or_else(|| AuthConfigError::Algorithm(alg.clone()))?;
+            let pem = std::fs::read(path).map_err(|source| AuthConfigError::ReadKey {
+                path: path.clone(),
+                source,
+            })?;
+            KeySource::from_pem(alg, &pem)?
         } else if let Some(jwks) = &self.jwks {
             Jwks::builder(&jwks.url)
                 .ttl(jwks.ttl)
                 .max_stale(jwks.max_stale)
                 .min_refresh_interval(jwks.min_refresh_interval)
                 .timeout(jwks.timeout)
-                .build()
-                .map_err(|e| e.to_string())?
+                .build()?
                 .into()
         } else {
-            return Err("no key source configured".into());
+            return Err(AuthConfigError::NoKeySource);
         };
         let mut claims = SupabaseClaims::new();
         if let Some(path) = &self.org_claim {
@@ -370,40 +378,36 @@ impl AuthConfig {
         Ok(verifier)
     }
 
-    /// Builds the global authentication layer with the public allow-list.
-    pub fn authenticate_layer(&self) -> Result<AuthenticateLayer, String> {
-        let public = PublicRoutes::new(&self.public).map_err(|e| e.to_string())?;
-        Ok(AuthenticateLayer::new(self.verifier()?)
-            .public(public)
-            .realm(&self.realm))
-    }
-
     /// [`RequireLayer::mfa`] with `mfa_max_age`: for sensitive operations.
-    pub fn require_fresh_mfa(&self) -> RequireLayer {
+    /// `pseudonymizer` names users in its events (the service's one).
+    pub fn require_fresh_mfa(&self, pseudonymizer: &Pseudonymizer) -> RequireLayer {
         RequireLayer::mfa()
             .max_age(self.mfa_max_age)
             .realm(&self.realm)
+            .pseudonymizer(pseudonymizer.clone())
     }
 
     /// [`RequireLayer::admin`] with the configured admin roles and MFA rule.
-    pub fn require_admin(&self) -> RequireLayer {
-        self.levels(RequireLayer::admin())
+    pub fn require_admin(&self, pseudonymizer: &Pseudonymizer) -> RequireLayer {
+        self.levels(RequireLayer::admin(), pseudonymizer)
     }
 
     /// [`RequireLayer::owner`] with the configured admin roles and MFA rule.
-    pub fn require_owner(&self, param: &str) -> RequireLayer {
-        self.levels(RequireLayer::owner(param))
+    pub fn require_owner(&self, param: &str, pseudonymizer: &Pseudonymizer) -> RequireLayer {
+        self.levels(RequireLayer::owner(param), pseudonymizer)
     }
 
-    fn levels(&self, layer: RequireLayer) -> RequireLayer {
+    fn levels(&self, layer: RequireLayer, pseudonymizer: &Pseudonymizer) -> RequireLayer {
         layer
             .admin_roles(self.admin_roles.iter().cloned())
             .admin_requires_mfa(self.admin_requires_mfa)
             .realm(&self.realm)
+            .pseudonymizer(pseudonymizer.clone())
     }
 
-    /// Builds the Stripe webhook layer. Unresolvable secrets are left out
-    /// (with a warning); with none left every delivery is refused.
+    /// The Stripe webhook layer of `[auth.webhook]`. Unresolvable secrets
+    /// are left out (with a warning); with none left every delivery is
+    /// refused.
     pub fn stripe_webhook_layer(&self) -> VerifyWebhookLayer {
         let secrets: Vec<Secret> = self
             .webhook
@@ -419,5 +423,58 @@ impl AuthConfig {
             .tolerance(self.webhook.tolerance)
             .max_body_bytes(self.webhook.max_body_bytes)
             .replay_capacity(self.webhook.replay_capacity)
+    }
+}
+
+/// Why `[auth]` could not be turned into layers. Each names its key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthConfigError {
+    /// No key source is configured.
+    #[error(
+        "auth: no key source: set hs256_secret, public_key_file (with algorithm) or [auth.jwks]"
+    )]
+    NoKeySource,
+    /// The HS256 secret can't be read; production refuses to run with a
+    /// random key.
+    #[error("auth.hs256_secret: {0}")]
+    Secret(guardrail_core::SecretError),
+    /// `algorithm` is not a public-key algorithm.
+    #[error("auth.algorithm: `{0}` is not a public-key algorithm")]
+    Algorithm(String),
+    /// The public key file can't be read.
+    #[error("auth.public_key_file: cannot read {}: {source}", path.display())]
+    ReadKey {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The public key can't be used.
+    #[error("auth.public_key_file: {0}")]
+    Key(#[from] crate::jwt::KeyError),
+    /// The JWKS settings can't be used.
+    #[error("auth.jwks: {0}")]
+    Jwks(#[from] crate::jwks::JwksError),
+    /// A public route pattern is invalid.
+    #[error("auth.public: {0}")]
+    Public(#[from] PatternError),
+}
+
+impl AuthenticateLayer {
+    /// The authentication layer of an `[auth]` section: its key source, the
+    /// public allow-list and realm; user pseudonyms under `pseudonymizer`.
+    /// `profile` decides what an unreadable HS256 secret means (see
+    /// [`AuthConfig::verifier`]). A JWKS source needs
+    /// [`background_tasks`](Self::background_tasks) run to stay fresh.
+    pub fn from_config(
+        config: &AuthConfig,
+        profile: Profile,
+        pseudonymizer: Pseudonymizer,
+    ) -> Result<Self, AuthConfigError> {
+        Ok(AuthenticateLayer::new(config.verifier(profile)?)
+            .public(PublicRoutes::new(&config.public)?)
+            .realm(&config.realm)
+            .pseudonymizer(pseudonymizer))
     }
 }

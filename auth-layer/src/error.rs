@@ -169,16 +169,15 @@ impl Denial {
     pub(crate) fn problem(
         self,
         realm: &str,
-        subject: Option<&str>,
+        user: Option<&str>,
         route: Option<&str>,
         extensions: &Extensions,
     ) -> Problem {
-        let user = subject.map(|s| guardrail_core::Pseudonymizer::global().user(s));
         emit!(
             WARN,
             EventName::SECURITY_FORBIDDEN,
             reason = self.reason(),
-            user = user.as_deref(),
+            user = user,
             route = route,
             client = extensions
                 .get::<ClientIp>()

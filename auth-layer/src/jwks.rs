@@ -49,7 +49,10 @@ use std::{
 use arc_swap::ArcSwapOption;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use guardrail_core::{EventName, emit};
+use guardrail_core::{
+    EventName, emit,
+    health::{ComponentHealth, HealthSource},
+};
 use http::{StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::{
@@ -229,6 +232,34 @@ impl fmt::Debug for Jwks {
     }
 }
 
+/// `jwks` in the health report: `pass` with fresh keys, `warn` while the
+/// last fetch failed or the keys are older than `ttl` (still served), and
+/// `fail` with no usable keys (every token is refused with 503).
+impl HealthSource for Jwks {
+    fn name(&self) -> &str {
+        "jwks"
+    }
+
+    fn check(&self) -> ComponentHealth {
+        let snapshot = self.inner.cache.load_full();
+        let age = snapshot
+            .as_ref()
+            .map(|s| Instant::now().saturating_duration_since(s.fetched_at));
+        let failing = self.inner.failing.load(Ordering::Relaxed);
+        let details = serde_json::json!({
+            "keys": self.key_count(),
+            "age_s": age.map(|a| a.as_secs()),
+            "fetches": self.fetch_count(),
+            "last_fetch_failed": failing,
+        });
+        match age {
+            Some(age) if age < self.inner.ttl && !failing => ComponentHealth::pass(details),
+            Some(age) if age < self.inner.stale_limit => ComponentHealth::warn(details),
+            _ => ComponentHealth::fail(details),
+        }
+    }
+}
+
 /// What the cache can say without I/O.
 pub(crate) enum Lookup {
     Found(VerificationKey),
@@ -266,9 +297,18 @@ impl Jwks {
     ///
     /// [`AuthConfig`]: crate::AuthConfig
     pub fn spawn_refresh(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.refresh_task())
+    }
+
+    /// The refresh loop of [`spawn_refresh`](Self::spawn_refresh), as a
+    /// future to run with the service's other
+    /// [`BackgroundTasks`](guardrail_core::BackgroundTasks) (the umbrella
+    /// stack does): fetches now, then every `ttl / 2`, until stopped or
+    /// every clone of this source is dropped.
+    pub fn refresh_task(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let period = (self.inner.ttl / 2).max(Duration::from_secs(1));
-        tokio::spawn(async move {
+        async move {
             loop {
                 match weak.upgrade() {
                     Some(inner) => Jwks { inner }.refresh().await,
@@ -276,7 +316,7 @@ impl Jwks {
                 }
                 tokio::time::sleep(period).await;
             }
-        })
+        }
     }
 
     pub(crate) fn lookup(&self, kid: Option<&str>, may_refresh: bool) -> Lookup {

@@ -61,14 +61,6 @@
 //! # }
 //! ```
 
-#![deny(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
-
 pub mod authenticate;
 pub mod claims;
 mod config;
@@ -81,7 +73,7 @@ pub mod webhook;
 
 pub use authenticate::{Authenticate, AuthenticateLayer};
 pub use claims::{ClaimsMapper, SupabaseClaims};
-pub use config::{AuthConfig, JwksConfig, WebhookConfig};
+pub use config::{AuthConfig, AuthConfigError, JwksConfig, WebhookConfig};
 pub use error::{AuthError, Denial};
 pub use jwks::{Jwks, JwksBuilder};
 pub use jwt::{JwtVerifier, KeySource, VerificationKey};

@@ -22,7 +22,7 @@
 //! let admin_only = ServiceBuilder::new()
 //!     .layer(RequireLayer::admin())
 //!     .service(service_fn(|_req: Request<()>| async {
-//!         Ok::<_, std::convert::Infallible>(Response::new("users"))
+//!         Ok::<_, std::convert::Infallible>(Response::new(String::from("users")))
 //!     }));
 //!
 //! let mut req = Request::new(());
@@ -46,7 +46,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use guardrail_core::{GuardFuture, Principal};
+use guardrail_core::{GuardFuture, Principal, Pseudonymizer, RejectionBody};
 use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -56,7 +56,7 @@ use crate::{AuthError, error::Denial};
 /// How far in the future an MFA time may be and still count.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 
-/// Response future for [`Require`].
+/// Response future for [`Require`]: core's one guard future.
 pub type ResponseFuture<F> = GuardFuture<F>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +80,7 @@ struct Rule {
     admin_roles: Vec<String>,
     admin_requires_mfa: bool,
     realm: String,
+    pseudonymizer: Pseudonymizer,
 }
 
 impl RequireLayer {
@@ -91,6 +92,7 @@ impl RequireLayer {
                 admin_roles: vec!["admin".into()],
                 admin_requires_mfa: true,
                 realm: "api".into(),
+                pseudonymizer: Pseudonymizer::random(),
             }),
         }
     }
@@ -150,6 +152,14 @@ impl RequireLayer {
         self
     }
 
+    /// Sets the key of the user pseudonyms in this layer's
+    /// `security.forbidden` events; use the one the log scrubber uses
+    /// (default: a random key).
+    pub fn pseudonymizer(mut self, pseudonymizer: Pseudonymizer) -> Self {
+        self.rule_mut().pseudonymizer = pseudonymizer;
+        self
+    }
+
     /// Whether administrators also need MFA (default `true`).
     pub fn admin_requires_mfa(mut self, required: bool) -> Self {
         self.rule_mut().admin_requires_mfa = required;
@@ -186,25 +196,19 @@ impl<S: fmt::Debug> fmt::Debug for Require<S> {
 }
 
 impl<S> Require<S> {
-    /// Wraps `inner` with the requirement of `layer`.
-    pub fn new(inner: S, layer: &RequireLayer) -> Self {
-        layer.layer(inner)
+    /// Wraps `inner`, requiring `requirement` (a configured
+    /// [`RequireLayer`], e.g. `RequireLayer::admin().admin_roles(["ops"])`).
+    pub fn new(inner: S, requirement: RequireLayer) -> Self {
+        requirement.layer(inner)
     }
 
-    /// Gets a reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+    /// The layer that applies `requirement` (the same value: a
+    /// [`RequireLayer`] is the requirement).
+    pub fn layer(requirement: RequireLayer) -> RequireLayer {
+        requirement
     }
 
-    /// Gets a mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    guardrail_core::inner_service_accessors!();
 }
 
 impl Rule {
@@ -288,8 +292,9 @@ fn path_param<B>(_req: &Request<B>, _param: &str) -> Option<String> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Require<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: RejectionBody,
 {
-    type Response = Response<guardrail_core::GuardBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -304,7 +309,7 @@ where
             return GuardFuture::reject(problem);
         };
         match self.rule.check(principal, &req) {
-            Ok(()) => GuardFuture::inner(self.inner.call(req)),
+            Ok(()) => GuardFuture::pass(self.inner.call(req)),
             Err(denial) => {
                 #[cfg(feature = "axum")]
                 let route = req
@@ -315,7 +320,7 @@ where
                 let route: Option<&str> = None;
                 let problem = denial.problem(
                     &self.rule.realm,
-                    Some(principal.subject()),
+                    Some(&self.rule.pseudonymizer.user(principal.subject())),
                     route,
                     req.extensions(),
                 );

@@ -55,16 +55,19 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
-use guardrail_core::{ClientIp, EventName, GuardBody, Problem, Secret, emit};
+use guardrail_core::{
+    BoxDecision, ClientIp, EventName, GuardFuture, Pass, Problem, RejectionBody, Secret, emit,
+};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use pin_project_lite::pin_project;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tower_layer::Layer;
@@ -485,10 +488,45 @@ impl<S, Sch> VerifyWebhook<S, Sch> {
     }
 }
 
-/// Response future for [`VerifyWebhook`]. The body must be read before the
-/// decision, so this one is boxed; webhooks are not a hot path.
-pub type ResponseFuture<ResBody, E> =
-    Pin<Box<dyn Future<Output = Result<Response<GuardBody<ResBody>>, E>> + Send>>;
+/// Response future for [`VerifyWebhook`]: core's one guard future. The
+/// body must be read before the decision, so the decision is boxed;
+/// webhooks are not a hot path.
+pub type ResponseFuture<F, Sch> = GuardFuture<Delivered<F, Sch>, BoxDecision<Delivered<F, Sch>>>;
+
+pin_project! {
+    /// The inner service's response future for a verified delivery: a
+    /// delivery the service did not accept (not a 2xx) is forgotten, so the
+    /// sender's retry is not refused as a replay.
+    pub struct Delivered<F, Sch> {
+        #[pin]
+        future: F,
+        id: [u8; 32],
+        shared: Arc<Shared<Sch>>,
+    }
+}
+
+impl<F, Sch> fmt::Debug for Delivered<F, Sch> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivered").finish_non_exhaustive()
+    }
+}
+
+impl<F, Sch, B, E> Future for Delivered<F, Sch>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    Sch: SignatureScheme,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.future.poll(cx));
+        if !result.as_ref().is_ok_and(|res| res.status().is_success()) {
+            this.shared.forget(this.id);
+        }
+        Poll::Ready(result)
+    }
+}
 
 impl<S, Sch, ReqBody, ResBody> Service<Request<ReqBody>> for VerifyWebhook<S, Sch>
 where
@@ -498,23 +536,25 @@ where
     ReqBody: Body + From<Bytes> + Send + 'static,
     ReqBody::Data: Send,
     ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    ResBody: 'static,
+    ResBody: RejectionBody,
 {
-    type Response = Response<GuardBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, Sch>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
+    // The rejection goes straight into the guard future's one box.
+    #[allow(clippy::result_large_err)]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move {
+        GuardFuture::pending(Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let reject = |e: WebhookError| Ok(e.problem(&parts.extensions).into_response());
+            let reject = |e: WebhookError| Err(e.problem(&parts.extensions));
             let header = match shared.scheme.read(&parts.headers) {
                 Ok(header) => header,
                 Err(e) => return reject(e),
@@ -530,13 +570,9 @@ where
                 Ok(id) => id,
                 Err(e) => return reject(e),
             };
-            let req = Request::from_parts(parts, ReqBody::from(bytes));
-            let result = inner.call(req).await;
-            if !result.as_ref().is_ok_and(|res| res.status().is_success()) {
-                shared.forget(&id);
-            }
-            result.map(|res| res.map(GuardBody::new))
-        })
+            let future = inner.call(Request::from_parts(parts, ReqBody::from(bytes)));
+            Ok(Pass::new(Delivered { future, id, shared }))
+        }))
     }
 }
 

@@ -1,12 +1,12 @@
-//! The response body every guardrail layer returns.
+//! Response bodies and rejections.
 //!
-//! A layer that rejects a request must produce its own response while still
-//! passing the inner service's responses through untouched. [`GuardBody`] is
-//! either the inner body or a small in-memory body (a problem+json document),
-//! so a layer's `Service::Response` is `Response<GuardBody<B>>` for any inner
-//! body `B` and no per-request boxing is needed. A layer on the path of
-//! every request (rate limiting) instead keeps the inner body type and
-//! writes its rejections into it through [`RejectionBody`].
+//! Every guardrail layer answers with the inner service's own body type: a
+//! response that passes is returned as it is, and a rejection (a
+//! problem+json document) is written into that body type through
+//! [`RejectionBody`]. axum's `Body`, `http_body_util::Full<Bytes>`, its
+//! boxed bodies and `String` implement it. An inner service with a body
+//! that can't hold bytes of our choosing (a custom stream) is wrapped once
+//! in [`GuardBody`], which is either that body or a small in-memory one.
 //!
 //! # Example
 //!
@@ -36,8 +36,10 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// Response body of every guardrail layer: the inner service's body, or
-    /// one produced by the layer itself.
+    /// A body that is either an inner service's body or a small in-memory
+    /// one: wrap a body type that doesn't implement [`RejectionBody`] in it
+    /// (`MapResponseBodyLayer::new(GuardBody::new)`) to put it behind the
+    /// guardrail layers.
     pub struct GuardBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -79,11 +81,11 @@ impl<B> GuardBody<B> {
 /// A response body a layer can write its own answer into (a problem+json
 /// rejection), so the layer can return the inner service's body type as is.
 ///
-/// Layers on the hot path of every request (rate limiting) answer with
-/// `Response<B>` for any `B: RejectionBody` instead of wrapping every
-/// passing response in a [`GuardBody`]: the body of a response that passes
-/// is returned as it is, without a copy of the response. Implemented for [`GuardBody`] (so such layers stack with the
-/// others), axum's `Body`, `http_body_util::Full<Bytes>`, its boxed bodies,
+/// Every guardrail layer answers with `Response<B>` for any
+/// `B: RejectionBody` instead of wrapping every passing response: the body
+/// of a response that passes is returned as it is, without a copy of the
+/// response. Implemented for [`GuardBody`] (the adapter for any other
+/// body), axum's `Body`, `http_body_util::Full<Bytes>`, its boxed bodies,
 /// and `String`.
 ///
 /// ```

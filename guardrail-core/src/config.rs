@@ -67,3 +67,12 @@ impl fmt::Display for ConfigProblem {
         write!(f, "{}: {}", self.path, self.message)
     }
 }
+
+/// Deserializes an HTTP header name, with an error naming the bad value.
+pub(crate) fn header_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<http::HeaderName, D::Error> {
+    let s = String::deserialize(d)?;
+    http::HeaderName::from_bytes(s.as_bytes())
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a valid HTTP header name")))
+}

@@ -2,7 +2,9 @@
 //! the types and conventions that let independent layers work together.
 //!
 //! - [`Problem`]: the RFC 9457 `application/problem+json` body of every
-//!   rejection, returned as a [`GuardBody`] for any inner body type.
+//!   rejection, written into the inner service's body type
+//!   ([`RejectionBody`]) by the one response future of every guard,
+//!   [`GuardFuture`].
 //! - [`ClientIp`]: the client address, resolved by [`ResolveClientIpLayer`]
 //!   with trusted proxies, never chosen by the client.
 //! - [`RequestId`]: generated or validated by [`SetRequestIdLayer`], echoed
@@ -10,6 +12,10 @@
 //! - [`Principal`]: who the caller is, inserted by authentication.
 //! - [`event`]: the event taxonomy and the [`emit!`] macro.
 //! - [`config`], [`SecretRef`]: what every layer's config section shares.
+//! - [`health`]: the state each layer exposes for the health report;
+//!   [`metric`]: every metric name.
+//! - [`BackgroundTasks`]: work a layer needs done besides requests, run and
+//!   stopped by the service.
 //!
 //! # Example
 //!
@@ -38,38 +44,74 @@
 //! # }
 //! ```
 
-#![deny(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
-
+mod background;
 mod body;
 pub mod client_ip;
 pub mod config;
 pub mod event;
 mod future;
+pub mod health;
+pub mod metric;
 mod principal;
 pub mod problem;
 mod pseudonym;
+pub mod redis;
 pub mod request_id;
 mod secret;
 
+pub use background::{BackgroundTasks, RunningTasks};
 pub use body::{GuardBody, RejectionBody};
 pub use client_ip::{
     ClientIp, ClientIpConfig, ForwardedHeader, ResolveClientIp, ResolveClientIpLayer,
 };
 pub use event::EventName;
-pub use future::GuardFuture;
+pub use future::{BoxDecision, Decided, GuardFuture, Pass, PassHeaders, PendingDecision};
 pub use principal::{AssuranceLevel, CallerSlot, Principal};
 pub use problem::Problem;
 pub use pseudonym::Pseudonymizer;
-pub use request_id::{RequestId, SetRequestId, SetRequestIdLayer};
+pub use redis::{RedisConfig, RedisConnection, RedisError};
+pub use request_id::{RequestId, RequestIdConfig, SetRequestId, SetRequestIdLayer};
 pub use secret::{Secret, SecretError, SecretRef};
 
 #[doc(hidden)]
 pub mod __private {
     pub use tracing;
+}
+
+/// Writes the inner-service accessors of a middleware whose inner service
+/// is the field `inner`: `get_ref`, `get_mut` and `into_inner`, as every
+/// tower-http middleware has them.
+///
+/// ```
+/// struct Noop<S> {
+///     inner: S,
+/// }
+///
+/// impl<S> Noop<S> {
+///     guardrail_core::inner_service_accessors!();
+/// }
+///
+/// let mut svc = Noop { inner: 7 };
+/// *svc.get_mut() += 1;
+/// assert_eq!(*svc.get_ref(), 8);
+/// assert_eq!(svc.into_inner(), 8);
+/// ```
+#[macro_export]
+macro_rules! inner_service_accessors {
+    () => {
+        /// Gets a reference to the inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// Gets a mutable reference to the inner service.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Consumes `self`, returning the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
 }

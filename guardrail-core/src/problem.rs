@@ -9,9 +9,9 @@
 //! # Example
 //!
 //! ```
-//! use guardrail_core::{GuardBody, Problem, RequestId};
+//! use guardrail_core::{Problem, RequestId};
 //! use http::{StatusCode, header};
-//! use http_body_util::{BodyExt, Empty};
+//! use http_body_util::{BodyExt, Full};
 //! use bytes::Bytes;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -20,7 +20,7 @@
 //! let response = Problem::too_many_requests(30)
 //!     .detail("Too many requests from this client. Try again later.")
 //!     .request_id(id)
-//!     .into_response::<Empty<Bytes>>();
+//!     .into_response::<Full<Bytes>>();
 //!
 //! assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 //! assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
@@ -38,7 +38,7 @@ use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
-use crate::{GuardBody, RequestId};
+use crate::RequestId;
 
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -263,14 +263,10 @@ impl Problem {
         serde_json::to_vec(&doc).map_or_else(|_| Bytes::new(), Bytes::from)
     }
 
-    /// The `application/problem+json` response, for any inner body type.
-    pub fn into_response<B>(self) -> Response<GuardBody<B>> {
-        self.into_response_with()
-    }
-
-    /// The response, with the body in any [`RejectionBody`] type (for
-    /// layers that return the inner service's body type).
-    pub fn into_response_with<B: crate::RejectionBody>(self) -> Response<B> {
+    /// The `application/problem+json` response, with the body in any
+    /// [`RejectionBody`](crate::RejectionBody) type (the layers return the
+    /// inner service's body type).
+    pub fn into_response<B: crate::RejectionBody>(self) -> Response<B> {
         let body = B::from_bytes(self.to_json());
         let mut response = Response::new(body);
         *response.status_mut() = self.status;
@@ -288,13 +284,12 @@ impl Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Empty};
+    use http_body_util::{BodyExt, Full};
 
     #[tokio::test]
     async fn the_same_document_in_any_rejection_body_type() {
         let guard = json_of(Problem::too_many_requests(3)).await.1;
-        let full =
-            Problem::too_many_requests(3).into_response_with::<http_body_util::Full<Bytes>>();
+        let full = Problem::too_many_requests(3).into_response::<http_body_util::Full<Bytes>>();
         assert_eq!(full.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(full.headers()["content-type"], PROBLEM_JSON);
         assert_eq!(full.headers()["retry-after"], "3");
@@ -304,7 +299,7 @@ mod tests {
             guard
         );
 
-        let text = Problem::too_many_requests(3).into_response_with::<String>();
+        let text = Problem::too_many_requests(3).into_response::<String>();
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(text.body()).unwrap(),
             guard
@@ -312,7 +307,7 @@ mod tests {
 
         #[cfg(feature = "axum")]
         {
-            let axum = Problem::too_many_requests(3).into_response_with::<axum::body::Body>();
+            let axum = Problem::too_many_requests(3).into_response::<axum::body::Body>();
             let bytes = axum.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(
                 serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
@@ -322,7 +317,7 @@ mod tests {
     }
 
     async fn json_of(problem: Problem) -> (Response<()>, serde_json::Value) {
-        let (parts, body) = problem.into_response::<Empty<Bytes>>().into_parts();
+        let (parts, body) = problem.into_response::<Full<Bytes>>().into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
         (
             Response::from_parts(parts, ()),

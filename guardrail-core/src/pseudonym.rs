@@ -6,10 +6,10 @@
 //! email is never written and can't be recovered by hashing guesses without
 //! the key.
 //!
-//! Every crate uses the process-wide [`Pseudonymizer::global`]: install one
-//! with a configured key at startup ([`Pseudonymizer::install_global`]) to
-//! keep pseudonyms stable across restarts and replicas; otherwise a random
-//! key is drawn once per process.
+//! There is no process-wide instance: the service builds one from its
+//! configured key and hands the same value to every layer that
+//! pseudonymizes (authentication, rate limiting, the request log), so a
+//! user has one pseudonym everywhere, stable across restarts and replicas.
 //!
 //! # Example
 //!
@@ -24,12 +24,10 @@
 //! assert!(!a.contains("alice"));
 //! ```
 
-use std::{fmt, sync::OnceLock};
+use std::fmt;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-
-static GLOBAL: OnceLock<Pseudonymizer> = OnceLock::new();
 
 /// Computes keyed pseudonyms.
 #[derive(Clone)]
@@ -48,17 +46,6 @@ impl Pseudonymizer {
     /// A pseudonymizer with a random key (stable for this value only).
     pub fn random() -> Self {
         Self::new(crate::Secret::random().expose())
-    }
-
-    /// The process-wide pseudonymizer: the installed one, or a random one.
-    pub fn global() -> &'static Pseudonymizer {
-        GLOBAL.get_or_init(Self::random)
-    }
-
-    /// Installs the process-wide pseudonymizer. Returns `false` (and keeps
-    /// the first) if one was already installed or used.
-    pub fn install_global(p: Pseudonymizer) -> bool {
-        GLOBAL.set(p).is_ok()
     }
 
     /// `<prefix>_<8 hex digits>` for `value`.

@@ -148,6 +148,37 @@ impl Default for SetRequestIdLayer {
     }
 }
 
+/// `[request_id]`: the request id header and whether a client's id is kept.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct RequestIdConfig {
+    /// The header carrying the id (default `"x-request-id"`).
+    #[serde(deserialize_with = "crate::config::header_name")]
+    pub header: HeaderName,
+    /// Keep a well-formed id sent by the client (default `true`); otherwise
+    /// every request gets a fresh one.
+    pub trust_incoming: bool,
+}
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        Self {
+            header: X_REQUEST_ID,
+            trust_incoming: true,
+        }
+    }
+}
+
+impl SetRequestIdLayer {
+    /// The layer of a `[request_id]` section (it has nothing that can fail).
+    pub fn from_config(config: &RequestIdConfig) -> Self {
+        Self::new()
+            .header(config.header.clone())
+            .trust_incoming(config.trust_incoming)
+    }
+}
+
 impl<S> Layer<S> for SetRequestIdLayer {
     type Service = SetRequestId<S>;
 

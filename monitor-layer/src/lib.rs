@@ -10,11 +10,3 @@
 //! // The crate links, and the shared vocabulary it will build on is reachable.
 //! assert_eq!(guardrail_core::EventName::API_REQUEST.as_str(), "api.request");
 //! ```
-
-#![deny(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]

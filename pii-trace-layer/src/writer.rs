@@ -140,7 +140,7 @@ impl<W: io::Write> Drop for ScrubbingWriter<W> {
 
 /// Installs the global subscriber: JSON lines on stdout, `RUST_LOG`
 /// filtering (default `info`), every line scrubbed by `scrubber`.
-pub fn init_json_logging(scrubber: Arc<Scrubber>) -> Result<(), String> {
+pub fn init_json_logging(scrubber: Arc<Scrubber>) -> Result<(), crate::TraceError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -150,7 +150,9 @@ pub fn init_json_logging(scrubber: Arc<Scrubber>) -> Result<(), String> {
         .with_env_filter(filter)
         .with_writer(ScrubbingMakeWriter::new(scrubber, io::stdout))
         .try_init()
-        .map_err(|e| format!("cannot install the log subscriber: {e}"))
+        .map_err(|e| crate::TraceError::Subscriber {
+            message: e.to_string(),
+        })
 }
 
 #[cfg(test)]

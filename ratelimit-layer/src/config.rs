@@ -2,17 +2,20 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use guardrail_core::{
-    SecretRef,
+    Pseudonymizer, RedisConnection,
     config::{ConfigProblem, Profile},
+    health::{ComponentHealth, HealthSource},
 };
 use http::{HeaderName, Method};
 use serde::Deserialize;
 
 use crate::{
-    OnRedisError, RateLimitLayer, RateLimitPolicy,
+    OnRedisError, PolicyError, RateLimitError, RateLimitLayer, RateLimitPolicy,
     key::{ApiKeyHeader, ClientIpKey, GlobalKey, PrincipalKey},
-    layer::DEFAULT_MAX_KEYS,
+    layer::{DEFAULT_MAX_KEYS, is_exempt_pattern},
 };
 
 /// Where decisions are made.
@@ -89,15 +92,10 @@ pub struct PolicyConfig {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct RateLimitConfig {
-    /// `memory` (default) or `redis`.
+    /// `memory` (default) or `redis` (the shared `[redis]` connection;
+    /// keys under `<redis.key_prefix>:rl`, each decision bounded by
+    /// `redis.timeout`).
     pub backend: Backend,
-    /// The Redis URL (it may hold a password): `{ env = "REDIS_URL" }`.
-    pub redis_url: Option<SecretRef>,
-    /// Prefix of Redis keys (default `guardrails:rl`).
-    pub redis_prefix: String,
-    /// Longest a Redis decision may take (default `"50ms"`).
-    #[serde(with = "humantime_serde")]
-    pub redis_timeout: Duration,
     /// `local` (default), `allow` or `deny` when Redis fails.
     pub on_redis_error: OnRedisError,
     /// Keys held per policy in memory (default 100000).
@@ -114,9 +112,6 @@ impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
             backend: Backend::Memory,
-            redis_url: None,
-            redis_prefix: "guardrails:rl".into(),
-            redis_timeout: Duration::from_millis(50),
             on_redis_error: OnRedisError::Local,
             max_keys: DEFAULT_MAX_KEYS,
             headers: true,
@@ -127,7 +122,7 @@ impl Default for RateLimitConfig {
 }
 
 impl PolicyConfig {
-    fn policy(&self) -> Result<RateLimitPolicy, String> {
+    fn policy(&self) -> Result<RateLimitPolicy, PolicyError> {
         let mut policy = RateLimitPolicy::new(self.rate, self.period)
             .burst(self.burst.unwrap_or(self.rate))
             .name(self.name.clone())
@@ -137,12 +132,11 @@ impl PolicyConfig {
             KeyKind::Principal => policy.key(PrincipalKey),
             KeyKind::Global => policy.key(GlobalKey),
             KeyKind::ApiKey => {
-                let header = self
-                    .api_key_header
-                    .as_deref()
-                    .ok_or("api_key_header is required with key = \"api_key\"")?;
+                let header = self.api_key_header.as_deref().ok_or(PolicyError::new(
+                    "api_key_header is required with key = \"api_key\"",
+                ))?;
                 let header = HeaderName::try_from(header)
-                    .map_err(|_| format!("`{header}` is not a header name"))?;
+                    .map_err(|_| PolicyError::new(format!("`{header}` is not a header name")))?;
                 policy.key(ApiKeyHeader::new(header))
             }
         };
@@ -151,7 +145,7 @@ impl PolicyConfig {
             .iter()
             .map(|m| {
                 Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                    .map_err(|_| format!("`{m}` is not a method"))
+                    .map_err(|_| PolicyError::new(format!("`{m}` is not a method")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         policy = policy.methods(methods);
@@ -168,28 +162,10 @@ impl RateLimitConfig {
         if self.max_keys == 0 {
             problem("rate_limit.max_keys".into(), "must be at least 1".into());
         }
-        if self.redis_timeout.is_zero() || self.redis_timeout > Duration::from_secs(5) {
-            problem(
-                "rate_limit.redis_timeout".into(),
-                "must be more than 0s and at most 5s".into(),
-            );
-        }
-        match (self.backend, &self.redis_url) {
-            (Backend::Redis, None) => problem(
-                "rate_limit.redis_url".into(),
-                "required with backend = \"redis\"".into(),
-            ),
-            (Backend::Redis, Some(url)) => {
-                if let Err(e) = url.resolve() {
-                    problem("rate_limit.redis_url".into(), e.to_string());
-                }
-            }
-            _ => {}
-        }
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.policies.iter().enumerate() {
             if let Err(e) = p.policy() {
-                problem(format!("rate_limit.policies[{i}]"), e);
+                problem(format!("rate_limit.policies[{i}]"), e.to_string());
             }
             if !names.insert(p.name.as_str()) {
                 problem(
@@ -199,7 +175,7 @@ impl RateLimitConfig {
             }
         }
         for (i, e) in self.exempt.iter().enumerate() {
-            if !e.starts_with('/') || e == "/*" || (e.contains('*') && !e.ends_with("/*")) {
+            if !is_exempt_pattern(e) {
                 problem(
                     format!("rate_limit.exempt[{i}]"),
                     "must be a path or `/prefix/*` (not `/*`)".into(),
@@ -232,48 +208,91 @@ impl RateLimitConfig {
         }
     }
 
-    /// A Redis backend for this section, if it selects one. Needs a tokio
-    /// runtime; call once and share the result between stages.
-    #[cfg(feature = "redis")]
-    pub fn redis_backend(&self) -> Result<Option<crate::RedisBackend>, String> {
-        if self.backend != Backend::Redis {
-            return Ok(None);
-        }
-        let url = self
-            .redis_url
-            .as_ref()
-            .ok_or("rate_limit.redis_url is required")?;
-        let url = url.resolve().map_err(|e| e.to_string())?;
-        let url = std::str::from_utf8(url.expose())
-            .map_err(|_| "the Redis URL is not UTF-8".to_owned())?;
-        Ok(Some(
-            crate::RedisBackend::new(url)?
-                .prefix(self.redis_prefix.clone())
-                .timeout(self.redis_timeout),
-        ))
+    /// Whether this section decides on Redis (so `[redis]` must be usable).
+    pub fn uses_redis(&self) -> bool {
+        self.backend == Backend::Redis
+    }
+}
+
+/// The two rate-limit layers of a `[rate_limit]` section: its policies
+/// before authentication (per IP: protecting the authenticator) and after
+/// it (per principal). A stage without policies lets everything through.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RateLimitStages {
+    /// The `stage = "before_auth"` policies.
+    pub before_auth: RateLimitLayer,
+    /// The `stage = "after_auth"` policies.
+    pub after_auth: RateLimitLayer,
+}
+
+impl RateLimitLayer {
+    /// The layers of a `[rate_limit]` section, one per [`Stage`]. With
+    /// `backend = "redis"` both decide on `redis` (the service's shared
+    /// connection, which must then be given); keys and users in events are
+    /// named under `pseudonymizer`.
+    pub fn from_config(
+        config: &RateLimitConfig,
+        redis: Option<RedisConnection>,
+        pseudonymizer: Pseudonymizer,
+    ) -> Result<RateLimitStages, RateLimitError> {
+        let stage = |stage: Stage, redis: Option<RedisConnection>| {
+            let mut builder = RateLimitLayer::builder()
+                .max_keys(config.max_keys)
+                .headers(config.headers)
+                .exempt(config.exempt.iter().cloned())
+                .on_redis_error(config.on_redis_error)
+                .pseudonymizer(pseudonymizer.clone());
+            if config.uses_redis() {
+                builder =
+                    builder.redis_connection(redis.ok_or(RateLimitError::RedisUnavailable)?)?;
+            }
+            for p in config.policies.iter().filter(|p| p.stage == stage) {
+                builder = builder.policy(p.policy().map_err(|source| RateLimitError::Policy {
+                    name: p.name.clone(),
+                    source,
+                })?);
+            }
+            builder.build()
+        };
+        Ok(RateLimitStages {
+            before_auth: stage(Stage::BeforeAuth, redis.clone())?,
+            after_auth: stage(Stage::AfterAuth, redis)?,
+        })
+    }
+}
+
+impl RateLimitStages {
+    /// `rate_limit` in the health report: the backend, whether Redis is
+    /// failing (`warn`: decisions fall back as configured) and the keys
+    /// each policy holds in memory.
+    pub fn health_source(&self) -> Arc<dyn HealthSource> {
+        Arc::new(self.clone())
+    }
+}
+
+impl HealthSource for RateLimitStages {
+    fn name(&self) -> &str {
+        "rate_limit"
     }
 
-    /// The layer for one stage's policies (a pass-through if it has none).
-    pub fn layer(
-        &self,
-        stage: Stage,
-        #[cfg(feature = "redis")] redis: Option<crate::RedisBackend>,
-    ) -> Result<RateLimitLayer, String> {
-        let mut builder = RateLimitLayer::builder()
-            .max_keys(self.max_keys)
-            .headers(self.headers)
-            .exempt(self.exempt.iter().cloned())
-            .on_redis_error(self.on_redis_error);
-        #[cfg(feature = "redis")]
-        if let Some(redis) = redis {
-            builder = builder.redis(redis);
+    fn check(&self) -> ComponentHealth {
+        let layers = [&self.before_auth, &self.after_auth];
+        let keys: serde_json::Map<String, serde_json::Value> = layers
+            .iter()
+            .flat_map(|l| l.key_counts())
+            .map(|(name, n)| (name, n.into()))
+            .collect();
+        let redis = layers.iter().find_map(|l| l.redis_failing());
+        let details = serde_json::json!({
+            "backend": if redis.is_some() { "redis" } else { "memory" },
+            "redis_failing": redis,
+            "keys": keys,
+        });
+        if redis == Some(true) {
+            ComponentHealth::warn(details)
+        } else {
+            ComponentHealth::pass(details)
         }
-        for p in self.policies.iter().filter(|p| p.stage == stage) {
-            builder = builder.policy(
-                p.policy()
-                    .map_err(|e| format!("policy `{}`: {e}", p.name))?,
-            );
-        }
-        builder.build()
     }
 }

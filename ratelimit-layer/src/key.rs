@@ -107,8 +107,7 @@ impl Key {
 
     /// The key as it may appear in logs: IPs masked, subjects pseudonymized,
     /// API keys as a digest prefix, custom keys as a pseudonym.
-    pub fn masked(&self) -> String {
-        let p = guardrail_core::Pseudonymizer::global();
+    pub fn masked(&self, p: &guardrail_core::Pseudonymizer) -> String {
         match self {
             Self::Ip(ip) => ClientIp::new(*ip).masked().to_string(),
             Self::Subject(s) => p.user(s),
@@ -142,7 +141,12 @@ impl Key {
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key({}: {})", self.kind(), self.masked())
+        // No pseudonymizer here: addresses are masked, and the storage id
+        // of every other key is a digest that hides it as well.
+        match self {
+            Self::Ip(ip) => write!(f, "Key(ip: {})", ClientIp::new(*ip).masked()),
+            _ => write!(f, "Key({}: {})", self.kind(), self.storage_id()),
+        }
     }
 }
 
@@ -296,7 +300,11 @@ mod tests {
             .key(&(&p).into())
             .unwrap();
         assert!(matches!(key, Key::ApiKey(_)));
-        for shown in [format!("{key:?}"), key.masked(), key.storage_id()] {
+        for shown in [
+            format!("{key:?}"),
+            key.masked(&guardrail_core::Pseudonymizer::random()),
+            key.storage_id(),
+        ] {
             assert!(!shown.contains("sk_live"), "{shown}");
         }
     }
@@ -310,7 +318,8 @@ mod tests {
             Key::Subject("alice@example.com".into()).storage_id()
         );
         assert_eq!(
-            Key::Ip("203.0.113.9".parse().unwrap()).masked(),
+            Key::Ip("203.0.113.9".parse().unwrap())
+                .masked(&guardrail_core::Pseudonymizer::random()),
             "203.0.113.0/24"
         );
     }

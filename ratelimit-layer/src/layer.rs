@@ -4,21 +4,22 @@
 use std::{
     fmt,
     future::Future,
-    mem::ManuallyDrop,
     net::IpAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
 };
 
-use guardrail_core::{ClientIp, EventName, Problem, RejectionBody, emit};
+use guardrail_core::{
+    ClientIp, EventName, GuardFuture, Pass, PendingDecision, Problem, Pseudonymizer,
+    RedisConnection, RejectionBody, emit,
+};
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    RateLimitPolicy,
+    RateLimitError, RateLimitPolicy,
     decision::{Decision, Headers, ceil_secs, policy_header, write_headers},
     key::{ClientIpKey, Key, RequestParts},
     memory::{LimiterClock, MemoryLimiter},
@@ -63,7 +64,9 @@ struct Shared {
     exempt: Vec<String>,
     #[cfg(feature = "redis")]
     redis: Option<crate::RedisBackend>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     on_redis_error: OnRedisError,
+    pseudonymizer: Pseudonymizer,
 }
 
 /// Builder for [`RateLimitLayer`].
@@ -77,6 +80,7 @@ pub struct RateLimitLayerBuilder {
     redis: Option<crate::RedisBackend>,
     on_redis_error: OnRedisError,
     clock: LimiterClock,
+    pseudonymizer: Option<Pseudonymizer>,
 }
 
 impl RateLimitLayerBuilder {
@@ -124,6 +128,27 @@ impl RateLimitLayerBuilder {
         self
     }
 
+    /// The key of the pseudonyms that stand for users and custom keys in
+    /// `security.rate_limited` events; use the one the log scrubber uses
+    /// (default: a random key).
+    pub fn pseudonymizer(mut self, pseudonymizer: Pseudonymizer) -> Self {
+        self.pseudonymizer = Some(pseudonymizer);
+        self
+    }
+
+    /// Decides on the service's shared Redis connection (a
+    /// [`RedisBackend`](crate::RedisBackend) on it); without the `redis`
+    /// feature this is [`RateLimitError::RedisUnavailable`].
+    pub fn redis_connection(self, redis: RedisConnection) -> Result<Self, RateLimitError> {
+        #[cfg(feature = "redis")]
+        return Ok(self.redis(crate::RedisBackend::new(redis)));
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = redis;
+            Err(RateLimitError::RedisUnavailable)
+        }
+    }
+
     /// What to do when Redis fails (default: decide locally).
     pub fn on_redis_error(mut self, choice: OnRedisError) -> Self {
         self.on_redis_error = choice;
@@ -131,29 +156,28 @@ impl RateLimitLayerBuilder {
     }
 
     /// Checks every policy and builds the layer.
-    pub fn build(self) -> Result<RateLimitLayer, String> {
+    pub fn build(self) -> Result<RateLimitLayer, RateLimitError> {
         let max_keys = self.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
         let headers = self.headers.unwrap_or(true);
-        if let Some(bad) = self.exempt.iter().find(|e| {
-            !e.starts_with('/') || e.as_str() == "/*" || (e.contains('*') && !e.ends_with("/*"))
-        }) {
-            return Err(format!(
-                "exempt `{bad}`: use a path or `/prefix/*` (not `/*`)"
-            ));
+        if let Some(bad) = self.exempt.iter().find(|e| !is_exempt_pattern(e)) {
+            return Err(RateLimitError::Exempt {
+                pattern: bad.clone(),
+            });
         }
         if max_keys == 0 {
-            return Err("max_keys must be at least 1".into());
+            return Err(RateLimitError::MaxKeys);
         }
         let mut policies = Vec::with_capacity(self.policies.len());
         for policy in self.policies {
-            policy
-                .validate()
-                .map_err(|e| format!("policy `{}`: {e}", policy.name))?;
+            policy.validate().map_err(|source| RateLimitError::Policy {
+                name: policy.name.clone(),
+                source,
+            })?;
             if policies
                 .iter()
                 .any(|c: &Compiled| c.policy.name == policy.name)
             {
-                return Err(format!("policy `{}` is defined twice", policy.name));
+                return Err(RateLimitError::DuplicatePolicy { name: policy.name });
             }
             let name = policy.name.clone();
             policies.push(Compiled {
@@ -161,13 +185,13 @@ impl RateLimitLayerBuilder {
                     &policy,
                     max_keys,
                     self.clock,
-                    metrics::gauge!("guardrails_ratelimit_keys", "policy" => name.clone()),
+                    metrics::gauge!(guardrail_core::metric::RATELIMIT_KEYS, "policy" => name.clone()),
                     headers,
                 ),
                 policy_header: policy_header(&policy),
                 everywhere: policy.routes.is_empty() && policy.methods.is_empty(),
-                allowed: metrics::counter!("guardrails_ratelimit_decisions_total", "policy" => name.clone(), "outcome" => "allowed"),
-                limited: metrics::counter!("guardrails_ratelimit_decisions_total", "policy" => name.clone(), "outcome" => "limited"),
+                allowed: metrics::counter!(guardrail_core::metric::RATELIMIT_DECISIONS_TOTAL, "policy" => name.clone(), "outcome" => "allowed"),
+                limited: metrics::counter!(guardrail_core::metric::RATELIMIT_DECISIONS_TOTAL, "policy" => name.clone(), "outcome" => "limited"),
                 policy,
             });
         }
@@ -181,6 +205,7 @@ impl RateLimitLayerBuilder {
                 #[cfg(feature = "redis")]
                 redis: self.redis,
                 on_redis_error: self.on_redis_error,
+                pseudonymizer: self.pseudonymizer.unwrap_or_else(Pseudonymizer::random),
             }),
         })
     }
@@ -216,9 +241,16 @@ impl RateLimitLayer {
         RateLimitLayerBuilder::default()
     }
 
-    /// One in-memory policy with the defaults.
-    pub fn new(policy: RateLimitPolicy) -> Result<Self, String> {
-        Self::builder().policy(policy).build()
+    /// `Some(failing)` when decisions are made on Redis.
+    pub(crate) fn redis_failing(&self) -> Option<bool> {
+        #[cfg(feature = "redis")]
+        return self
+            .shared
+            .redis
+            .as_ref()
+            .map(crate::RedisBackend::is_failing);
+        #[cfg(not(feature = "redis"))]
+        None
     }
 
     /// Keys held in memory, per policy name (for health reports).
@@ -258,20 +290,25 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
 }
 
 impl<S> RateLimit<S> {
-    /// Gets a reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+    /// Wraps `inner` with the policies of `limits` (built with
+    /// [`RateLimitLayer::builder`] or [`RateLimitLayer::from_config`]).
+    pub fn new(inner: S, limits: RateLimitLayer) -> Self {
+        limits.layer(inner)
     }
 
-    /// Gets a mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+    /// The layer that applies `limits` (the same value: a
+    /// [`RateLimitLayer`] is the compiled set of policies).
+    pub fn layer(limits: RateLimitLayer) -> RateLimitLayer {
+        limits
     }
 
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    guardrail_core::inner_service_accessors!();
+}
+
+/// An exempt path: exact, or `/prefix/*` (never `/*`, which would exempt
+/// everything).
+pub(crate) fn is_exempt_pattern(e: &str) -> bool {
+    e.starts_with('/') && e != "/*" && (!e.contains('*') || e.ends_with("/*"))
 }
 
 impl Shared {
@@ -301,7 +338,7 @@ impl Shared {
                 EventName::SECURITY_RATE_LIMITED,
                 policy = %c.policy.name,
                 key_type = key.kind(),
-                key = %key.masked(),
+                key = %key.masked(&self.pseudonymizer),
                 retry_after_s = ceil_secs(decision.retry_after),
                 client = extensions.get::<ClientIp>().map(|ip| tracing::field::display(ip.masked())),
                 request_id = extensions.get::<guardrail_core::RequestId>().map(tracing::field::display),
@@ -395,7 +432,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if !self.shared.exempt.is_empty() && self.shared.is_exempt(req.uri().path()) {
-            return ResponseFuture::inner(self.inner.call(req), Vec::new());
+            return GuardFuture::pass(self.inner.call(req));
         }
         #[cfg(feature = "redis")]
         if self.shared.redis.is_some() {
@@ -414,10 +451,8 @@ where
                 Some((req.method(), req.uri().path()))
             };
             return match self.shared.decide_by_ip(route, ip) {
-                Ok(headers) => ResponseFuture::inner(self.inner.call(req), headers),
-                Err(denied) => ResponseFuture::slow(Slow::Reject {
-                    problem: self.shared.reject_by_ip(denied, ip, req),
-                }),
+                Ok(headers) => GuardFuture::pass_with_headers(self.inner.call(req), headers),
+                Err(denied) => GuardFuture::reject(self.shared.reject_by_ip(denied, ip, req)),
             };
         }
         self.call_general(req)
@@ -435,8 +470,8 @@ impl<S> RateLimit<S> {
         S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     {
         match self.shared.decide_locally(&RequestParts::from(&req)) {
-            Ok(headers) => ResponseFuture::inner(self.inner.call(req), headers),
-            Err(problem) => ResponseFuture::slow(Slow::Reject { problem }),
+            Ok(headers) => GuardFuture::pass_with_headers(self.inner.call(req), headers),
+            Err(problem) => GuardFuture::reject(problem),
         }
     }
 }
@@ -583,7 +618,7 @@ impl<S> RateLimit<S> {
     {
         let shared = &self.shared;
         let Some(redis) = &shared.redis else {
-            return ResponseFuture::inner(self.inner.call(req), Vec::new());
+            return GuardFuture::pass(self.inner.call(req));
         };
         let parts = RequestParts::from(&req);
         let keys: Vec<(usize, Key)> = shared
@@ -594,7 +629,7 @@ impl<S> RateLimit<S> {
             .map(|(i, c)| (i, c.policy.key.key(&parts).unwrap_or_else(unknown_key)))
             .collect();
         if keys.is_empty() {
-            return ResponseFuture::inner(self.inner.call(req), Vec::new());
+            return GuardFuture::pass(self.inner.call(req));
         }
         let shared = Arc::clone(shared);
         let redis = redis.clone();
@@ -620,179 +655,50 @@ impl<S> RateLimit<S> {
         });
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::slow(Slow::Deciding {
+        GuardFuture::pending(Deciding {
             decide,
             pending: Some((inner, req)),
         })
     }
 }
 
-pin_project! {
-    /// Response future for [`RateLimit`].
-    ///
-    /// Laid out for the common case, an allowed request: the inner future
-    /// and its headers, flat. Waiting on Redis and rejecting live behind one
-    /// box.
-    pub struct ResponseFuture<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        future: Option<S::Future>,
-        headers: HeaderList,
-        slow: Option<Box<Slow<S, ReqBody>>>,
-    }
+/// Response future for [`RateLimit`]: core's one guard future, with the
+/// inner future and its headers flat (an allowed request, the common case)
+/// and waiting on Redis or rejecting behind one box.
+pub type ResponseFuture<S, ReqBody> =
+    GuardFuture<<S as Service<Request<ReqBody>>>::Future, Deciding<S, ReqBody>>;
+
+/// The decision of [`RateLimit`] while Redis answers; the inner service
+/// (already ready) and the request wait with it.
+pub struct Deciding<S, ReqBody> {
+    decide: Decide,
+    pending: Option<(S, Request<ReqBody>)>,
 }
 
-/// The states of a request that is not simply passed on.
-// Always boxed (see `ResponseFuture::slow`): variant sizes don't matter.
-#[allow(clippy::large_enum_variant)]
-enum Slow<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    /// Waiting for Redis; the inner service (already ready) and the request
-    /// wait too.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Deciding {
-        decide: Decide,
-        pending: Option<(S, Request<ReqBody>)>,
-    },
-    /// Refused.
-    Reject { problem: Problem },
-    /// Nothing left to do (the rejection was sent, or Redis allowed and the
-    /// inner future took over).
-    Done,
-}
-
-impl<S, ReqBody> ResponseFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    #[inline(always)]
-    fn inner(future: S::Future, headers: Headers) -> Self {
-        Self {
-            future: Some(future),
-            headers: HeaderList::new(headers),
-            slow: None,
-        }
-    }
-
-    fn slow(state: Slow<S, ReqBody>) -> Self {
-        Self {
-            future: None,
-            headers: HeaderList::new(Headers::new()),
-            slow: Some(Box::new(state)),
-        }
-    }
-}
-
-impl<S, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
+impl<S, ReqBody> fmt::Debug for Deciding<S, ReqBody> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("Deciding").finish_non_exhaustive()
     }
 }
 
-impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: RejectionBody,
-{
-    type Output = Result<Response<ResBody>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            if let Some(future) = this.future.as_mut().as_pin_mut() {
-                // The inner response is passed on as it is: no body wrapper,
-                // and without headers to add, not even a copy (the inner
-                // future writes straight into our output).
-                if this.headers.0.is_empty() {
-                    return future.poll(cx);
-                }
-                let mut res = ready!(future.poll(cx))?;
-                add_headers(&mut res, this.headers);
-                return Poll::Ready(Ok(res));
-            }
-            let Some(slow) = this.slow.as_mut() else {
-                return Poll::Ready(Ok(Problem::internal_error().into_response_with()));
-            };
-            match ready!(slow_poll(slow, cx)) {
-                // Allowed after all: the inner future is polled next.
-                Some((future, headers)) => {
-                    *this.headers = HeaderList::new(headers);
-                    this.future.set(Some(future));
-                }
-                None => {
-                    let problem = match std::mem::replace(&mut **slow, Slow::Done) {
-                        Slow::Reject { problem } => problem,
-                        _ => Problem::internal_error(),
-                    };
-                    return Poll::Ready(Ok(problem.into_response_with()));
-                }
-            }
-        }
-    }
-}
-
-#[inline(never)]
-fn add_headers<B>(res: &mut Response<B>, headers: &mut HeaderList) {
-    for (name, value) in std::mem::take(&mut *headers.0) {
-        res.headers_mut().append(name, value);
-    }
-}
-
-/// Headers waiting for the response. Dropping an empty list (nearly always)
-/// costs one comparison.
-struct HeaderList(ManuallyDrop<Headers>);
-
-impl HeaderList {
-    #[inline(always)]
-    fn new(headers: Headers) -> Self {
-        Self(ManuallyDrop::new(headers))
-    }
-}
-
-impl Drop for HeaderList {
-    #[inline(always)]
-    fn drop(&mut self) {
-        if self.0.capacity() != 0 {
-            drop(std::mem::take(&mut *self.0));
-        }
-    }
-}
-
-/// Drives the rare states: `Some` when the request may go on (with the
-/// inner future and headers), `None` when it is refused (the state is then
-/// `Reject`).
-#[cold]
-fn slow_poll<S, ReqBody>(
-    slow: &mut Slow<S, ReqBody>,
-    cx: &mut Context<'_>,
-) -> Poll<Option<(S::Future, Headers)>>
+impl<S, ReqBody> PendingDecision for Deciding<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
-    match slow {
-        Slow::Deciding { decide, pending } => {
-            let verdict = ready!(decide.as_mut().poll(cx));
-            let Some((mut inner, req)) = pending.take() else {
-                *slow = Slow::Done;
-                return Poll::Ready(None);
-            };
-            if verdict.denied {
-                let problem = verdict.problem(req.extensions());
-                *slow = Slow::Reject { problem };
-                Poll::Ready(None)
-            } else {
-                let future = inner.call(req);
-                *slow = Slow::Done;
-                Poll::Ready(Some((future, verdict.headers)))
-            }
-        }
-        Slow::Reject { .. } | Slow::Done => Poll::Ready(None),
+    type Future = S::Future;
+
+    fn poll_decide(&mut self, cx: &mut Context<'_>) -> Poll<Result<Pass<S::Future>, Problem>> {
+        let verdict = ready!(self.decide.as_mut().poll(cx));
+        let Some((mut inner, req)) = self.pending.take() else {
+            return Poll::Ready(Err(Problem::internal_error()));
+        };
+        Poll::Ready(if verdict.denied {
+            Err(verdict.problem(req.extensions()))
+        } else {
+            Ok(Pass {
+                future: inner.call(req),
+                headers: verdict.headers,
+            })
+        })
     }
 }

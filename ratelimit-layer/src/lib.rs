@@ -3,7 +3,7 @@
 //! limits shared by many replicas.
 //!
 //! - [`RateLimitPolicy`]: "`burst` requests at once, refilling at `rate` per
-//!   `period`", with a name, a [key](key) and optional route/method scope.
+//!   `period`", with a name, a [`key`] and optional route/method scope.
 //!   Several policies can apply to one request; the strictest decides.
 //! - [`RateLimitLayer`]: answers over-limit requests with a 429
 //!   problem+json carrying `Retry-After` (whole seconds, rounded up) and the
@@ -38,7 +38,10 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let layer = RateLimitLayer::new(RateLimitPolicy::per_minute(60).burst(2).name("per_ip")).unwrap();
+//! let layer = RateLimitLayer::builder()
+//!     .policy(RateLimitPolicy::per_minute(60).burst(2).name("per_ip"))
+//!     .build()
+//!     .unwrap();
 //! let mut svc = ServiceBuilder::new().layer(layer).service(service_fn(|_req: Request<()>| async {
 //!     Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
 //! }));
@@ -61,16 +64,9 @@
 //! # }
 //! ```
 
-#![deny(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
-
 mod config;
 mod decision;
+mod error;
 pub mod key;
 mod layer;
 mod memory;
@@ -79,8 +75,9 @@ mod policy;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use config::{Backend, KeyKind, PolicyConfig, RateLimitConfig, Stage};
+pub use config::{Backend, KeyKind, PolicyConfig, RateLimitConfig, RateLimitStages, Stage};
 pub use decision::{Decision, RATELIMIT, RATELIMIT_POLICY};
+pub use error::{PolicyError, RateLimitError};
 pub use layer::{
     DEFAULT_MAX_KEYS, OnRedisError, RateLimit, RateLimitLayer, RateLimitLayerBuilder,
     ResponseFuture,

@@ -26,7 +26,10 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use http::Method;
 
-use crate::key::{ClientIpKey, KeyExtractor, RequestParts};
+use crate::{
+    PolicyError,
+    key::{ClientIpKey, KeyExtractor, RequestParts},
+};
 
 /// A named quota with its key and scope.
 #[derive(Clone)]
@@ -130,20 +133,22 @@ impl RateLimitPolicy {
     }
 
     /// Why this policy can't be used, if it can't.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PolicyError> {
         if self.rate == 0 {
-            return Err("rate must be at least 1".into());
+            return Err(PolicyError::new("rate must be at least 1"));
         }
         if self.burst == 0 {
-            return Err("burst must be at least 1".into());
+            return Err(PolicyError::new("burst must be at least 1"));
         }
         if self.period < Duration::from_millis(1)
             || self.period > Duration::from_secs(7 * 24 * 3600)
         {
-            return Err("period must be between 1ms and 7 days".into());
+            return Err(PolicyError::new("period must be between 1ms and 7 days"));
         }
         if self.emission_interval().is_zero() {
-            return Err("rate is too high for the period (less than 1ns per request)".into());
+            return Err(PolicyError::new(
+                "rate is too high for the period (less than 1ns per request)",
+            ));
         }
         if self.name.is_empty()
             || self.name.len() > 64
@@ -152,17 +157,23 @@ impl RateLimitPolicy {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return Err("name must be 1-64 characters of [A-Za-z0-9_-]".into());
+            return Err(PolicyError::new(
+                "name must be 1-64 characters of [A-Za-z0-9_-]",
+            ));
         }
         if self
             .routes
             .iter()
             .any(|r| !r.starts_with('/') || r.contains('*'))
         {
-            return Err("routes are plain path prefixes starting with `/` (no `*`: `/api/` covers everything below)".into());
+            return Err(PolicyError::new(
+                "routes are plain path prefixes starting with `/` (no `*`: `/api/` covers everything below)",
+            ));
         }
         if self.window() > Duration::from_secs(366 * 24 * 3600) {
-            return Err("burst × (period / rate) must be at most a year".into());
+            return Err(PolicyError::new(
+                "burst × (period / rate) must be at most a year",
+            ));
         }
         const STANDARD: [Method; 9] = [
             Method::GET,
@@ -176,7 +187,9 @@ impl RateLimitPolicy {
             Method::TRACE,
         ];
         if let Some(m) = self.methods.iter().find(|m| !STANDARD.contains(m)) {
-            return Err(format!("`{m}` is not a standard HTTP method"));
+            return Err(PolicyError::new(format!(
+                "`{m}` is not a standard HTTP method"
+            )));
         }
         Ok(())
     }

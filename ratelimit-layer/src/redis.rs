@@ -13,17 +13,17 @@
 //!
 //! ```
 //! use std::time::Duration;
+//! use guardrail_core::{RedisConfig, RedisConnection};
 //! use ratelimit_layer::RedisBackend;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! // Connects lazily: building never blocks or fails on an unreachable server.
-//! let backend = RedisBackend::new("redis://127.0.0.1:6379")
-//!     .unwrap()
-//!     .prefix("myservice:rl")
-//!     .timeout(Duration::from_millis(50));
-//! # let _ = backend;
-//! assert!(RedisBackend::new("not a url").is_err());
+//! // The service's one connection (`[redis]`), prepared lazily: building
+//! // never blocks or fails on an unreachable server.
+//! let redis = RedisConnection::open("redis://127.0.0.1:6379", &RedisConfig::default()).unwrap();
+//! let backend = RedisBackend::new(redis).timeout(Duration::from_millis(50));
+//! assert!(backend.bucket_key("per_ip", &ratelimit_layer::key::Key::Global).starts_with("guardrails:rl:"));
+//! assert!(RedisConnection::open("not a url", &RedisConfig::default()).is_err());
 //! # }
 //! ```
 
@@ -36,11 +36,8 @@ use std::{
     time::Duration,
 };
 
-use guardrail_core::{EventName, emit};
-use redis::{
-    Client, RedisError, ServerErrorKind,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use guardrail_core::{EventName, RedisConnection, emit};
+use redis::{RedisError, ServerErrorKind, aio::ConnectionManager};
 
 use crate::{RateLimitPolicy, decision::Decision, key::Key};
 
@@ -75,7 +72,6 @@ pub struct RedisBackend {
 }
 
 struct Inner {
-    client: Client,
     manager: ConnectionManager,
     script_sha: String,
     prefix: String,
@@ -119,55 +115,44 @@ impl fmt::Display for RedisFailure {
 }
 
 impl RedisBackend {
-    /// Prepares a connection to `url` (`redis://[:password@]host:port/db`).
-    /// Nothing is sent until the first decision; the connection manager
-    /// reconnects by itself after failures. Needs a tokio runtime.
-    pub fn new(url: &str) -> Result<Self, String> {
-        Self::with_settings(url, "guardrails:rl", Duration::from_millis(50))
+    /// Decides on the service's shared Redis connection (`[redis]`): keys
+    /// under `<key_prefix>:rl`, each decision bounded by the connection's
+    /// timeout.
+    pub fn new(redis: RedisConnection) -> Self {
+        Self::with(redis.manager(), redis.key_prefix("rl"), redis.timeout())
     }
 
-    /// [`new`](Self::new) with a key prefix and a per-decision timeout (the
-    /// connection's own response timeout is set to match).
-    pub fn with_settings(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
-        let client = Client::open(url).map_err(|_| "not a valid Redis URL".to_owned())?;
-        Self::from_client(client, prefix, timeout)
-    }
-
-    fn from_client(client: Client, prefix: &str, timeout: Duration) -> Result<Self, String> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| format!("cannot prepare the Redis connection: {:?}", e.kind()))?;
-        Ok(Self {
+    fn with(manager: ConnectionManager, prefix: String, timeout: Duration) -> Self {
+        Self {
             inner: Arc::new(Inner {
-                client,
                 manager,
                 script_sha: redis::Script::new(GCRA).get_hash().to_owned(),
-                prefix: prefix.to_owned(),
+                prefix,
                 timeout,
                 failing: AtomicBool::new(false),
                 next_probe_ms: AtomicU64::new(0),
                 base: std::time::Instant::now(),
             }),
-        })
+        }
     }
 
-    /// The prefix of every key (default `guardrails:rl`).
+    /// Replaces the prefix of every key (default `<[redis] key_prefix>:rl`).
     pub fn prefix(self, prefix: impl Into<String>) -> Self {
-        let prefix = prefix.into();
-        let timeout = self.inner.timeout;
-        Self::from_client(self.inner.client.clone(), &prefix, timeout).unwrap_or(self)
+        Self::with(
+            self.inner.manager.clone(),
+            prefix.into(),
+            self.inner.timeout,
+        )
     }
 
-    /// How long one decision may take before the fallback applies (default
-    /// 50 ms); the connection's response timeout follows it.
+    /// How long one decision may take before the fallback applies (default:
+    /// the connection's timeout).
     pub fn timeout(self, timeout: Duration) -> Self {
-        let prefix = self.inner.prefix.clone();
-        Self::from_client(self.inner.client.clone(), &prefix, timeout).unwrap_or(self)
+        Self::with(
+            self.inner.manager.clone(),
+            self.inner.prefix.clone(),
+            timeout,
+        )
     }
 
     /// The Redis key of a policy's bucket for `key`.
@@ -220,7 +205,7 @@ impl RedisBackend {
                 self.inner
                     .next_probe_ms
                     .store(now_ms + PROBE_EVERY_MS, Ordering::Relaxed);
-                metrics::counter!("guardrails_ratelimit_backend_errors_total", "backend" => "redis").increment(1);
+                metrics::counter!(guardrail_core::metric::RATELIMIT_BACKEND_ERRORS_TOTAL, "backend" => "redis").increment(1);
                 if !self.inner.failing.swap(true, Ordering::Relaxed) {
                     emit!(
                         ERROR,

@@ -13,7 +13,7 @@ use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 type Res = Response<String>;
 
 /// A one-policy layer on tokio's clock, so paused time drives it.
-fn tokio_clock(policy: RateLimitPolicy) -> Result<RateLimitLayer, String> {
+fn tokio_clock(policy: RateLimitPolicy) -> Result<RateLimitLayer, ratelimit_layer::RateLimitError> {
     RateLimitLayer::builder()
         .clock(LimiterClock::Tokio)
         .policy(policy)
@@ -528,5 +528,5 @@ async fn invalid_policies_are_errors_not_panics() {
         .policy(RateLimitPolicy::per_minute(1).name("a"))
         .policy(RateLimitPolicy::per_minute(2).name("a"))
         .build();
-    assert!(dup.unwrap_err().contains("twice"));
+    assert!(dup.unwrap_err().to_string().contains("twice"));
 }

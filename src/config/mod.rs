@@ -49,12 +49,12 @@ mod validate;
 use std::{path::Path, time::Duration};
 
 use guardrail_core::ClientIpConfig;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 pub use env::ENV_PREFIX;
 pub use guardrail_core::config::{ConfigProblem, Profile};
-pub use guardrail_core::{Secret, SecretError, SecretRef};
-pub use validate::ValidationErrors;
+pub use guardrail_core::{RedisConfig, RequestIdConfig, Secret, SecretError, SecretRef};
+pub use validate::{ValidConfig, ValidationErrors};
 
 /// Every guardrail's settings, one section per layer.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -70,6 +70,8 @@ pub struct GuardrailsConfig {
     pub request_id: RequestIdConfig,
     /// `[client_ip]`: trusted proxies and the forwarding header.
     pub client_ip: ClientIpConfig,
+    /// `[redis]`: the one Redis connection every Redis user shares.
+    pub redis: RedisConfig,
     /// `[auth]`: authentication and authorization levels.
     #[cfg(feature = "auth-layer")]
     pub auth: auth_layer::AuthConfig,
@@ -118,34 +120,6 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
         }
     }
-}
-
-/// `[request_id]`: the request id header.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct RequestIdConfig {
-    /// The header carrying the id (default `"x-request-id"`).
-    #[serde(deserialize_with = "header_name")]
-    pub header: http::HeaderName,
-    /// Keep a well-formed id sent by the client (default `true`); otherwise
-    /// every request gets a fresh one.
-    pub trust_incoming: bool,
-}
-
-impl Default for RequestIdConfig {
-    fn default() -> Self {
-        Self {
-            header: guardrail_core::request_id::X_REQUEST_ID,
-            trust_incoming: true,
-        }
-    }
-}
-
-fn header_name<'de, D: Deserializer<'de>>(d: D) -> Result<http::HeaderName, D::Error> {
-    let s = String::deserialize(d)?;
-    http::HeaderName::from_bytes(s.as_bytes())
-        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a valid HTTP header name")))
 }
 
 /// Why a configuration could not be loaded.

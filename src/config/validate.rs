@@ -38,9 +38,48 @@ impl std::error::Error for ValidationErrors {}
 
 const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(300);
 
+/// A configuration that passed [`GuardrailsConfig::validate`]: the only
+/// thing [`GuardrailsLayer::from_config`](crate::GuardrailsLayer::from_config)
+/// accepts, so a stack can't be built from an unchecked config (say, with a
+/// missing production secret).
+#[derive(Clone, Debug)]
+pub struct ValidConfig {
+    config: GuardrailsConfig,
+    profile: Profile,
+}
+
+impl ValidConfig {
+    /// The profile it was validated for.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// The configuration.
+    pub fn into_inner(self) -> GuardrailsConfig {
+        self.config
+    }
+}
+
+impl std::ops::Deref for ValidConfig {
+    type Target = GuardrailsConfig;
+
+    fn deref(&self) -> &GuardrailsConfig {
+        &self.config
+    }
+}
+
 impl GuardrailsConfig {
-    /// Checks every setting against `profile` and returns all problems.
-    pub fn validate(&self, profile: Profile) -> Result<(), ValidationErrors> {
+    /// Checks every setting against the profile the configuration names
+    /// (`profile = …`, production by default) and returns all problems, or
+    /// the validated configuration.
+    pub fn validate(&self) -> Result<ValidConfig, ValidationErrors> {
+        self.validate_for(self.profile)
+    }
+
+    /// [`validate`](Self::validate) against another profile than the one
+    /// the configuration names (e.g. to check a development config would
+    /// pass in production).
+    pub fn validate_for(&self, profile: Profile) -> Result<ValidConfig, ValidationErrors> {
         let mut problems = Vec::new();
         let mut problem =
             |path: String, message: &str| problems.push(ConfigProblem::new(path, message));
@@ -69,6 +108,7 @@ impl GuardrailsConfig {
             );
         }
 
+        self.redis.validate(self.uses_redis(), &mut problems);
         #[cfg(feature = "pii-trace-layer")]
         self.trace.validate(profile, &mut problems);
         #[cfg(feature = "ratelimit-layer")]
@@ -77,9 +117,21 @@ impl GuardrailsConfig {
         self.auth.validate(profile, &mut problems);
 
         if problems.is_empty() {
-            Ok(())
+            Ok(ValidConfig {
+                config: self.clone(),
+                profile,
+            })
         } else {
             Err(ValidationErrors { profile, problems })
         }
+    }
+
+    /// Whether a layer is configured to use `[redis]`.
+    fn uses_redis(&self) -> bool {
+        #[cfg(feature = "ratelimit-layer")]
+        if self.rate_limit.uses_redis() {
+            return true;
+        }
+        false
     }
 }

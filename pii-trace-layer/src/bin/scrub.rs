@@ -71,7 +71,7 @@ fn scrubber(config: Option<&str>) -> Result<Scrubber, String> {
         Ok(key) if !key.is_empty() => Pseudonymizer::new(key.as_bytes()),
         _ => Pseudonymizer::random(),
     };
-    Scrubber::with_config(pseudonymizer, &config)
+    Scrubber::with_config(pseudonymizer, &config).map_err(|e| e.to_string())
 }
 
 /// Reads one line (with its `\n`, if any) or up to `MAX_LINE` bytes of it.

@@ -174,16 +174,20 @@ impl Scrubber {
     /// The built-ins adjusted by `config`: classes turned off, extra secret
     /// and identity keys, custom patterns, masked instead of replaced IPs.
     /// A pattern that doesn't compile is an error naming it.
-    pub fn with_config(pseudonymizer: Pseudonymizer, config: &ScrubConfig) -> Result<Self, String> {
-        let rules = detect::rules(config)?;
+    pub fn with_config(
+        pseudonymizer: Pseudonymizer,
+        config: &ScrubConfig,
+    ) -> Result<Self, crate::TraceError> {
+        let scrub = |message: String| crate::TraceError::Scrub { message };
+        let rules = detect::rules(config).map_err(scrub)?;
         let patterns: Vec<&str> = rules.iter().map(|r| r.pattern.as_str()).collect();
         let scan = meta::Regex::builder()
             .configure(meta::Config::new().hybrid_cache_capacity(16 << 20))
             .build_many(&patterns)
-            .map_err(|e| format!("the scrubber patterns don't compile together: {e}"))?;
+            .map_err(|e| scrub(format!("the scrubber patterns don't compile together: {e}")))?;
         let detail = patterns
             .iter()
-            .map(|p| regex::Regex::new(p).map_err(|e| format!("`{p}`: {e}")))
+            .map(|p| regex::Regex::new(p).map_err(|e| scrub(format!("`{p}`: {e}"))))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             rules,

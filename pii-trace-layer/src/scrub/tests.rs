@@ -298,7 +298,9 @@ fn a_bad_custom_pattern_is_a_clear_error() {
         serde_json::json!({"rules": [{"name": "broken", "pattern": "(unclosed"}]}),
     )
     .unwrap();
-    let err = Scrubber::with_config(Pseudonymizer::new(b"k"), &config).unwrap_err();
+    let err = Scrubber::with_config(Pseudonymizer::new(b"k"), &config)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("rules[0] (broken)"), "{err}");
 }
 

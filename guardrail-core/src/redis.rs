@@ -1,0 +1,224 @@
+//! `[redis]`: the one Redis connection every Redis user shares (the rate
+//! limiter today; the webhook replay cache and the flag store next).
+//!
+//! The section says where Redis is (a [`SecretRef`]: the URL may hold a
+//! password), how long a command may take and the prefix of every key.
+//! With the `redis` feature, [`RedisConfig::connect`] prepares one
+//! [`RedisConnection`] (a connection manager that reconnects by itself)
+//! that the service hands to each user, so a replica holds one connection,
+//! not one per layer.
+//!
+//! # Example
+//!
+//! ```
+//! use std::{fmt, time::Duration};
+//! use guardrail_core::RedisConfig;
+//!
+//! let config: RedisConfig = toml::from_str(r#"
+//!     url = { env = "REDIS_URL" }
+//!     timeout = "20ms"
+//! "#).unwrap();
+//! assert_eq!(config.timeout, Duration::from_millis(20));
+//! assert_eq!(config.key_prefix, "guardrails");
+//!
+//! let mut problems = Vec::new();
+//! let bad: RedisConfig = toml::from_str(r#"timeout = "10s""#).unwrap();
+//! bad.validate(false, &mut problems);
+//! assert_eq!(problems[0].path, "redis.timeout");
+//! ```
+
+use std::{fmt, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{SecretRef, config::ConfigProblem};
+
+/// `[redis]`: where Redis is and how it is used.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// The URL, `redis://[:password@]host:port/db`, from the environment or
+    /// a file (default `{ env = "REDIS_URL" }`). Only read when a layer
+    /// uses Redis.
+    pub url: SecretRef,
+    /// How long one command may take before the user's fallback applies
+    /// (default `"50ms"`, at most 5 s); the connection's response timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long connecting may take (default `"250ms"`, at most 30 s).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The first part of every key (default `"guardrails"`); each user adds
+    /// its own part (`guardrails:rl:…`).
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretRef::Env("REDIS_URL".into()),
+            timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_millis(250),
+            key_prefix: "guardrails".into(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Adds every problem of this section to `problems`; `needed` when some
+    /// layer is configured to use Redis (the URL must then resolve).
+    pub fn validate(&self, needed: bool, problems: &mut Vec<ConfigProblem>) {
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(5) {
+            problems.push(ConfigProblem::new(
+                "redis.timeout",
+                "must be more than 0s and at most 5s",
+            ));
+        }
+        if self.connect_timeout.is_zero() || self.connect_timeout > Duration::from_secs(30) {
+            problems.push(ConfigProblem::new(
+                "redis.connect_timeout",
+                "must be more than 0s and at most 30s",
+            ));
+        }
+        if self.key_prefix.is_empty()
+            || !self
+                .key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-:.".contains(&b))
+        {
+            problems.push(ConfigProblem::new(
+                "redis.key_prefix",
+                "must be 1 or more characters of [A-Za-z0-9_-:.]",
+            ));
+        }
+        if needed {
+            match self.url.resolve() {
+                Ok(url) if !is_redis_url(url.expose()) => problems.push(ConfigProblem::new(
+                    "redis.url",
+                    format!(
+                        "the value of {} is not a Redis URL (redis://, rediss:// or redis+unix://)",
+                        self.url
+                    ),
+                )),
+                Ok(_) => {}
+                Err(e) => problems.push(ConfigProblem::new("redis.url", e.to_string())),
+            }
+        }
+    }
+}
+
+fn is_redis_url(url: &[u8]) -> bool {
+    ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme.as_bytes()) && url.len() > scheme.len())
+}
+
+/// Why the shared Redis connection could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// The URL could not be read.
+    #[error("redis.url: {0}")]
+    Url(#[from] crate::SecretError),
+    /// The URL is not a Redis URL (the URL itself is never shown: it may
+    /// hold a password).
+    #[error("redis.url: not a valid Redis URL")]
+    InvalidUrl,
+    /// The connection manager could not be set up.
+    #[error("cannot prepare the Redis connection ({kind})")]
+    Setup {
+        /// What kind of failure.
+        kind: String,
+    },
+    /// Built without the `redis` feature of `guardrail-core`.
+    #[error("Redis support is not compiled in (enable the `redis` feature)")]
+    Unsupported,
+}
+
+/// The connection every Redis user of a service shares: clones share one
+/// connection manager, which reconnects by itself after failures.
+///
+/// Only [`RedisConfig::connect`] (with the `redis` feature) makes one, so a
+/// layer can take an `Option<RedisConnection>` whatever its features.
+#[derive(Clone)]
+pub struct RedisConnection {
+    #[cfg(feature = "redis")]
+    manager: redis::aio::ConnectionManager,
+    #[cfg(not(feature = "redis"))]
+    never: std::convert::Infallible,
+    timeout: Duration,
+    key_prefix: String,
+}
+
+impl fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password: it is not kept, let alone printed.
+        f.debug_struct("RedisConnection")
+            .field("timeout", &self.timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConfig {
+    /// Prepares the shared connection. Nothing is sent until the first
+    /// command. Needs a tokio runtime; without the `redis` feature it is
+    /// [`RedisError::Unsupported`].
+    pub fn connect(&self) -> Result<RedisConnection, RedisError> {
+        let url = self.url.resolve()?;
+        let url = std::str::from_utf8(url.expose()).map_err(|_| RedisError::InvalidUrl)?;
+        RedisConnection::open(url, self)
+    }
+}
+
+impl RedisConnection {
+    /// Prepares a connection to `url` with the settings of `config` (its
+    /// `url` is ignored): for tests and tools that hold the URL itself.
+    #[cfg(feature = "redis")]
+    pub fn open(url: &str, config: &RedisConfig) -> Result<Self, RedisError> {
+        use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+        let client = redis::Client::open(url).map_err(|_| RedisError::InvalidUrl)?;
+        let settings = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let manager = ConnectionManager::new_lazy_with_config(client, settings).map_err(|e| {
+            RedisError::Setup {
+                kind: format!("{:?}", e.kind()),
+            }
+        })?;
+        Ok(Self {
+            manager,
+            timeout: config.timeout,
+            key_prefix: config.key_prefix.clone(),
+        })
+    }
+
+    /// Without the `redis` feature: [`RedisError::Unsupported`].
+    #[cfg(not(feature = "redis"))]
+    pub fn open(_url: &str, _config: &RedisConfig) -> Result<Self, RedisError> {
+        Err(RedisError::Unsupported)
+    }
+
+    /// A handle on the shared connection manager (cheap: a clone).
+    #[cfg(feature = "redis")]
+    pub fn manager(&self) -> redis::aio::ConnectionManager {
+        self.manager.clone()
+    }
+
+    /// How long one command may take.
+    pub fn timeout(&self) -> Duration {
+        #[cfg(not(feature = "redis"))]
+        match self.never {}
+        #[cfg(feature = "redis")]
+        self.timeout
+    }
+
+    /// The key prefix of one user: `<key_prefix>:<part>`.
+    pub fn key_prefix(&self, part: &str) -> String {
+        format!("{}:{part}", self.key_prefix)
+    }
+}
