@@ -55,7 +55,7 @@ use std::{
 
 use guardrail_core::{
     BackgroundTasks, CallerSlot, GuardFuture, Pass, PendingDecision, Principal, Problem,
-    Pseudonymizer, RejectionBody, health::HealthSource,
+    Pseudonymizer, RejectionBody, health::HealthSource, single_header,
 };
 use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
 use tower_layer::Layer;
@@ -204,12 +204,9 @@ impl Shared {
 
 /// The bearer token of a request: exactly one `Authorization: Bearer` header.
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let value = match (values.next(), values.next()) {
-        (None, _) => return Err(AuthError::Missing),
-        (Some(_), Some(_)) => return Err(AuthError::MultipleCredentials),
-        (Some(value), None) => value,
-    };
+    let value = single_header(headers, AUTHORIZATION)
+        .map_err(|_| AuthError::MultipleCredentials)?
+        .ok_or(AuthError::Missing)?;
     let text = value.to_str().map_err(|_| AuthError::Malformed)?;
     let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use guardrail_core::{ClientIp, EventName, Problem, emit, problem::types};
+use guardrail_core::{EventName, Problem, emit, problem::types};
 use http::{Extensions, HeaderValue, Method, header::WWW_AUTHENTICATE};
 
 /// Why authentication failed. The [`reason`](AuthError::reason) code is what
@@ -98,16 +98,13 @@ impl AuthError {
 
     /// Emits this failure's event and returns its problem+json rejection.
     pub(crate) fn problem(self, realm: &str, method: &Method, extensions: &Extensions) -> Problem {
-        let client = extensions.get::<ClientIp>().map(ClientIp::masked);
-        let request_id = extensions.get::<guardrail_core::RequestId>();
         let problem = if self == Self::KeysUnavailable {
             emit!(
                 ERROR,
                 EventName::SECURITY_AUTH_FAILED,
+                from = extensions,
                 reason = self.reason(),
                 method = %method,
-                client = client.map(tracing::field::display),
-                request_id = request_id.map(tracing::field::display),
             );
             Problem::service_unavailable(30)
                 .detail("Authentication is temporarily unavailable. Try again shortly.")
@@ -115,10 +112,9 @@ impl AuthError {
             emit!(
                 WARN,
                 EventName::SECURITY_AUTH_FAILED,
+                from = extensions,
                 reason = self.reason(),
                 method = %method,
-                client = client.map(tracing::field::display),
-                request_id = request_id.map(tracing::field::display),
             );
             Problem::unauthorized().detail(match self {
                 Self::Missing | Self::UnsupportedScheme => "This endpoint requires a bearer token.",
@@ -176,15 +172,10 @@ impl Denial {
         emit!(
             WARN,
             EventName::SECURITY_FORBIDDEN,
+            from = extensions,
             reason = self.reason(),
             user = user,
             route = route,
-            client = extensions
-                .get::<ClientIp>()
-                .map(|c| tracing::field::display(c.masked())),
-            request_id = extensions
-                .get::<guardrail_core::RequestId>()
-                .map(tracing::field::display),
         );
         let (problem, detail) = match self {
             Self::MfaRequired => (

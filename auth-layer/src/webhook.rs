@@ -61,7 +61,7 @@ use std::{
 
 use bytes::Bytes;
 use guardrail_core::{
-    BoxDecision, ClientIp, EventName, GuardFuture, Pass, Problem, RejectionBody, Secret, emit,
+    BoxDecision, EventName, GuardFuture, Pass, Problem, RejectionBody, Secret, emit,
 };
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, Request, Response};
@@ -118,17 +118,12 @@ impl WebhookError {
         }
     }
 
-    fn problem(self, headers_ext: &http::Extensions) -> Problem {
+    fn problem(self, extensions: &http::Extensions) -> Problem {
         emit!(
             WARN,
             EventName::SECURITY_WEBHOOK_REJECTED,
+            from = extensions,
             reason = self.reason(),
-            client = headers_ext
-                .get::<ClientIp>()
-                .map(|c| tracing::field::display(c.masked())),
-            request_id = headers_ext
-                .get::<guardrail_core::RequestId>()
-                .map(tracing::field::display),
         );
         let problem = match self {
             Self::TooLarge => {
@@ -136,7 +131,7 @@ impl WebhookError {
             }
             _ => Problem::bad_request().detail("Webhook signature verification failed."),
         };
-        problem.request_id_from(headers_ext)
+        problem.request_id_from(extensions)
     }
 }
 
@@ -158,12 +153,11 @@ pub trait SignatureScheme: Send + Sync + 'static {
 }
 
 fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, WebhookError> {
-    let mut values = headers.get_all(name).iter();
-    match (values.next(), values.next()) {
-        (None, _) => Err(WebhookError::MissingSignature),
-        (Some(v), None) => v.to_str().map_err(|_| WebhookError::MalformedSignature),
-        _ => Err(WebhookError::MalformedSignature),
-    }
+    guardrail_core::single_header(headers, name)
+        .map_err(|_| WebhookError::MalformedSignature)?
+        .ok_or(WebhookError::MissingSignature)?
+        .to_str()
+        .map_err(|_| WebhookError::MalformedSignature)
 }
 
 fn sha256_hex(text: &str) -> Result<Vec<u8>, WebhookError> {

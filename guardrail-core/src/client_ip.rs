@@ -253,11 +253,8 @@ impl ClientIpConfig {
 
 /// One address from a header that must appear exactly once.
 fn single_value(headers: &HeaderMap, name: &HeaderName) -> Option<IpAddr> {
-    let mut values = headers.get_all(name).iter();
-    match (values.next(), values.next()) {
-        (Some(value), None) => parse_node(value.to_str().ok()?.trim()),
-        _ => None,
-    }
+    let value = crate::single_header(headers, name).ok()??;
+    parse_node(value.to_str().ok()?.trim())
 }
 
 /// An address, optionally with a port, IPv6 optionally in brackets.

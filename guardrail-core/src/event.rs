@@ -190,6 +190,27 @@ impl fmt::Debug for EventName {
 /// ```
 #[macro_export]
 macro_rules! emit {
+    // `from = extensions`: the request's masked client and request id.
+    (level = $level:expr, $name:expr, from = $ext:expr $(, $($rest:tt)+)?) => {{
+        let __context = $crate::event::RequestContext::of($ext);
+        $crate::emit!(
+            level = $level,
+            $name,
+            client = __context.client(),
+            request_id = __context.request_id()
+            $(, $($rest)+)?
+        )
+    }};
+    ($level:ident, $name:expr, from = $ext:expr $(, $($rest:tt)+)?) => {{
+        let __context = $crate::event::RequestContext::of($ext);
+        $crate::emit!(
+            $level,
+            $name,
+            client = __context.client(),
+            request_id = __context.request_id()
+            $(, $($rest)+)?
+        )
+    }};
     (level = $level:expr, $name:expr $(, $($rest:tt)+)?) => {{
         use $crate::__private::tracing::Level as __Level;
         let __level: __Level = $level;
@@ -213,6 +234,47 @@ macro_rules! emit {
             $($($rest)+)?
         )
     };
+}
+
+/// The fields every event about a request carries: the client's masked
+/// address and the request id, read from the request's extensions. Written
+/// by [`emit!`](crate::emit)`(LEVEL, NAME, from = extensions, …)`, so no
+/// layer spells them out by hand.
+///
+/// ```
+/// use guardrail_core::{ClientIp, EventName, emit};
+///
+/// let mut extensions = http::Extensions::new();
+/// extensions.insert(ClientIp::new("203.0.113.9".parse().unwrap()));
+/// emit!(WARN, EventName::SECURITY_FORBIDDEN, from = &extensions, reason = "not_owner");
+/// let context = guardrail_core::event::RequestContext::of(&extensions);
+/// assert_eq!(context.client().unwrap().to_string(), "203.0.113.0/24");
+/// assert!(context.request_id().is_none());
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct RequestContext<'a> {
+    client: Option<&'a crate::ClientIp>,
+    request_id: Option<&'a crate::RequestId>,
+}
+
+impl<'a> RequestContext<'a> {
+    /// The context of a request with these extensions.
+    pub fn of(extensions: &'a http::Extensions) -> Self {
+        Self {
+            client: extensions.get(),
+            request_id: extensions.get(),
+        }
+    }
+
+    /// The client's masked address (`/24`, `/48`), never the address.
+    pub fn client(&self) -> Option<tracing::field::DisplayValue<ipnet::IpNet>> {
+        self.client.map(|c| tracing::field::display(c.masked()))
+    }
+
+    /// The request id.
+    pub fn request_id(&self) -> Option<tracing::field::DisplayValue<&'a crate::RequestId>> {
+        self.request_id.map(tracing::field::display)
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ pub mod client_ip;
 pub mod config;
 pub mod event;
 mod future;
+mod header;
 pub mod health;
 pub mod metric;
 mod principal;
@@ -66,6 +67,7 @@ pub use client_ip::{
 };
 pub use event::EventName;
 pub use future::{BoxDecision, Decided, GuardFuture, Pass, PassHeaders, PendingDecision};
+pub use header::{RepeatedHeader, single_header};
 pub use principal::{AssuranceLevel, CallerSlot, Principal};
 pub use problem::Problem;
 pub use pseudonym::Pseudonymizer;

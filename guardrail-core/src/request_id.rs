@@ -228,12 +228,11 @@ impl<S> SetRequestId<S> {
         if !self.layer.trust_incoming {
             return None;
         }
-        let mut values = headers.get_all(&self.layer.header).iter();
-        match (values.next(), values.next()) {
-            (Some(value), None) => RequestId::from_header_value(value),
-            // Absent, or several: ambiguous, so a fresh id.
-            _ => None,
-        }
+        // Absent, or several (ambiguous): a fresh id.
+        crate::single_header(headers, &self.layer.header)
+            .ok()
+            .flatten()
+            .and_then(RequestId::from_header_value)
     }
 }
 

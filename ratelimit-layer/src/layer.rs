@@ -336,12 +336,11 @@ impl Shared {
             emit!(
                 WARN,
                 EventName::SECURITY_RATE_LIMITED,
+                from = extensions,
                 policy = %c.policy.name,
                 key_type = key.kind(),
                 key = %key.masked(&self.pseudonymizer),
                 retry_after_s = ceil_secs(decision.retry_after),
-                client = extensions.get::<ClientIp>().map(|ip| tracing::field::display(ip.masked())),
-                request_id = extensions.get::<guardrail_core::RequestId>().map(tracing::field::display),
             );
         }
         if decision.allowed {
