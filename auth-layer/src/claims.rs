@@ -27,13 +27,12 @@
 //! ```
 
 use std::{
+    borrow::Cow,
     fmt,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use guardrail_core::{AssuranceLevel, Principal};
-
-use crate::jwt::{Amr, RawClaims};
 use serde_json::{Map, Value};
 
 /// Turns verified claims into a [`Principal`]; `None` rejects the token
@@ -186,6 +185,104 @@ impl ClaimsMapper for SupabaseClaims {
     fn as_supabase(&self) -> Option<&SupabaseClaims> {
         Some(self)
     }
+}
+
+/// The claims we read, borrowed from the decoded payload. Unknown claims are
+/// skipped without being parsed into values.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct RawClaims<'a> {
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) exp: Option<f64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) nbf: Option<f64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) iat: Option<f64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) auth_time: Option<f64>,
+    #[serde(borrow, default)]
+    pub(crate) sub: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) iss: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) aud: Option<OneOrMany<'a>>,
+    #[serde(borrow, default)]
+    pub(crate) aal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) amr: Option<Vec<Amr<'a>>>,
+    #[serde(borrow, default)]
+    pub(crate) session_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) app_metadata: Option<AppMetadata<'a>>,
+}
+
+/// The registered claims alone, for issuers of any other shape.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Registered<'a> {
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) exp: Option<f64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) nbf: Option<f64>,
+    #[serde(borrow, default)]
+    pub(crate) sub: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) iss: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) aud: Option<OneOrMany<'a>>,
+}
+
+/// `aud`: one string or a list.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany<'a> {
+    One(#[serde(borrow)] Cow<'a, str>),
+    Many(#[serde(borrow)] Vec<Cow<'a, str>>),
+}
+
+impl OneOrMany<'_> {
+    pub(crate) fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Self::One(one) => one == wanted,
+            Self::Many(many) => many.iter().any(|a| a == wanted),
+        }
+    }
+}
+
+/// One `amr` entry: `"pwd"` or `{"method": "totp", "timestamp": 1700000000}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Amr<'a> {
+    /// A bare method name carries no time, so nothing reads it.
+    Method(
+        #[serde(borrow)]
+        #[allow(dead_code)]
+        Cow<'a, str>,
+    ),
+    Entry {
+        #[serde(borrow, default)]
+        method: Option<Cow<'a, str>>,
+        #[serde(default)]
+        timestamp: Option<f64>,
+    },
+}
+
+/// The server-controlled part of Supabase's metadata (never `user_metadata`).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct AppMetadata<'a> {
+    #[serde(borrow, default)]
+    pub(crate) role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) roles: Option<Vec<Cow<'a, str>>>,
+}
+
+/// A NumericDate: a JSON number (integer or not). Strings are refused.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    use serde::Deserialize;
+    Option::<f64>::deserialize(d).and_then(|v| match v {
+        Some(f) if !f.is_finite() => Err(serde::de::Error::custom("not a finite number")),
+        v => Ok(v),
+    })
 }
 
 #[cfg(test)]

@@ -452,7 +452,7 @@ pub enum AuthConfigError {
     },
     /// The public key can't be used.
     #[error("auth.public_key_file: {0}")]
-    Key(#[from] crate::jwt::KeyError),
+    Key(#[from] crate::keys::KeyError),
     /// The JWKS settings can't be used.
     #[error("auth.jwks: {0}")]
     Jwks(#[from] crate::jwks::JwksError),

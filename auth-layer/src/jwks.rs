@@ -65,7 +65,7 @@ use jsonwebtoken::{
 };
 use tokio::time::Instant;
 
-use crate::jwt::VerificationKey;
+use crate::keys::VerificationKey;
 
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 

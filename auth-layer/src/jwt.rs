@@ -30,16 +30,17 @@
 //! # }
 //! ```
 
-use std::{borrow::Cow, collections::HashMap, fmt, str::FromStr, sync::Arc, time::Duration};
+use std::{collections::HashMap, fmt, str::FromStr, sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use guardrail_core::Principal;
 use jsonwebtoken::{Algorithm, DecodingKey, errors::ErrorKind};
 use serde_json::{Map, Value};
 
+pub use crate::keys::{KeyError, VerificationKey};
 use crate::{
     AuthError,
-    claims::{ClaimsMapper, SupabaseClaims},
+    claims::{ClaimsMapper, OneOrMany, RawClaims, Registered, SupabaseClaims},
     jwks::{Jwks, Lookup},
 };
 
@@ -52,33 +53,6 @@ const MAX_HEADER_BYTES: usize = 1024;
 const MAX_KID_LEN: usize = 256;
 /// Header members that would make us fetch keys from, or trust, the token.
 const FORBIDDEN_HEADERS: [&str; 5] = ["crit", "jku", "x5u", "jwk", "x5c"];
-
-/// A verification key with its one algorithm.
-#[derive(Clone)]
-pub struct VerificationKey {
-    pub(crate) alg: Algorithm,
-    pub(crate) key: DecodingKey,
-}
-
-impl VerificationKey {
-    /// A key used only with `alg`.
-    pub fn new(alg: Algorithm, key: DecodingKey) -> Self {
-        Self { alg, key }
-    }
-
-    /// The key's algorithm.
-    pub fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
-}
-
-impl fmt::Debug for VerificationKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerificationKey")
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Where verification keys come from.
 #[derive(Clone, Debug)]
@@ -93,18 +67,6 @@ pub enum KeySource {
     /// A JWKS endpoint, cached.
     Jwks(Jwks),
 }
-
-/// Why a configured key could not be used.
-#[derive(Debug)]
-pub struct KeyError(String);
-
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for KeyError {}
 
 impl KeySource {
     /// One HS256 secret for tokens without a `kid`.
@@ -125,28 +87,7 @@ impl KeySource {
 
     /// One public key in PEM (RS*/PS*: RSA; ES256/ES384: EC; EdDSA: Ed25519).
     pub fn from_pem(alg: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
-        let key = match alg {
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512 => DecodingKey::from_rsa_pem(pem),
-            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
-            Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
-            _ => {
-                return Err(KeyError(format!(
-                    "{alg:?} keys are secrets, not PEM public keys"
-                )));
-            }
-        }
-        .map_err(|_| KeyError(format!("not a valid {alg:?} public key in PEM")))?;
-        // jsonwebtoken slices an Ed25519 key to 32 bytes when verifying: a
-        // key of another length would panic on the first EdDSA token.
-        if alg == Algorithm::EdDSA && key.try_get_as_bytes().map(<[u8]>::len).ok() != Some(32) {
-            return Err(KeyError("not a 32-byte Ed25519 public key".into()));
-        }
-        Ok(Self::single(VerificationKey::new(alg, key)))
+        VerificationKey::from_pem(alg, pem).map(Self::single)
     }
 
     /// Adds a key under `kid` (static sources only; a JWKS source is unchanged).
@@ -413,104 +354,6 @@ impl JwtVerifier {
         }
         Ok(())
     }
-}
-
-/// The claims we read, borrowed from the decoded payload. Unknown claims are
-/// skipped without being parsed into values.
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct RawClaims<'a> {
-    #[serde(default, deserialize_with = "numeric_date")]
-    pub(crate) exp: Option<f64>,
-    #[serde(default, deserialize_with = "numeric_date")]
-    pub(crate) nbf: Option<f64>,
-    #[serde(default, deserialize_with = "numeric_date")]
-    pub(crate) iat: Option<f64>,
-    #[serde(default, deserialize_with = "numeric_date")]
-    pub(crate) auth_time: Option<f64>,
-    #[serde(borrow, default)]
-    pub(crate) sub: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub(crate) iss: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub(crate) aud: Option<OneOrMany<'a>>,
-    #[serde(borrow, default)]
-    pub(crate) aal: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub(crate) amr: Option<Vec<Amr<'a>>>,
-    #[serde(borrow, default)]
-    pub(crate) session_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub(crate) role: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub(crate) app_metadata: Option<AppMetadata<'a>>,
-}
-
-/// The registered claims alone, for issuers of any other shape.
-#[derive(Debug, serde::Deserialize)]
-struct Registered<'a> {
-    #[serde(default, deserialize_with = "numeric_date")]
-    exp: Option<f64>,
-    #[serde(default, deserialize_with = "numeric_date")]
-    nbf: Option<f64>,
-    #[serde(borrow, default)]
-    sub: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    iss: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    aud: Option<OneOrMany<'a>>,
-}
-
-/// `aud`: one string or a list.
-#[derive(Debug, serde::Deserialize)]
-#[serde(untagged)]
-pub(crate) enum OneOrMany<'a> {
-    One(#[serde(borrow)] Cow<'a, str>),
-    Many(#[serde(borrow)] Vec<Cow<'a, str>>),
-}
-
-impl OneOrMany<'_> {
-    fn contains(&self, wanted: &str) -> bool {
-        match self {
-            Self::One(one) => one == wanted,
-            Self::Many(many) => many.iter().any(|a| a == wanted),
-        }
-    }
-}
-
-/// One `amr` entry: `"pwd"` or `{"method": "totp", "timestamp": 1700000000}`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Amr<'a> {
-    /// A bare method name carries no time, so nothing reads it.
-    Method(
-        #[serde(borrow)]
-        #[allow(dead_code)]
-        Cow<'a, str>,
-    ),
-    Entry {
-        #[serde(borrow, default)]
-        method: Option<Cow<'a, str>>,
-        #[serde(default)]
-        timestamp: Option<f64>,
-    },
-}
-
-/// The server-controlled part of Supabase's metadata (never `user_metadata`).
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct AppMetadata<'a> {
-    #[serde(borrow, default)]
-    pub(crate) role: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub(crate) roles: Option<Vec<Cow<'a, str>>>,
-}
-
-/// A NumericDate: a JSON number (integer or not). Strings are refused.
-fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    use serde::Deserialize;
-    Option::<f64>::deserialize(d).and_then(|v| match v {
-        Some(f) if !f.is_finite() => Err(serde::de::Error::custom("not a finite number")),
-        v => Ok(v),
-    })
 }
 
 struct TokenHeader {

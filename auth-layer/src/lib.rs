@@ -67,6 +67,7 @@ mod config;
 mod error;
 pub mod jwks;
 pub mod jwt;
+mod keys;
 mod public;
 pub mod require;
 pub mod webhook;
@@ -76,7 +77,8 @@ pub use claims::{ClaimsMapper, SupabaseClaims};
 pub use config::{AuthConfig, AuthConfigError, JwksConfig, WebhookConfig};
 pub use error::{AuthError, Denial};
 pub use jwks::{Jwks, JwksBuilder};
-pub use jwt::{JwtVerifier, KeySource, VerificationKey};
+pub use jwt::{JwtVerifier, KeySource};
+pub use keys::VerificationKey;
 pub use public::{PatternError, PublicRoutes};
 pub use require::{Require, RequireLayer};
 pub use webhook::{

@@ -209,20 +209,7 @@ impl<S> SetRequestId<S> {
         SetRequestIdLayer::new()
     }
 
-    /// Gets a reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Gets a mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_service_accessors!();
 
     fn incoming(&self, headers: &HeaderMap) -> Option<RequestId> {
         if !self.layer.trust_incoming {

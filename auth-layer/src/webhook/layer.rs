@@ -1,0 +1,200 @@
+//! [`VerifyWebhookLayer`]: the secrets, the scheme and the limits, shared
+//! by every copy of the middleware.
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use guardrail_core::Secret;
+use hmac::Mac;
+use subtle::ConstantTimeEq;
+use tower_layer::Layer;
+
+use super::{
+    GitHub, SignatureHeader, SignatureScheme, Stripe, VerifyWebhook, WebhookError,
+    replay::{ReplayCache, delivery_id},
+    scheme::HmacSha256,
+};
+
+/// The default body cap: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The default timestamp tolerance: 5 minutes.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+/// The default number of remembered signatures.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 10_000;
+
+/// Layer that applies [`VerifyWebhook`].
+pub struct VerifyWebhookLayer<Sch = Stripe> {
+    shared: Arc<Shared<Sch>>,
+}
+
+/// The scheme, secrets and limits of a layer, and the replay cache its
+/// copies share.
+pub(super) struct Shared<Sch> {
+    pub(super) scheme: Arc<Sch>,
+    secrets: Vec<HmacSha256>,
+    tolerance: Duration,
+    pub(super) max_body_bytes: usize,
+    replay_capacity: usize,
+    /// Shared by every copy of the layer, whatever its settings.
+    replay: Arc<Mutex<ReplayCache>>,
+}
+
+impl<Sch> Clone for Shared<Sch> {
+    fn clone(&self) -> Self {
+        Self {
+            scheme: Arc::clone(&self.scheme),
+            secrets: self.secrets.clone(),
+            tolerance: self.tolerance,
+            max_body_bytes: self.max_body_bytes,
+            replay_capacity: self.replay_capacity,
+            replay: Arc::clone(&self.replay),
+        }
+    }
+}
+
+impl<Sch> Clone for VerifyWebhookLayer<Sch> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<Sch: fmt::Debug> fmt::Debug for VerifyWebhookLayer<Sch> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyWebhookLayer")
+            .field("scheme", &self.shared.scheme)
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.shared.secrets.len()),
+            )
+            .field("tolerance", &self.shared.tolerance)
+            .field("max_body_bytes", &self.shared.max_body_bytes)
+            .field("replay_capacity", &self.shared.replay_capacity)
+            .finish()
+    }
+}
+
+impl VerifyWebhookLayer<Stripe> {
+    /// Verifies Stripe deliveries against any of `secrets`.
+    pub fn stripe(secrets: impl IntoIterator<Item = Secret>) -> Self {
+        Self::new(Stripe, secrets)
+    }
+}
+
+impl VerifyWebhookLayer<GitHub> {
+    /// Verifies GitHub deliveries against any of `secrets`.
+    pub fn github(secrets: impl IntoIterator<Item = Secret>) -> Self {
+        Self::new(GitHub, secrets)
+    }
+}
+
+impl<Sch: SignatureScheme> VerifyWebhookLayer<Sch> {
+    /// Verifies with `scheme` against any of `secrets` (none: every
+    /// delivery is refused).
+    pub fn new(scheme: Sch, secrets: impl IntoIterator<Item = Secret>) -> Self {
+        let secrets = secrets
+            .into_iter()
+            .filter(|s| !s.expose().is_empty())
+            .filter_map(|s| HmacSha256::new_from_slice(s.expose()).ok())
+            .collect();
+        Self {
+            shared: Arc::new(Shared {
+                scheme: Arc::new(scheme),
+                secrets,
+                tolerance: DEFAULT_TOLERANCE,
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                replay_capacity: DEFAULT_REPLAY_CAPACITY,
+                replay: Arc::new(Mutex::new(ReplayCache::default())),
+            }),
+        }
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared<Sch> {
+        // Copied if this layer was cloned before being configured, so a
+        // setting never silently fails to apply.
+        Arc::make_mut(&mut self.shared)
+    }
+
+    /// How far a timestamp may be from now (default 5 minutes).
+    pub fn tolerance(mut self, tolerance: Duration) -> Self {
+        let s = self.shared_mut();
+        s.tolerance = tolerance;
+        self
+    }
+
+    /// The largest accepted body (default 1 MiB).
+    pub fn max_body_bytes(mut self, max: usize) -> Self {
+        let s = self.shared_mut();
+        s.max_body_bytes = max;
+        self
+    }
+
+    /// How many accepted signatures are remembered to refuse replays
+    /// (default 10 000).
+    pub fn replay_capacity(mut self, capacity: usize) -> Self {
+        let s = self.shared_mut();
+        s.replay_capacity = capacity.max(1);
+        self
+    }
+}
+
+impl<Sch: SignatureScheme> Shared<Sch> {
+    /// Verifies and records the delivery; returns its replay id.
+    pub(super) fn verify(
+        &self,
+        header: &SignatureHeader,
+        body: &[u8],
+    ) -> Result<[u8; 32], WebhookError> {
+        if let Some(t) = header.timestamp {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if now.abs_diff(t) > self.tolerance.as_secs() {
+                return Err(WebhookError::StaleTimestamp);
+            }
+        }
+        let matched = self.secrets.iter().find_map(|keyed| {
+            let mut mac = keyed.clone();
+            self.scheme.signed_content(header.timestamp, body, &mut mac);
+            let expected = mac.finalize().into_bytes();
+            header
+                .signatures
+                .iter()
+                .find(|sig| bool::from(expected[..].ct_eq(&sig[..])))
+        });
+        if matched.is_none() {
+            return Err(WebhookError::BadSignature);
+        }
+        // Remember the delivery, not the signature that matched: while
+        // secrets rotate one delivery carries several valid signatures.
+        let id = delivery_id(header.timestamp, body);
+        let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        if replay.insert(&id, self.replay_capacity) {
+            Ok(id)
+        } else {
+            Err(WebhookError::Replayed)
+        }
+    }
+
+    /// Forgets a delivery the handler did not accept, so its retry is not a
+    /// "replay".
+    pub(super) fn forget(&self, id: &[u8; 32]) {
+        let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        replay.remove(id);
+    }
+}
+
+impl<S, Sch> Layer<S> for VerifyWebhookLayer<Sch> {
+    type Service = VerifyWebhook<S, Sch>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        VerifyWebhook {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
