@@ -13,56 +13,16 @@
 
 #![allow(missing_docs)]
 
-use std::{
-    convert::Infallible,
-    future::{Ready, ready},
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    pin::pin,
-    task::{Context, Poll, Waker},
-};
+use std::convert::Infallible;
 
-use axum::{body::Body, extract::ConnectInfo};
+use axum::body::Body;
 use criterion::{
     BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
 };
-use guardrails::guardrail_core::ClientIp;
-use guardrails::ratelimit_layer::{RateLimitLayer, RateLimitPolicy};
+use guardrails_testkit::bench::{respond_with, runtime, status};
+use guardrails_testkit::ratelimit::{self, request};
 use http::{Request, Response};
-use tower::{Layer, Service, service_fn};
-
-fn run<S, B>(svc: &mut S, req: Request<Body>) -> u16
-where
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut fut = pin!(svc.call(req));
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(res)) => res.status().as_u16(),
-        Poll::Ready(Err(e)) => match e {},
-        Poll::Pending => unreachable!("in-memory decisions never wait"),
-    }
-}
-
-fn inner() -> impl Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = Ready<Result<Response<Body>, Infallible>>,
-> + Clone {
-    service_fn(|_req: Request<Body>| ready(Ok::<_, Infallible>(Response::new(Body::empty()))))
-}
-
-/// The i-th request: one of 1 000 clients.
-fn request(i: u32) -> Request<Body> {
-    let mut req = Request::get("/api/items").body(Body::empty()).unwrap();
-    let ip = IpAddr::V4(Ipv4Addr::from(0xCB00_7100 + (i % 1000)));
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
-    // In a guardrails stack ResolveClientIpLayer has put this here; both
-    // variants get identical requests (tower_governor ignores it).
-    req.extensions_mut().insert(ClientIp::new(ip));
-    req
-}
+use tower::{Layer, Service};
 
 /// Times `svc` on fresh requests; building each request is left out of the
 /// timing (it costs several times what any layer does), so what differs
@@ -72,7 +32,7 @@ where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
 {
     assert_eq!(
-        run(&mut svc, request(0)),
+        status(&mut svc, request(0)),
         200,
         "{name}: every request passes"
     );
@@ -83,58 +43,32 @@ where
                 i = i.wrapping_add(1);
                 request(i)
             },
-            |req| run(&mut svc, req),
+            |req| status(&mut svc, req),
             BatchSize::SmallInput,
         )
     });
 }
 
 fn bench(c: &mut Criterion) {
-    let quota = || {
-        RateLimitPolicy::per_second(1_000_000_000)
-            .burst(1_000_000_000)
-            .name("per_ip")
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
-    let governor = || {
-        tower_governor::governor::GovernorConfigBuilder::default()
-            .per_nanosecond(1)
-            .burst_size(1_000_000_000)
-            .finish()
-            .unwrap()
-    };
-    let governor_headers = || {
-        tower_governor::governor::GovernorConfigBuilder::default()
-            .per_nanosecond(1)
-            .burst_size(1_000_000_000)
-            .use_headers()
-            .finish()
-            .unwrap()
-    };
+    let inner = || respond_with(Body::empty);
 
     let mut group = c.benchmark_group("ratelimit");
     measure(&mut group, "baseline_no_limit", inner());
-    let ours = RateLimitLayer::builder()
-        .policy(quota())
-        .headers(false)
-        .build()
-        .unwrap();
+    let ours = ratelimit::guardrails_no_headers();
     measure(&mut group, "guardrails_no_headers", ours.layer(inner()));
     measure(
         &mut group,
         "tower_governor",
-        tower_governor::GovernorLayer::new(governor()).layer(inner()),
+        ratelimit::tower_governor().layer(inner()),
     );
-    let ours = RateLimitLayer::builder().policy(quota()).build().unwrap();
+    let ours = ratelimit::guardrails();
     measure(&mut group, "guardrails_with_headers", ours.layer(inner()));
     measure(
         &mut group,
         "tower_governor_with_headers",
-        tower_governor::GovernorLayer::new(governor_headers()).layer(inner()),
+        ratelimit::tower_governor_with_headers().layer(inner()),
     );
     group.finish();
 }

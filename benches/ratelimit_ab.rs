@@ -19,54 +19,19 @@
 
 use std::{
     convert::Infallible,
-    future::{Ready, ready},
     hint::black_box,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    pin::pin,
-    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
-use axum::{body::Body, extract::ConnectInfo};
-use guardrails::guardrail_core::ClientIp;
-use guardrails::ratelimit_layer::{RateLimitLayer, RateLimitPolicy};
+use axum::body::Body;
+use guardrails_testkit::bench::{median, respond_with, runtime, status};
+use guardrails_testkit::ratelimit::{self, request};
 use http::{Request, Response};
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service};
 
 /// Rounds by default; `AB_ROUNDS=3000` for a finer comparison.
 const ROUNDS: usize = 300;
 const CHUNK: u32 = 2_000;
-
-fn run<S, B>(svc: &mut S, req: Request<Body>) -> u16
-where
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut fut = pin!(svc.call(req));
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(res)) => res.status().as_u16(),
-        Poll::Ready(Err(e)) => match e {},
-        Poll::Pending => unreachable!("in-memory decisions never wait"),
-    }
-}
-
-fn inner() -> impl Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = Ready<Result<Response<Body>, Infallible>>,
-> + Clone {
-    service_fn(|_req: Request<Body>| ready(Ok::<_, Infallible>(Response::new(Body::empty()))))
-}
-
-fn request(i: u32) -> Request<Body> {
-    let mut req = Request::get("/api/items").body(Body::empty()).unwrap();
-    let ip = IpAddr::V4(Ipv4Addr::from(0xCB00_7100 + (i % 1000)));
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
-    req.extensions_mut().insert(ClientIp::new(ip));
-    req
-}
 
 type Timed = Box<dyn FnMut(Vec<Request<Body>>) -> Duration>;
 
@@ -74,68 +39,37 @@ fn timed<S, B>(mut svc: S) -> Timed
 where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + 'static,
 {
-    assert_eq!(run(&mut svc, request(0)), 200, "every request passes");
+    assert_eq!(status(&mut svc, request(0)), 200, "every request passes");
     Box::new(move |requests| {
         let start = Instant::now();
         for req in requests {
-            black_box(run(&mut svc, req));
+            black_box(status(&mut svc, req));
         }
         start.elapsed()
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
-    let quota = || {
-        RateLimitPolicy::per_second(1_000_000_000)
-            .burst(1_000_000_000)
-            .name("per_ip")
-    };
-    let governor = tower_governor::governor::GovernorConfigBuilder::default()
-        .per_nanosecond(1)
-        .burst_size(1_000_000_000)
-        .finish()
-        .unwrap();
-    let governor_headers = tower_governor::governor::GovernorConfigBuilder::default()
-        .per_nanosecond(1)
-        .burst_size(1_000_000_000)
-        .use_headers()
-        .finish()
-        .unwrap();
-    let no_headers = RateLimitLayer::builder()
-        .policy(quota())
-        .headers(false)
-        .build()
-        .unwrap();
+    let inner = || respond_with(Body::empty);
     let mut variants: Vec<(&str, Timed)> = vec![
         ("baseline", timed(inner())),
-        ("guardrails_no_headers", timed(no_headers.layer(inner()))),
+        (
+            "guardrails_no_headers",
+            timed(ratelimit::guardrails_no_headers().layer(inner())),
+        ),
         (
             "tower_governor",
-            timed(tower_governor::GovernorLayer::new(governor).layer(inner())),
+            timed(ratelimit::tower_governor().layer(inner())),
         ),
         (
             "guardrails_with_headers",
-            timed(
-                RateLimitLayer::builder()
-                    .policy(quota())
-                    .build()
-                    .unwrap()
-                    .layer(inner()),
-            ),
+            timed(ratelimit::guardrails().layer(inner())),
         ),
         (
             "tower_governor_with_headers",
-            timed(tower_governor::GovernorLayer::new(governor_headers).layer(inner())),
+            timed(ratelimit::tower_governor_with_headers().layer(inner())),
         ),
     ];
     let n = variants.len();

@@ -17,56 +17,24 @@
 
 use std::{
     convert::Infallible,
-    future::{Ready, ready},
     hint::black_box,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    pin::pin,
+    net::{IpAddr, Ipv4Addr},
     sync::{Arc, Barrier},
-    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
-use axum::{body::Body, extract::ConnectInfo};
-use guardrails::guardrail_core::ClientIp;
-use guardrails::ratelimit_layer::{RateLimitLayer, RateLimitPolicy};
+use axum::body::Body;
+use guardrails_testkit::bench::{median, respond_with, runtime, status};
+use guardrails_testkit::ratelimit::{self, request_from};
 use http::{Request, Response};
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service};
 
 const ROUNDS: usize = 40;
 const PER_THREAD: u32 = 50_000;
 
-fn run<S, B>(svc: &mut S, req: Request<Body>) -> u16
-where
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut fut = pin!(svc.call(req));
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(res)) => res.status().as_u16(),
-        Poll::Ready(Err(e)) => match e {},
-        Poll::Pending => unreachable!("in-memory decisions never wait"),
-    }
-}
-
-fn inner() -> impl Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = Ready<Result<Response<Body>, Infallible>>,
-> + Clone
-+ Send
-+ 'static {
-    service_fn(|_req: Request<Body>| ready(Ok::<_, Infallible>(Response::new(Body::empty()))))
-}
-
 fn request(thread: u32, i: u32, one_key: bool) -> Request<Body> {
-    let mut req = Request::get("/api/items").body(Body::empty()).unwrap();
     let host = if one_key { 7 } else { thread * 1000 + i % 1000 };
-    let ip = IpAddr::V4(Ipv4Addr::from(0xCB00_0000 + host));
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
-    req.extensions_mut().insert(ClientIp::new(ip));
-    req
+    request_from(IpAddr::V4(Ipv4Addr::from(0xCB00_0000 + host)))
 }
 
 /// Times `threads` threads sending `PER_THREAD` requests each through
@@ -89,7 +57,7 @@ where
                 let began = Instant::now();
                 let mut passed = 0u32;
                 for req in requests {
-                    passed += u32::from(black_box(run(&mut svc, req)) == 200);
+                    passed += u32::from(black_box(status(&mut svc, req)) == 200);
                 }
                 assert_eq!(passed, PER_THREAD, "every request passes");
                 began.elapsed()
@@ -104,11 +72,6 @@ where
         .unwrap_or_default()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 type Case = Box<dyn Fn(u32, bool) -> Duration>;
 
 fn case<S, B>(svc: S) -> Case
@@ -119,30 +82,17 @@ where
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
-    let ours = RateLimitLayer::builder()
-        .policy(
-            RateLimitPolicy::per_second(1_000_000_000)
-                .burst(1_000_000_000)
-                .name("per_ip"),
-        )
-        .headers(false)
-        .build()
-        .unwrap();
-    let governor = tower_governor::governor::GovernorConfigBuilder::default()
-        .per_nanosecond(1)
-        .burst_size(1_000_000_000)
-        .finish()
-        .unwrap();
+    let inner = || respond_with(Body::empty);
     let variants: Vec<(&str, Case)> = vec![
-        ("guardrails", case(ours.layer(inner()))),
+        (
+            "guardrails",
+            case(ratelimit::guardrails_no_headers().layer(inner())),
+        ),
         (
             "tower_governor",
-            case(tower_governor::GovernorLayer::new(governor).layer(inner())),
+            case(ratelimit::tower_governor().layer(inner())),
         ),
     ];
     println!(

@@ -8,25 +8,18 @@
 
 use std::{
     convert::Infallible,
-    net::{IpAddr, Ipv4Addr},
     time::{Duration, Instant},
 };
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use guardrails::{
-    guardrail_core::ClientIp,
-    ratelimit_layer::{OnRedisError, RateLimitLayer, RateLimitPolicy, RedisBackend},
-};
+use guardrails::ratelimit_layer::{OnRedisError, RateLimitLayer, RateLimitPolicy, RedisBackend};
+use guardrails_testkit::bench::{client, with_client_ip};
 use http::{Request, Response};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
+/// The i-th request: one of 1 000 clients.
 fn request(i: u32) -> Request<()> {
-    let mut req = Request::new(());
-    req.extensions_mut()
-        .insert(ClientIp::new(IpAddr::V4(Ipv4Addr::from(
-            0xCB00_7100 + (i % 1000),
-        ))));
-    req
+    with_client_ip(Request::new(()), client(i))
 }
 
 fn bench(c: &mut Criterion) {

@@ -74,3 +74,13 @@ pub use pii_trace_layer;
 pub use ratelimit_layer;
 #[cfg(feature = "timeout-retry-layer")]
 pub use timeout_retry_layer;
+
+// The README's code blocks are compiled as doc-tests, so it stays true.
+#[cfg(all(
+    doctest,
+    feature = "auth-layer",
+    feature = "ratelimit-layer",
+    feature = "pii-trace-layer"
+))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -76,6 +76,8 @@ guardrail_stack! {
     client_ip: ResolveClientIpLayer = ResolveClientIpLayer::new(w.config.client_ip.clone());
     trace if "pii-trace-layer": pii_trace_layer::TraceLayer =
         pii_trace_layer::TraceLayer::from_config(&w.config.trace, w.scrubber.clone())?;
+    // The inbound request deadline takes this place when it lands.
+    deadline if "timeout-retry-layer": Identity = Identity::new();
     limit_before_auth if "ratelimit-layer": ratelimit_layer::RateLimitLayer =
         w.rate_limits()?.before_auth;
     auth if "auth-layer": auth_layer::AuthenticateLayer = w.auth()?;

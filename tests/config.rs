@@ -393,3 +393,91 @@ fn rate_limit_refuses_policies_that_would_silently_not_work() {
     assert!(text.contains("after_auth"), "{text}");
     assert!(text.contains("fresh bucket per request"), "{text}");
 }
+
+/// A production config whose HS256 secret is weak or missing.
+fn production_config(secret: &str) -> GuardrailsConfig {
+    GuardrailsConfig::from_toml_str(&format!(
+        r#"
+        [auth]
+        hs256_secret = {secret}
+        issuer = "https://issuer.example/auth/v1"
+        audience = "authenticated"
+        [[rate_limit.policies]]
+        name = "per_ip"
+        rate = 10
+        period = "1s"
+        "#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_production_stack_cannot_be_built_without_a_strong_secret() {
+    use guardrails::auth_layer::{AuthConfigError, AuthenticateLayer};
+    use guardrails::guardrail_core::Pseudonymizer;
+
+    let weak = std::env::temp_dir().join(format!("guardrails-weak-{}", std::process::id()));
+    std::fs::write(&weak, "short").unwrap();
+    for secret in [
+        r#"{ env = "GUARDRAILS_TEST_UNSET_SECRET_VAR" }"#.to_owned(),
+        format!("{{ file = {:?} }}", weak.display().to_string()),
+    ] {
+        let c = production_config(&secret);
+        // A stack is only built from a `ValidConfig`, and validation refuses.
+        let err = c.validate().unwrap_err();
+        let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["auth.hs256_secret"], "{err}");
+    }
+    std::fs::remove_file(weak).unwrap();
+
+    // Below the umbrella the layer refuses as well: no random key in
+    // production, whoever builds it.
+    let c = production_config(r#"{ env = "GUARDRAILS_TEST_UNSET_SECRET_VAR" }"#);
+    let err = AuthenticateLayer::from_config(&c.auth, Profile::Production, Pseudonymizer::random())
+        .unwrap_err();
+    assert!(matches!(err, AuthConfigError::Secret(_)), "{err}");
+    assert!(err.to_string().starts_with("auth.hs256_secret:"), "{err}");
+    // Development runs with a random key (every token refused).
+    AuthenticateLayer::from_config(&c.auth, Profile::Development, Pseudonymizer::random()).unwrap();
+}
+
+#[tokio::test]
+async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
+    use guardrails::GuardrailsLayer;
+    use guardrails::guardrail_core::health::HealthStatus;
+
+    // A JWKS endpoint nothing listens on: no keys can be had yet.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let c = GuardrailsConfig::from_toml_str(&format!(
+        r#"
+        profile = "development"
+        [auth]
+        jwks = {{ url = "http://{closed}/jwks.json" }}
+        [[rate_limit.policies]]
+        name = "per_ip"
+        rate = 10
+        period = "1s"
+        "#
+    ))
+    .unwrap()
+    .validate()
+    .unwrap();
+    let guardrails = GuardrailsLayer::from_config(&c).unwrap();
+    assert_eq!(guardrails.tasks.names(), ["jwks_refresh"]);
+    assert_eq!(guardrails.health.names(), ["rate_limit", "jwks"]);
+    let report = guardrails.health.report();
+    assert_eq!(report.status, HealthStatus::Fail, "no JWKS keys yet");
+    let rate_limit = &report.components[0];
+    assert_eq!(rate_limit.health.status, HealthStatus::Pass);
+    assert_eq!(rate_limit.health.details["backend"], "memory");
+    assert_eq!(rate_limit.health.details["keys"]["per_ip"], 0);
+    assert_eq!(report.components[1].health.status, HealthStatus::Fail);
+
+    // Spawned and stopped like the example service does on SIGTERM.
+    let running = guardrails.tasks.spawn();
+    assert_eq!(running.running(), ["jwks_refresh"]);
+    assert_eq!(running.shutdown().await, ["jwks_refresh"]);
+}

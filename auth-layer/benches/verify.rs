@@ -9,43 +9,13 @@
 
 #![allow(missing_docs)]
 
-use std::{
-    convert::Infallible,
-    future::{Ready, ready},
-    pin::pin,
-    task::{Context, Poll, Waker},
-};
-
 use auth_layer::{AuthenticateLayer, JwtVerifier, KeySource};
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{Request, Response};
+use guardrails_testkit::bench::{respond_with, status};
+use http::Request;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-use tower::{Layer, Service, service_fn};
-
-fn run<S>(svc: &mut S, req: Request<()>) -> u16
-where
-    S: Service<Request<()>, Error = Infallible>,
-    S::Response: Status,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut fut = pin!(svc.call(req));
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(res)) => res.status(),
-        Poll::Ready(Err(e)) => match e {},
-        Poll::Pending => unreachable!("static keys never wait"),
-    }
-}
-
-trait Status {
-    fn status(&self) -> u16;
-}
-
-impl<B> Status for Response<B> {
-    fn status(&self) -> u16 {
-        Response::status(self).as_u16()
-    }
-}
+use tower::Layer;
 
 fn request(token: &str) -> Request<()> {
     Request::get("/api/me")
@@ -64,16 +34,8 @@ fn claims() -> serde_json::Value {
     })
 }
 
-fn inner() -> impl Service<
-    Request<()>,
-    Response = Response<String>,
-    Error = Infallible,
-    Future = Ready<Result<Response<String>, Infallible>>,
-> + Clone {
-    service_fn(|_req: Request<()>| ready(Ok::<_, Infallible>(Response::new(String::new()))))
-}
-
 fn bench(c: &mut Criterion) {
+    let inner = || respond_with(String::new);
     let secret = b"bench-secret-0123456789abcdefghijklmnopqrstuv";
     let hs_token = encode(
         &Header::new(Algorithm::HS256),
@@ -103,29 +65,29 @@ fn bench(c: &mut Criterion) {
 
     let mut bare = inner();
     group.bench_function("baseline_no_auth", |b| {
-        b.iter(|| run(&mut bare, request(&hs_token)))
+        b.iter(|| status(&mut bare, request(&hs_token)))
     });
 
     let mut hs = AuthenticateLayer::new(verifier(KeySource::hs256(secret))).layer(inner());
-    assert_eq!(run(&mut hs, request(&hs_token)), 200);
+    assert_eq!(status(&mut hs, request(&hs_token)), 200);
     group.bench_function("hs256_through_layer", |b| {
-        b.iter(|| run(&mut hs, request(&hs_token)))
+        b.iter(|| status(&mut hs, request(&hs_token)))
     });
 
     let es_keys = KeySource::from_pem(Algorithm::ES256, ec_pub.as_bytes()).unwrap();
     let mut es = AuthenticateLayer::new(verifier(es_keys)).layer(inner());
-    assert_eq!(run(&mut es, request(&es_token)), 200);
+    assert_eq!(status(&mut es, request(&es_token)), 200);
     group.bench_function("es256_through_layer", |b| {
-        b.iter(|| run(&mut es, request(&es_token)))
+        b.iter(|| status(&mut es, request(&es_token)))
     });
 
     let mut rejecting = AuthenticateLayer::new(verifier(KeySource::hs256(
         b"another-secret-entirely-0123456789abc",
     )))
     .layer(inner());
-    assert_eq!(run(&mut rejecting, request(&hs_token)), 401);
+    assert_eq!(status(&mut rejecting, request(&hs_token)), 401);
     group.bench_function("hs256_bad_signature_401", |b| {
-        b.iter(|| run(&mut rejecting, request(&hs_token)))
+        b.iter(|| status(&mut rejecting, request(&hs_token)))
     });
     group.finish();
 }

@@ -280,51 +280,19 @@ impl<'a> RequestContext<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-    use tracing_subscriber::fmt::MakeWriter;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
+    use guardrails_testkit::capture;
 
     #[test]
     fn emitted_events_carry_name_target_and_fields() {
-        let capture = Capture::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(capture.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            emit!(WARN, EventName::SECURITY_AUTH_FAILED, reason = "expired");
-            emit!(
-                level = tracing::Level::ERROR,
-                EventName::API_REQUEST,
-                status = 503_u16,
-                "upstream down"
-            );
-        });
-        let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let (_guard, logs) = capture::json_nested();
+        emit!(WARN, EventName::SECURITY_AUTH_FAILED, reason = "expired");
+        emit!(
+            level = tracing::Level::ERROR,
+            EventName::API_REQUEST,
+            status = 503_u16,
+            "upstream down"
+        );
+        let lines = logs.lines();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["target"], "guardrails");
         assert_eq!(lines[0]["level"], "WARN");

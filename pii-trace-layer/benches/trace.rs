@@ -11,43 +11,16 @@
 
 #![allow(missing_docs)]
 
-use std::{
-    convert::Infallible,
-    future::{Ready, ready},
-    pin::pin,
-    sync::Arc,
-    task::{Context, Poll, Waker},
-};
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use guardrail_core::{ClientIp, Pseudonymizer, RequestId};
+use guardrails_testkit::bench::{respond_with, status};
 use http::{Request, Response};
 use pii_trace_layer::{Scrubber, TraceLayer};
-use tower::{Layer, Service, service_fn};
-
-fn run<S, B>(svc: &mut S, req: Request<Body>) -> u16
-where
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut fut = pin!(svc.call(req));
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(res)) => res.status().as_u16(),
-        Poll::Ready(Err(e)) => match e {},
-        Poll::Pending => unreachable!("the inner service is ready"),
-    }
-}
+use tower::Layer;
 
 type Body = http_body_util::Empty<bytes::Bytes>;
-
-fn inner() -> impl Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = Ready<Result<Response<Body>, Infallible>>,
-> + Clone {
-    service_fn(|_req: Request<Body>| ready(Ok::<_, Infallible>(Response::new(Body::new()))))
-}
 
 fn request() -> Request<Body> {
     let mut req = Request::get("/api/orders/7781/items?page=2&sort=desc")
@@ -67,16 +40,19 @@ fn bench(c: &mut Criterion) {
         .with_writer(std::io::sink)
         .finish();
     tracing::subscriber::set_global_default(subscriber).unwrap();
+    let inner = || respond_with(Body::new);
 
     let mut group = c.benchmark_group("trace");
     let mut bare = inner();
     group.bench_function("baseline_no_trace", |b| {
-        b.iter(|| run(&mut bare, request()))
+        b.iter(|| status(&mut bare, request()))
     });
 
     let scrubber = Arc::new(Scrubber::new(Pseudonymizer::new(b"bench")));
     let mut ours = TraceLayer::new(scrubber).layer(inner());
-    group.bench_function("guardrails_trace", |b| b.iter(|| run(&mut ours, request())));
+    group.bench_function("guardrails_trace", |b| {
+        b.iter(|| status(&mut ours, request()))
+    });
 
     // tower-http configured for the same fields: the request's in its span
     // (which the JSON formatter writes with the event), status and latency
@@ -103,14 +79,14 @@ fn bench(c: &mut Criterion) {
         });
     let mut theirs = tower_http.layer(inner());
     group.bench_function("tower_http_trace_same_fields", |b| {
-        b.iter(|| run(&mut theirs, request()))
+        b.iter(|| status(&mut theirs, request()))
     });
 
     let mut theirs_default = tower_http::trace::TraceLayer::new_for_http()
         .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO))
         .layer(inner());
     group.bench_function("tower_http_trace_default", |b| {
-        b.iter(|| run(&mut theirs_default, request()))
+        b.iter(|| status(&mut theirs_default, request()))
     });
     group.finish();
 }

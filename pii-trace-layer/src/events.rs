@@ -88,51 +88,25 @@ impl Events {
 mod tests {
     use super::*;
     use guardrail_core::Pseudonymizer;
+    use guardrails_testkit::capture;
     use serde_json::json;
-    use std::sync::Mutex;
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn events_carry_the_name_a_pseudonym_and_scrubbed_details() {
-        let sink = Sink::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer({
-                let s = sink.clone();
-                move || s.clone()
-            })
-            .finish();
         let events = Events::new(Arc::new(Scrubber::new(Pseudonymizer::new(b"k"))));
-        tracing::subscriber::with_default(subscriber, || {
-            events.user(
-                EventName::new("user.login"),
-                "user-8c1f",
-                json!({"ip": "203.0.113.9", "mfa": true}),
-            );
-            events.security(
-                EventName::SECURITY_AUTH_FAILED,
-                None,
-                json!({"reason": "bad_password", "password": "hunter2"}),
-            );
-        });
-        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let (_guard, logs) = capture::json();
+        events.user(
+            EventName::new("user.login"),
+            "user-8c1f",
+            json!({"ip": "203.0.113.9", "mfa": true}),
+        );
+        events.security(
+            EventName::SECURITY_AUTH_FAILED,
+            None,
+            json!({"reason": "bad_password", "password": "hunter2"}),
+        );
+        let out = logs.text();
+        let lines = logs.lines();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["event"], "user.login");
         assert_eq!(lines[0]["level"], "INFO");

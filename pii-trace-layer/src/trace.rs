@@ -181,20 +181,7 @@ impl<S: fmt::Debug> fmt::Debug for Trace<S> {
 }
 
 impl<S> Trace<S> {
-    /// Gets a reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Gets a mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    guardrail_core::inner_service_accessors!();
 }
 
 /// What the event reports, gathered when the request arrives.
@@ -393,25 +380,10 @@ where
 mod tests {
     use super::*;
     use guardrail_core::{Pseudonymizer, SetRequestIdLayer};
+    use guardrails_testkit::capture;
     use http::StatusCode;
-    use std::{
-        convert::Infallible,
-        sync::{Arc, Mutex},
-    };
+    use std::{convert::Infallible, sync::Arc};
     use tower::{ServiceBuilder, ServiceExt, service_fn};
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// Runs one request through request id + trace layers with a plain
     /// (not scrubbing) JSON subscriber; returns the response and the lines.
@@ -420,17 +392,7 @@ mod tests {
         req: Request<()>,
         status: StatusCode,
     ) -> (Response<()>, Vec<serde_json::Value>) {
-        let sink = Sink::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_max_level(Level::TRACE)
-            .with_writer({
-                let s = sink.clone();
-                move || s.clone()
-            })
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (_guard, logs) = capture::json();
         let svc = ServiceBuilder::new()
             .layer(SetRequestIdLayer::new())
             .layer(layer)
@@ -441,12 +403,7 @@ mod tests {
                 Ok::<_, Infallible>(res)
             }));
         let res = svc.oneshot(req).await.unwrap();
-        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        let lines = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (res, lines)
+        (res, logs.lines())
     }
 
     fn layer() -> TraceLayer {
@@ -547,16 +504,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_caller_appears_as_a_pseudonym_only() {
-        let sink = Sink::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer({
-                let s = sink.clone();
-                move || s.clone()
-            })
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (_guard, logs) = capture::json();
         // Stands in for authentication: fills the slot as auth-layer does.
         let svc = layer().layer(service_fn(|req: Request<()>| async move {
             let slot = req.extensions().get::<CallerSlot>().unwrap();
@@ -564,8 +512,8 @@ mod tests {
             Ok::<_, Infallible>(Response::new(()))
         }));
         svc.oneshot(Request::new(())).await.unwrap();
-        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        let line: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let out = logs.text();
+        let line = logs.lines().pop().unwrap();
         assert_eq!(
             line["enduser.pseudo.id"],
             Pseudonymizer::new(b"k").user("user-42")
@@ -575,26 +523,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_request_still_gets_its_one_event() {
-        let sink = Sink::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer({
-                let s = sink.clone();
-                move || s.clone()
-            })
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (_guard, logs) = capture::json();
         let mut svc = layer().layer(service_fn(|_req: Request<()>| {
             std::future::pending::<Result<Response<()>, Infallible>>()
         }));
         let fut = tower::Service::call(&mut svc, Request::new(()));
         drop(fut); // the client went away
-        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        let events: Vec<serde_json::Value> = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let out = logs.text();
+        let events = logs.lines();
         let requests: Vec<_> = events
             .iter()
             .filter(|e| e["event"] == "api.request")

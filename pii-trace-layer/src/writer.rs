@@ -159,35 +159,15 @@ pub fn init_json_logging(scrubber: Arc<Scrubber>) -> Result<(), crate::TraceErro
 mod tests {
     use super::*;
     use guardrail_core::Pseudonymizer;
-    use std::sync::Mutex;
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
+    /// What `f` logs, written through a scrubbing writer.
     fn capture(f: impl FnOnce()) -> String {
-        let sink = Sink::default();
         let scrubber = Arc::new(Scrubber::new(Pseudonymizer::new(b"k")));
-        let writer = ScrubbingMakeWriter::new(scrubber, {
-            let s = sink.clone();
-            move || s.clone()
+        let (_guard, logs) = guardrails_testkit::capture::json_through(|sink| {
+            ScrubbingMakeWriter::new(scrubber, sink)
         });
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer(writer)
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+        f();
+        logs.text()
     }
 
     #[test]
