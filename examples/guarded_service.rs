@@ -27,6 +27,7 @@ use axum::{
 };
 use guardrails::{
     Guardrails, GuardrailsConfig, GuardrailsLayer, ValidConfig,
+    auth_layer::VerifyWebhookLayer,
     guardrail_core::{Principal, Problem, Pseudonymizer},
     pii_trace_layer::{Scrubber, init_json_logging},
 };
@@ -115,9 +116,8 @@ async fn main() -> ExitCode {
             }
         }
     };
-    for task in background.shutdown().await {
-        tracing::info!(task, "background task stopped");
-    }
+    // Each task's stop is logged: `background task stopped`.
+    background.shutdown().await;
     match finished {
         None | Some(Ok(Ok(()))) => ExitCode::SUCCESS,
         Some(Ok(Err(err))) => {
@@ -153,7 +153,7 @@ fn app(config: &ValidConfig, pseudonymizer: &Pseudonymizer) -> Router {
         )
         .route(
             "/api/webhooks/stripe",
-            post(stripe_webhook).route_layer(auth.stripe_webhook_layer()),
+            post(stripe_webhook).route_layer(VerifyWebhookLayer::from_config(&auth.webhook)),
         )
         .fallback(not_found)
 }

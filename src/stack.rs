@@ -168,7 +168,9 @@ impl Wiring<'_> {
             redis,
             self.pseudonymizer.clone(),
         )?;
-        self.health.register_arc(stages.health_source());
+        for source in stages.health_sources() {
+            self.health.register_arc(source);
+        }
         self.rate_limits = Some(stages.clone());
         Ok(stages)
     }

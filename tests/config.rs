@@ -428,10 +428,20 @@ fn a_production_stack_cannot_be_built_without_a_strong_secret() {
         let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["auth.hs256_secret"], "{err}");
     }
+    // Below the umbrella the layer refuses a weak secret as well…
+    let c = production_config(&format!("{{ file = {:?} }}", weak.display().to_string()));
+    let err = AuthenticateLayer::from_config(&c.auth, Profile::Production, Pseudonymizer::random())
+        .unwrap_err();
+    assert!(matches!(err, AuthConfigError::WeakSecret { .. }), "{err}");
+    assert!(!err.to_string().contains("short"), "never the value: {err}");
+    // …and validating a production file as development still builds a
+    // production stack.
+    let valid = c.validate_for(Profile::Development).unwrap();
+    assert_eq!(valid.profile(), Profile::Production);
+    assert!(guardrails::GuardrailsLayer::from_config(&valid).is_err());
     std::fs::remove_file(weak).unwrap();
 
-    // Below the umbrella the layer refuses as well: no random key in
-    // production, whoever builds it.
+    // …and no random key in production, whoever builds it.
     let c = production_config(r#"{ env = "GUARDRAILS_TEST_UNSET_SECRET_VAR" }"#);
     let err = AuthenticateLayer::from_config(&c.auth, Profile::Production, Pseudonymizer::random())
         .unwrap_err();

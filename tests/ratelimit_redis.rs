@@ -321,3 +321,54 @@ fn connect(url: &str) -> guardrails::guardrail_core::RedisConnection {
     config.timeout = std::time::Duration::from_millis(500);
     guardrails::guardrail_core::RedisConnection::open(url, &config).unwrap()
 }
+
+#[tokio::test]
+async fn both_stages_share_one_redis_backend_and_report_its_failure() {
+    use guardrail_core::{Principal, Pseudonymizer, health::HealthStatus};
+    use ratelimit_layer::RateLimitConfig;
+
+    // Only an after-auth policy, on a Redis nothing listens on: the
+    // before-auth stage never talks to Redis, yet the report must see the
+    // failure of the one backend both stages share.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config: RateLimitConfig = toml::from_str(
+        r#"
+        backend = "redis"
+        on_redis_error = "allow"
+        [[policies]]
+        name = "per_user"
+        key = "principal"
+        rate = 10
+        period = "1s"
+        stage = "after_auth"
+        "#,
+    )
+    .unwrap();
+    let stages = RateLimitLayer::from_config(
+        &config,
+        Some(connect(&format!("redis://{closed}"))),
+        Pseudonymizer::random(),
+    )
+    .unwrap();
+    let health = stages.health_sources().remove(0);
+    let report = health.check();
+    assert_eq!(report.status, HealthStatus::Pass);
+    assert_eq!(report.details["backend"], "redis");
+    assert_eq!(report.details["redis_failing"], false);
+
+    let svc = tower::Layer::layer(
+        &stages.after_auth,
+        service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) }),
+    );
+    let mut req = Request::new(());
+    req.extensions_mut().insert(Principal::new("user-1"));
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "on_redis_error = \"allow\"");
+
+    let report = health.check();
+    assert_eq!(report.status, HealthStatus::Warn);
+    assert_eq!(report.details["redis_failing"], true);
+}

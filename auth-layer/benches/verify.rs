@@ -1,6 +1,6 @@
 //! Token verification cost per request through `AuthenticateLayer`.
 //!
-//! `cargo bench -p auth-layer --bench verify`
+//! `cargo bench -p floyo-auth-layer --bench verify`
 //!
 //! Each request is built fresh (as a server would hand it over) and driven
 //! to completion with a no-op waker: static keys never wait, so this is the

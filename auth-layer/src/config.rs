@@ -13,6 +13,7 @@ use crate::{
     AuthenticateLayer, Jwks, JwtVerifier, KeySource, PatternError, PublicRoutes, RequireLayer,
     SupabaseClaims, VerifyWebhookLayer,
     jwt::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES},
+    webhook::Stripe,
     webhook::{DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_CAPACITY, DEFAULT_TOLERANCE},
 };
 
@@ -328,12 +329,12 @@ impl AuthConfig {
     /// Builds the verifier. Call after [`validate`](Self::validate): the
     /// umbrella crate's validated config makes that impossible to forget.
     ///
-    /// An HS256 secret that can't be read is an error in production. In
-    /// development it becomes a random key (so every token is refused),
-    /// said once at WARN.
+    /// An HS256 secret that can't be read, or is weak, is an error in
+    /// production. In development an unreadable one becomes a random key
+    /// (so every token is refused), said once at WARN.
     pub fn verifier(&self, profile: Profile) -> Result<JwtVerifier, AuthConfigError> {
-        let keys = if let Some(secret) = &self.hs256_secret {
-            let secret = match secret.resolve() {
+        let keys = if let Some(secret_ref) = &self.hs256_secret {
+            let secret = match secret_ref.resolve() {
                 Ok(secret) => secret,
                 Err(e) if profile == Profile::Development => {
                     tracing::warn!(error = %e, "HS256 secret unavailable; every token will be refused (development: a random key is in use)");
@@ -341,6 +342,14 @@ impl AuthConfig {
                 }
                 Err(e) => return Err(AuthConfigError::Secret(e)),
             };
+            if profile == Profile::Production
+                && let Some(weakness) = secret.weakness(MIN_HS256_SECRET)
+            {
+                return Err(AuthConfigError::WeakSecret {
+                    origin: secret_ref.to_string(),
+                    weakness,
+                });
+            }
             KeySource::hs256(secret.expose())
         } else if let (Some(path), Some(alg)) = (&self.public_key_file, &self.algorithm) {
             let alg =
@@ -404,13 +413,14 @@ impl AuthConfig {
             .realm(&self.realm)
             .pseudonymizer(pseudonymizer.clone())
     }
+}
 
-    /// The Stripe webhook layer of `[auth.webhook]`. Unresolvable secrets
-    /// are left out (with a warning); with none left every delivery is
-    /// refused.
-    pub fn stripe_webhook_layer(&self) -> VerifyWebhookLayer {
-        let secrets: Vec<Secret> = self
-            .webhook
+impl VerifyWebhookLayer<Stripe> {
+    /// The Stripe webhook layer of an `[auth.webhook]` section.
+    /// Unresolvable secrets are left out (with a warning; production
+    /// validation refuses them); with none left every delivery is refused.
+    pub fn from_config(config: &WebhookConfig) -> Self {
+        let secrets: Vec<Secret> = config
             .secrets
             .iter()
             .filter_map(|r| {
@@ -420,9 +430,9 @@ impl AuthConfig {
             })
             .collect();
         VerifyWebhookLayer::stripe(secrets)
-            .tolerance(self.webhook.tolerance)
-            .max_body_bytes(self.webhook.max_body_bytes)
-            .replay_capacity(self.webhook.replay_capacity)
+            .tolerance(config.tolerance)
+            .max_body_bytes(config.max_body_bytes)
+            .replay_capacity(config.replay_capacity)
     }
 }
 
@@ -439,6 +449,15 @@ pub enum AuthConfigError {
     /// random key.
     #[error("auth.hs256_secret: {0}")]
     Secret(guardrail_core::SecretError),
+    /// The HS256 secret is too weak for production.
+    #[error("auth.hs256_secret: the secret in {origin} {weakness}")]
+    WeakSecret {
+        /// Where the secret comes from (the variable or file, never the
+        /// value).
+        origin: String,
+        /// What is weak about it.
+        weakness: String,
+    },
     /// `algorithm` is not a public-key algorithm.
     #[error("auth.algorithm: `{0}` is not a public-key algorithm")]
     Algorithm(String),

@@ -108,7 +108,8 @@ impl RunningTasks {
     }
 
     /// Stops every task and waits until each has stopped; returns their
-    /// names. A task that panicked is logged, never propagated.
+    /// names. Each stop is logged (`background task stopped`, with the
+    /// task's name); a task that panicked is logged, never propagated.
     pub async fn shutdown(self) -> Vec<&'static str> {
         let mut stopped = Vec::with_capacity(self.handles.len());
         for (name, handle) in self.handles {
@@ -118,7 +119,7 @@ impl RunningTasks {
             {
                 tracing::error!(task = name, "background task panicked");
             }
-            tracing::debug!(task = name, "background task stopped");
+            tracing::info!(task = name, "background task stopped");
             stopped.push(name);
         }
         stopped

@@ -3,8 +3,8 @@
 //! guard's own problem+json rejection, written into the inner body type.
 //!
 //! Authentication, level requirements, webhook verification and rate
-//! limiting all return [`GuardFuture`]; so do the inbound guards that join
-//! later (flag gate, deadline, body limit, load shedding). A guard decides
+//! limiting all return [`GuardFuture`]; the inbound guards still to come
+//! (flag gate, deadline, body limit, load shedding) will too. A guard decides
 //! in `call` when it can ([`GuardFuture::pass`], [`GuardFuture::reject`]);
 //! when it has to wait first (Redis, a key fetch, the request body) it hands
 //! over a [`PendingDecision`] ([`GuardFuture::pending`]), which resolves to
@@ -224,7 +224,8 @@ where
                 return Poll::Ready(Ok(res));
             }
             let Some(slow) = this.slow.as_mut() else {
-                // Polled after completion: answer 500 rather than panic.
+                // Every constructor sets the inner future or the slow state;
+                // should that ever change, a 500 beats a panic.
                 return Poll::Ready(Ok(Problem::internal_error().into_response()));
             };
             match ready!(poll_slow(slow, cx)) {

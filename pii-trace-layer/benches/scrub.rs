@@ -1,6 +1,6 @@
 //! Scrubber throughput on PII-free and PII-dense log text.
 //!
-//! `cargo bench -p pii-trace-layer --bench scrub`
+//! `cargo bench -p floyo-pii-trace-layer --bench scrub`
 //!
 //! Both inputs are built from `../shared/data/pii/corpus.jsonl`: the
 //! negative lines (no PII, full of lookalikes) and the lines with PII,

@@ -2,7 +2,7 @@
 //! in one run, with the same output: a JSON subscriber (to a sink), one
 //! span and one event per request with method, path, status and latency.
 //!
-//! `cargo bench -p pii-trace-layer --bench trace`
+//! `cargo bench -p floyo-pii-trace-layer --bench trace`
 //!
 //! `tower_http_trace_same_fields` writes the same fields (raw); ours also
 //! scrubs path, query and user agent and masks the client address.

@@ -181,6 +181,16 @@ impl<S: fmt::Debug> fmt::Debug for Trace<S> {
 }
 
 impl<S> Trace<S> {
+    /// Wraps `inner`, tracing with `scrubber` and the default settings.
+    pub fn new(inner: S, scrubber: Arc<Scrubber>) -> Self {
+        TraceLayer::new(scrubber).layer(inner)
+    }
+
+    /// Returns a new [`Layer`] that wraps services with a [`Trace`].
+    pub fn layer(scrubber: Arc<Scrubber>) -> TraceLayer {
+        TraceLayer::new(scrubber)
+    }
+
     guardrail_core::inner_service_accessors!();
 }
 

@@ -236,16 +236,21 @@ impl RateLimitLayer {
         redis: Option<RedisConnection>,
         pseudonymizer: Pseudonymizer,
     ) -> Result<RateLimitStages, RateLimitError> {
-        let stage = |stage: Stage, redis: Option<RedisConnection>| {
+        let stage = |stage: Stage, first: Option<&RateLimitLayer>| {
             let mut builder = RateLimitLayer::builder()
                 .max_keys(config.max_keys)
                 .headers(config.headers)
                 .exempt(config.exempt.iter().cloned())
                 .on_redis_error(config.on_redis_error)
                 .pseudonymizer(pseudonymizer.clone());
-            if config.uses_redis() {
-                builder =
-                    builder.redis_connection(redis.ok_or(RateLimitError::RedisUnavailable)?)?;
+            match first {
+                // Both stages decide on one backend: one failure state.
+                Some(first) => builder = builder.redis_of(first),
+                None if config.uses_redis() => {
+                    let redis = redis.clone().ok_or(RateLimitError::RedisUnavailable)?;
+                    builder = builder.redis_connection(redis)?;
+                }
+                None => {}
             }
             for p in config.policies.iter().filter(|p| p.stage == stage) {
                 builder = builder.policy(p.policy().map_err(|source| RateLimitError::Policy {
@@ -255,9 +260,11 @@ impl RateLimitLayer {
             }
             builder.build()
         };
+        let before_auth = stage(Stage::BeforeAuth, None)?;
+        let after_auth = stage(Stage::AfterAuth, Some(&before_auth))?;
         Ok(RateLimitStages {
-            before_auth: stage(Stage::BeforeAuth, redis.clone())?,
-            after_auth: stage(Stage::AfterAuth, redis)?,
+            before_auth,
+            after_auth,
         })
     }
 }
@@ -266,8 +273,8 @@ impl RateLimitStages {
     /// `rate_limit` in the health report: the backend, whether Redis is
     /// failing (`warn`: decisions fall back as configured) and the keys
     /// each policy holds in memory.
-    pub fn health_source(&self) -> Arc<dyn HealthSource> {
-        Arc::new(self.clone())
+    pub fn health_sources(&self) -> Vec<Arc<dyn HealthSource>> {
+        vec![Arc::new(self.clone())]
     }
 }
 
@@ -283,7 +290,11 @@ impl HealthSource for RateLimitStages {
             .flat_map(|l| l.key_counts())
             .map(|(name, n)| (name, n.into()))
             .collect();
-        let redis = layers.iter().find_map(|l| l.redis_failing());
+        let mut backends = layers.iter().filter_map(|l| l.redis_failing()).peekable();
+        let redis = backends
+            .peek()
+            .is_some()
+            .then(|| backends.any(|failing| failing));
         let details = serde_json::json!({
             "backend": if redis.is_some() { "redis" } else { "memory" },
             "redis_failing": redis,

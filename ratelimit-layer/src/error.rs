@@ -38,28 +38,6 @@ pub enum RateLimitError {
         /// The name.
         name: String,
     },
-    /// A configured policy needs `api_key_header`.
-    #[error("policy `{name}`: api_key_header is required with key = \"api_key\"")]
-    MissingApiKeyHeader {
-        /// The policy's name.
-        name: String,
-    },
-    /// A configured header name is not one.
-    #[error("policy `{name}`: `{header}` is not a header name")]
-    InvalidHeader {
-        /// The policy's name.
-        name: String,
-        /// The value given.
-        header: String,
-    },
-    /// A configured method is not one.
-    #[error("policy `{name}`: `{method}` is not a method")]
-    InvalidMethod {
-        /// The policy's name.
-        name: String,
-        /// The value given.
-        method: String,
-    },
     /// An exempt path is not a path or `/prefix/*`.
     #[error("exempt `{pattern}`: use a path or `/prefix/*` (not `/*`)")]
     Exempt {

@@ -79,7 +79,7 @@ pub use config::{Backend, KeyKind, PolicyConfig, RateLimitConfig, RateLimitStage
 pub use decision::{Decision, RATELIMIT, RATELIMIT_POLICY};
 pub use error::{PolicyError, RateLimitError};
 pub use layer::{
-    DEFAULT_MAX_KEYS, OnRedisError, RateLimit, RateLimitLayer, RateLimitLayerBuilder,
+    DEFAULT_MAX_KEYS, Deciding, OnRedisError, RateLimit, RateLimitLayer, RateLimitLayerBuilder,
     ResponseFuture,
 };
 pub use policy::RateLimitPolicy;

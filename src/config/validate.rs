@@ -49,7 +49,8 @@ pub struct ValidConfig {
 }
 
 impl ValidConfig {
-    /// The profile it was validated for.
+    /// The profile the stack is built for: the configuration's, or the
+    /// one it was validated for if that is stricter.
     pub fn profile(&self) -> Profile {
         self.profile
     }
@@ -78,7 +79,9 @@ impl GuardrailsConfig {
 
     /// [`validate`](Self::validate) against another profile than the one
     /// the configuration names (e.g. to check a development config would
-    /// pass in production).
+    /// pass in production). The result keeps the stricter of the two: a
+    /// production config checked as development still builds a production
+    /// stack (which refuses a missing or weak secret).
     pub fn validate_for(&self, profile: Profile) -> Result<ValidConfig, ValidationErrors> {
         let mut problems = Vec::new();
         let mut problem =
@@ -117,9 +120,15 @@ impl GuardrailsConfig {
         self.auth.validate(profile, &mut problems);
 
         if problems.is_empty() {
+            let strictest = if profile == Profile::Production || self.profile == Profile::Production
+            {
+                Profile::Production
+            } else {
+                Profile::Development
+            };
             Ok(ValidConfig {
                 config: self.clone(),
-                profile,
+                profile: strictest,
             })
         } else {
             Err(ValidationErrors { profile, problems })

@@ -13,7 +13,11 @@ use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower_service::Service;
 
-use super::{Delivered, ResponseFuture, SignatureScheme, Stripe, WebhookError, layer::Shared};
+use super::{
+    Delivered, ResponseFuture, SignatureScheme, Stripe, VerifyWebhookLayer, WebhookError,
+    layer::Shared,
+};
+use tower_layer::Layer;
 
 /// Middleware that verifies webhook signatures; see
 /// [`VerifyWebhookLayer`](super::VerifyWebhookLayer).
@@ -41,6 +45,18 @@ impl<S: fmt::Debug, Sch: fmt::Debug> fmt::Debug for VerifyWebhook<S, Sch> {
 }
 
 impl<S, Sch> VerifyWebhook<S, Sch> {
+    /// Wraps `inner`, verifying deliveries as `verifier` says (a configured
+    /// [`VerifyWebhookLayer`], e.g. `VerifyWebhookLayer::stripe(secrets)`).
+    pub fn new(inner: S, verifier: VerifyWebhookLayer<Sch>) -> Self {
+        verifier.layer(inner)
+    }
+
+    /// The layer that applies `verifier` (the same value: a
+    /// [`VerifyWebhookLayer`] is the verifier).
+    pub fn layer(verifier: VerifyWebhookLayer<Sch>) -> VerifyWebhookLayer<Sch> {
+        verifier
+    }
+
     guardrail_core::inner_service_accessors!();
 }
 

@@ -222,7 +222,7 @@ fn odd_input_never_panics() {
 }
 
 #[test]
-#[ignore = "diagnostic: cargo test -p pii-trace-layer --lib candidates -- --ignored --nocapture"]
+#[ignore = "diagnostic: cargo test -p floyo-pii-trace-layer --lib candidates -- --ignored --nocapture"]
 fn candidates_on_clean_text() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),

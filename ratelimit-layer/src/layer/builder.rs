@@ -111,6 +111,18 @@ impl RateLimitLayerBuilder {
         }
     }
 
+    /// Decides on the same Redis backend as `other` (one backend, one
+    /// failure state and one probe for every stage of a service).
+    pub(crate) fn redis_of(mut self, other: &super::RateLimitLayer) -> Self {
+        #[cfg(feature = "redis")]
+        {
+            self.redis = other.shared.redis.clone();
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = other;
+        self
+    }
+
     /// What to do when Redis fails (default: decide locally).
     pub fn on_redis_error(mut self, choice: OnRedisError) -> Self {
         self.on_redis_error = choice;

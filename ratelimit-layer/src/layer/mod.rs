@@ -16,7 +16,7 @@ mod service;
 
 pub(crate) use builder::is_exempt_pattern;
 pub use builder::{DEFAULT_MAX_KEYS, OnRedisError, RateLimitLayerBuilder};
-pub use future::ResponseFuture;
+pub use future::{Deciding, ResponseFuture};
 pub use service::RateLimit;
 
 use std::{fmt, sync::Arc};
