@@ -10,6 +10,11 @@
 //! over a [`PendingDecision`] ([`GuardFuture::pending`]), which resolves to
 //! the inner future or a rejection.
 //!
+//! Outbound layers (retry, circuit breaker, bulkhead on a client) are the
+//! one exception: they don't answer for the service, so they return a
+//! typed error that the caller maps to a problem response (504, 502, or
+//! 503 with `Retry-After`).
+//!
 //! Laid out for the common case, a request that passes: the inner future
 //! sits flat in the guard's future and is polled straight into its output,
 //! with no body wrapper and no copy of the response. Waiting and rejecting

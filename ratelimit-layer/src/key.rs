@@ -214,12 +214,9 @@ impl ApiKeyHeader {
 
 impl KeyExtractor for ApiKeyHeader {
     fn key(&self, req: &RequestParts<'_>) -> Option<Key> {
-        let mut values = req.headers.get_all(&self.header).iter();
-        match (values.next(), values.next()) {
-            // Exactly one non-empty value; several are ambiguous.
-            (Some(v), None) if !v.is_empty() => {
-                Some(Key::ApiKey(Sha256::digest(v.as_bytes()).into()))
-            }
+        // Exactly one non-empty value; several are ambiguous.
+        match guardrail_core::single_header(req.headers, &self.header) {
+            Ok(Some(v)) if !v.is_empty() => Some(Key::ApiKey(Sha256::digest(v.as_bytes()).into())),
             _ => ClientIpKey.key(req),
         }
     }

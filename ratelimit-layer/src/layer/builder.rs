@@ -113,14 +113,17 @@ impl RateLimitLayerBuilder {
 
     /// Decides on the same Redis backend as `other` (one backend, one
     /// failure state and one probe for every stage of a service).
-    pub(crate) fn redis_of(mut self, other: &super::RateLimitLayer) -> Self {
+    pub(crate) fn redis_of(self, other: &super::RateLimitLayer) -> Self {
         #[cfg(feature = "redis")]
-        {
-            self.redis = other.shared.redis.clone();
-        }
+        return Self {
+            redis: other.shared.redis.clone(),
+            ..self
+        };
         #[cfg(not(feature = "redis"))]
-        let _ = other;
-        self
+        {
+            let _ = other;
+            self
+        }
     }
 
     /// What to do when Redis fails (default: decide locally).
