@@ -30,6 +30,6 @@ pub mod writer;
 pub use config::{LevelName, TraceConfig};
 pub use error::TraceError;
 pub use events::Events;
-pub use scrub::{Class, CustomRule, Finding, ScrubConfig, Scrubber};
+pub use scrub::{Class, CustomRule, Finding, LineScrubber, ScrubConfig, Scrubber};
 pub use trace::{Trace, TraceLayer};
 pub use writer::{ScrubbingMakeWriter, ScrubbingWriter, init_json_logging};

@@ -114,3 +114,29 @@ fn config_file_adds_rules_and_bad_ones_exit_2() {
 
     assert_eq!(scrub(&["--nope"], b"").status.code(), Some(2));
 }
+
+#[test]
+fn a_pem_key_across_lines_keeps_the_line_count_and_leaves_no_body() {
+    let body = [
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7",
+        "q2VmZWxsb3dvcmxkc2VjcmV0a2V5bWF0ZXJpYWxoZXJlZm9yeW91",
+    ];
+    let input = format!(
+        "ts=1 msg=loading key\r\n-----BEGIN RSA PRIVATE KEY-----\n{}\n{}\n-----END RSA PRIVATE KEY-----\nts=2 msg=done email=ann@example.com\nno newline at the end",
+        body[0], body[1]
+    );
+    let out = scrub(&[], input.as_bytes());
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text.matches('\n').count(),
+        input.matches('\n').count(),
+        "{text}"
+    );
+    assert_eq!(text.matches("\r\n").count(), 1, "CRLF kept: {text}");
+    for line in body {
+        assert!(!text.contains(&line[..16]), "{text}");
+    }
+    assert!(!text.contains("ann@example.com"), "{text}");
+    assert!(text.ends_with("no newline at the end"), "{text}");
+}

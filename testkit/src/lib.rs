@@ -3,7 +3,7 @@
 //!
 //! - [`capture`]: a log sink that keeps what a JSON subscriber writes, for
 //!   tests asserting the events a layer emits.
-//! - [`bench`]: driving a service whose futures never wait with a no-op
+//! - [`mod@bench`]: driving a service whose futures never wait with a no-op
 //!   waker, an always-200 inner service, requests from many clients.
 //! - `ratelimit` (feature `ratelimit`): the rate-limit comparison's requests
 //!   (with axum's `ConnectInfo`) and its one quota, for guardrails and

@@ -86,7 +86,7 @@ pub fn tower_governor<B>() -> GovernorLayer<PeerIpKeyExtractor, NoOpMiddleware, 
     GovernorLayer::new(governor_builder().finish().expect("a valid quota"))
 }
 
-/// [`tower_governor`] with its `x-ratelimit-*` headers.
+/// [`mod@tower_governor`] with its `x-ratelimit-*` headers.
 pub fn tower_governor_with_headers<B>()
 -> GovernorLayer<PeerIpKeyExtractor, StateInformationMiddleware, B> {
     GovernorLayer::new(

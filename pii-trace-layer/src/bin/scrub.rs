@@ -25,7 +25,7 @@ use std::{
 };
 
 use guardrail_core::Pseudonymizer;
-use pii_trace_layer::{Class, ScrubConfig, Scrubber};
+use pii_trace_layer::{Class, LineScrubber, ScrubConfig, Scrubber};
 
 const MAX_LINE: usize = 1 << 20;
 
@@ -113,6 +113,7 @@ fn run(args: &Args) -> io::Result<bool> {
     let mut buf = Vec::with_capacity(8 * 1024);
     let mut counts: BTreeMap<Class, usize> = BTreeMap::new();
     let mut lines = 0usize;
+    let mut by_line = LineScrubber::new(&scrubber);
     while read_piece(&mut input, &mut buf)? > 0 {
         lines += 1;
         let text = String::from_utf8_lossy(&buf);
@@ -121,7 +122,17 @@ fn run(args: &Args) -> io::Result<bool> {
                 *counts.entry(finding.class).or_default() += 1;
             }
         } else {
-            out.write_all(scrubber.scrub(&text).as_bytes())?;
+            // One line out per line in: the terminator is written back as
+            // it was, and the scrubbed line never holds a line break.
+            let (line, terminator) = match text.strip_suffix('\n') {
+                Some(line) => match line.strip_suffix('\r') {
+                    Some(line) => (line, "\r\n"),
+                    None => (line, "\n"),
+                },
+                None => (&*text, ""),
+            };
+            out.write_all(by_line.scrub_line(line).as_bytes())?;
+            out.write_all(terminator.as_bytes())?;
         }
     }
     if args.check {

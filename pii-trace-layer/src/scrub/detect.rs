@@ -45,6 +45,15 @@ macro_rules! identity_keys {
     };
 }
 
+/// Keys whose values are national identity numbers (SSN and the like):
+/// removed, in any spelling (`ssn`, `SSN`, `social_security_number`,
+/// `socialSecurityNumber`, `tax-id`).
+macro_rules! ssn_keys {
+    () => {
+        r"(?i-u:ssn|social[_-]?security(?:[_-]?(?:number|num|no))?|tax[_-]?id|national[_-]?id(?:[_-]?(?:number|num|no))?)"
+    };
+}
+
 /// Keys whose values are names: pseudonymized.
 macro_rules! name_keys {
     () => {
@@ -115,6 +124,29 @@ pub(super) static DETECTORS: &[Detector] = &[
         pattern: concat!(r"(?-u:\b)", secret_keys!(), r":[ \t]+", colon_value!()),
         kind: Kind::Group("[redacted]"),
         validate: any,
+    },
+    Detector {
+        class: Class::Ssn,
+        pattern: concat!(
+            r#"(?P<jsonkey>)""#,
+            ssn_keys!(),
+            r#""[\t\n\r ]*:[\t\n\r ]*"#,
+            json_value!()
+        ),
+        kind: Kind::Group("[ssn]"),
+        validate: nine_digits,
+    },
+    Detector {
+        class: Class::Ssn,
+        pattern: concat!(r"(?-u:\b)", ssn_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
+        kind: Kind::Group("[ssn]"),
+        validate: nine_digits,
+    },
+    Detector {
+        class: Class::Ssn,
+        pattern: concat!(r"(?-u:\b)", ssn_keys!(), r":[ \t]+", colon_value!()),
+        kind: Kind::Group("[ssn]"),
+        validate: nine_digits,
     },
     Detector {
         class: Class::Name,
@@ -358,6 +390,11 @@ pub(super) fn iban_valid(s: &str) -> bool {
         };
     }
     rem == 1
+}
+
+/// A value under an SSN-like key: nine digits, whatever separates them.
+fn nine_digits(s: &str) -> bool {
+    digits(s).count() == 9
 }
 
 fn ssn_valid(s: &str) -> bool {

@@ -34,6 +34,9 @@
 //! ```
 
 mod detect;
+mod lines;
+
+pub use lines::LineScrubber;
 
 use std::{borrow::Cow, fmt};
 

@@ -386,3 +386,30 @@ fn values_after_json_escapes_are_found_and_json_stays_valid() {
     // An escaped backslash before `n` is not a newline escape.
     assert_eq!(clean(r#"{"p":"C:\\new"}"#), r#"{"p":"C:\\new"}"#);
 }
+
+#[test]
+fn ssns_under_an_ssn_key_are_removed_in_every_notation() {
+    // Dashed, spaced and bare, in a query string, key=value, JSON and YAML.
+    let cases = [
+        (
+            "GET /v1/verify?page=2&ssn=536-90-4412&sort=asc",
+            "536-90-4412",
+        ),
+        ("ssn=536904412 status=pending", "536904412"),
+        (r#"{"ssn":"536 90 4412","plan":"pro"}"#, "536 90 4412"),
+        (r#"{"socialSecurityNumber":"536904412"}"#, "536904412"),
+        ("social_security_number: 536-90-4412", "536-90-4412"),
+        ("tax_id=536904412&country=US", "536904412"),
+        // Test and advertising SSNs (9xx area) are still SSNs under the key.
+        ("/v1/kyc?ssn=987-65-4320", "987-65-4320"),
+    ];
+    for (text, ssn) in cases {
+        let out = clean(text);
+        assert!(!out.contains(ssn), "{text} -> {out}");
+        assert!(out.contains("[ssn]"), "{text} -> {out}");
+    }
+    assert!(clean("GET /v1/verify?page=2&ssn=536-90-4412&sort=asc").contains("page=2"));
+    assert!(clean("ssn=536904412 status=pending").contains("status=pending"));
+    // Other numbers under other keys stay.
+    assert_eq!(clean("order_id=536904412"), "order_id=536904412");
+}
