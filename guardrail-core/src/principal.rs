@@ -194,8 +194,8 @@ impl fmt::Debug for Principal {
 ///
 /// let slot = CallerSlot::default();
 /// let seen_by_auth = slot.clone();
-/// seen_by_auth.set_pseudonym("usr_3f9a1c2b".into());
-/// assert_eq!(slot.pseudonym(), Some("usr_3f9a1c2b"));
+/// seen_by_auth.set_pseudonym("usr_3f9a1c2b7d04e615".into());
+/// assert_eq!(slot.pseudonym(), Some("usr_3f9a1c2b7d04e615"));
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct CallerSlot(std::sync::Arc<std::sync::OnceLock<String>>);

@@ -1,7 +1,9 @@
 //! Keyed pseudonyms: how a user appears in logs and events.
 //!
-//! A pseudonym is a short prefix of an HMAC-SHA256 of the raw value under a
-//! key the service holds (`usr_3f9a1c2b`). The same user gets the same
+//! A pseudonym is the first 64 bits of an HMAC-SHA256 of the raw value
+//! under a key the service holds (`usr_3f9a1c2b7d04e615`): collisions among
+//! a service's users stay unlikely into the billions (32 bits would start
+//! colliding around 77 000 users). The same user gets the same
 //! pseudonym in every line, so logs stay correlatable, while the raw id or
 //! email is never written and can't be recovered by hashing guesses without
 //! the key.
@@ -20,7 +22,7 @@
 //! let a = p.pseudonym("usr", "alice@example.com");
 //! assert_eq!(a, p.pseudonym("usr", "alice@example.com"));
 //! assert_ne!(a, p.pseudonym("usr", "bob@example.com"));
-//! assert!(a.starts_with("usr_") && a.len() == 12);
+//! assert!(a.starts_with("usr_") && a.len() == 4 + Pseudonymizer::HEX_DIGITS);
 //! assert!(!a.contains("alice"));
 //! ```
 
@@ -48,17 +50,20 @@ impl Pseudonymizer {
         Self::new(crate::Secret::random().expose())
     }
 
-    /// `<prefix>_<8 hex digits>` for `value`.
+    /// Hex digits after the prefix of every pseudonym (64 bits).
+    pub const HEX_DIGITS: usize = 16;
+
+    /// `<prefix>_<16 hex digits>` for `value`.
     pub fn pseudonym(&self, prefix: &str, value: &str) -> String {
         let mut mac = self.mac.clone();
         mac.update(prefix.as_bytes());
         mac.update(&[0]);
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(prefix.len() + 9);
+        let mut out = String::with_capacity(prefix.len() + 1 + Self::HEX_DIGITS);
         out.push_str(prefix);
         out.push('_');
-        out.push_str(&hex::encode(&digest[..4]));
+        out.push_str(&hex::encode(&digest[..Self::HEX_DIGITS / 2]));
         out
     }
 

@@ -13,7 +13,7 @@
 //! Values under secret keys (`password`, `token`, `authorization`,
 //! `cookie`, …) are removed whatever they look like; values under identity
 //! keys (`user_id`, `sub`, `email`, `owner_id`, `full_name`, …) become a
-//! keyed pseudonym (`usr_3f9a1c2b`), so lines stay correlatable without the
+//! keyed pseudonym (`usr_3f9a1c2b7d04e615`), so lines stay correlatable without the
 //! raw id. Both work for `key=value`, `key: value` and JSON `"key":"value"`.
 //!
 //! # Example
@@ -362,12 +362,12 @@ fn neutralize_escapes(text: &str) -> Cow<'_, str> {
     String::from_utf8(bytes).map_or(Cow::Borrowed(text), Cow::Owned)
 }
 
-/// A pseudonym (`usr_3f9a1c2b`) or a label (`[redacted]`) we wrote.
+/// A pseudonym (`usr_3f9a1c2b7d04e615`) or a label (`[redacted]`) we wrote.
 fn already_scrubbed(value: &str) -> bool {
     let label = value.starts_with('[') && value.ends_with(']');
     let pseudonym = value.split_once('_').is_some_and(|(prefix, hex)| {
         matches!(prefix, "usr" | "name")
-            && hex.len() == 8
+            && hex.len() == guardrail_core::Pseudonymizer::HEX_DIGITS
             && hex.bytes().all(|b| b.is_ascii_hexdigit())
     });
     label || pseudonym
