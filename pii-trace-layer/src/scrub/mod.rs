@@ -34,6 +34,7 @@
 //! ```
 
 mod detect;
+mod json;
 mod lines;
 
 pub use lines::LineScrubber;
@@ -206,7 +207,30 @@ impl Scrubber {
     }
 
     /// `text` without sensitive data; borrowed when nothing was found.
+    ///
+    /// A JSON line is also scrubbed through its escapes: every string
+    /// literal holding an escape (`\"`, `\n`) is decoded, scrubbed (JSON
+    /// inside it too, a few levels deep) and encoded again, so the line
+    /// stays valid JSON.
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.scrub_at(text, 0)
+    }
+
+    fn scrub_at<'a>(&self, text: &'a str, depth: usize) -> Cow<'a, str> {
+        let flat = self.scrub_flat(text);
+        let nested =
+            match json::scrub_strings(&flat, depth, &|s, d| self.scrub_at(s, d).into_owned()) {
+                Cow::Owned(nested) => Some(nested),
+                Cow::Borrowed(_) => None,
+            };
+        match nested {
+            Some(nested) => Cow::Owned(nested),
+            None => flat,
+        }
+    }
+
+    /// One pass of every detector over `text` as written.
+    fn scrub_flat<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out: Option<String> = None;
         let mut copied = 0;
         self.visit(text, |_, start, end, replacement| {
