@@ -13,8 +13,23 @@ use std::borrow::Cow;
 /// How deep JSON inside JSON strings is followed.
 const MAX_DEPTH: usize = 3;
 
-/// The string literals of a JSON text that hold an escape: byte ranges of
-/// their contents (without the quotes). `None` when the text is not a JSON
+/// Whether an escape (`next`: the letter after the backslash, and the byte
+/// after that) can hide something from the flat pass: a quote (keys and
+/// quoted values inside), a `\u` escape (any character), or a line break
+/// or tab glued to a letter or digit (`\n4111…` has no word boundary).
+/// An escaped backslash or slash hides nothing the flat rules don't read
+/// as written.
+fn escape_hides(next: &[u8]) -> bool {
+    match next[0] {
+        b'"' | b'u' => true,
+        b'n' | b't' | b'r' => next[1].is_ascii_alphanumeric() || next[1] == b'+',
+        _ => false,
+    }
+}
+
+/// The string literals of a JSON text that hold an escape that can hide
+/// something (see [`escape_hides`]): byte ranges of their contents
+/// (without the quotes). `None` when the text is not a JSON
 /// object or array.
 fn escaped_strings(text: &str) -> Option<Vec<(usize, usize)>> {
     let trimmed = text.trim_start();
@@ -31,18 +46,18 @@ fn escaped_strings(text: &str) -> Option<Vec<(usize, usize)>> {
         }
         let start = i + 1;
         let mut j = start;
-        let mut escaped = false;
+        let mut hides = false;
         loop {
             match bytes.get(j)? {
                 b'\\' => {
-                    escaped = true;
+                    hides |= escape_hides(bytes.get(j + 1..j + 3)?);
                     j += 2;
                 }
                 b'"' => break,
                 _ => j += 1,
             }
         }
-        if escaped {
+        if hides {
             spans.push((start, j));
         }
         i = j + 1;
@@ -104,7 +119,10 @@ mod tests {
         let text = r#"{"a":"plain","b":"x\"y","c":["\n"]}"#;
         let spans = escaped_strings(text).unwrap();
         let contents: Vec<&str> = spans.iter().map(|&(s, e)| &text[s..e]).collect();
-        assert_eq!(contents, [r#"x\"y"#, r"\n"]);
+        // `\n` before the closing quote glues nothing: not a span.
+        assert_eq!(contents, [r#"x\"y"#]);
+        let glued = r#"{"m":"card:\n4111"}"#;
+        assert_eq!(escaped_strings(glued).unwrap().len(), 1);
         assert!(escaped_strings("plain text \"x\\\"y\"").is_none());
         assert!(escaped_strings(r#"{"unterminated":"abc\"#).is_none());
     }
