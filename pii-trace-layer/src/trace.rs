@@ -475,6 +475,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn no_credential_header_is_logged_even_when_allow_listed() {
+        // Values shaped like nothing the scrubber knows: only the header
+        // rule keeps them out.
+        let credentials = [
+            ("authorization", "Digest plainvalue1"),
+            ("proxy-authorization", "Basic plainvalue2"),
+            ("cookie", "sid=plainvalue3; theme=dark"),
+            ("set-cookie", "sid=plainvalue4; Path=/; HttpOnly"),
+            ("x-api-key", "plainvalue5"),
+            ("x-auth-token", "plainvalue6"),
+            ("x-csrf-token", "plainvalue7"),
+        ];
+        let mut req = Request::get("/api/me").header("x-tenant", "acme");
+        for (name, value) in credentials {
+            req = req.header(name, value);
+        }
+        let layer = layer().headers(
+            credentials
+                .iter()
+                .map(|(name, _)| HeaderName::from_static(name))
+                .chain([HeaderName::from_static("x-tenant")]),
+        );
+        let (_, lines) = run(layer, req.body(()).unwrap(), StatusCode::OK).await;
+        let all = serde_json::to_string(&lines).unwrap();
+        for (name, value) in credentials {
+            let secret = value
+                .split(['=', ' ', ';'])
+                .find(|p| p.starts_with("plainvalue"));
+            assert!(!all.contains(secret.unwrap()), "{name} logged: {all}");
+        }
+        assert_eq!(
+            api_requests(&lines)[0]["http.request.headers"],
+            "x-tenant=acme"
+        );
+    }
+
+    #[tokio::test]
     async fn level_follows_the_status() {
         for (status, level) in [
             (StatusCode::NOT_MODIFIED, "INFO"),
