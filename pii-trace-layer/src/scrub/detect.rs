@@ -1,6 +1,7 @@
 //! The built-in detectors, in priority order (at one position, the first
 //! listed wins; an earlier position always wins).
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::Class;
@@ -272,7 +273,9 @@ pub(super) static DETECTORS: &[Detector] = &[
     Detector {
         class: Class::CreditCard,
         // Not after a decimal point (see `fits_context`).
-        pattern: r"(?-u:\b)[2-6](?:[ -]?[0-9]){12,18}(?-u:\b)",
+        // Digits grouped by spaces, dashes, `+` or `%20` (form and query
+        // encodings of a space).
+        pattern: r"(?-u:\b)[2-6](?:(?:[ +-]|%20)?[0-9]){12,18}(?-u:\b)",
         kind: Kind::Replace("[card]"),
         validate: luhn_valid,
     },
@@ -351,7 +354,13 @@ fn digits(s: &str) -> impl Iterator<Item = u32> + '_ {
 }
 
 pub(super) fn luhn_valid(s: &str) -> bool {
-    let ds: Vec<u32> = digits(s).collect();
+    // `%20` separates groups; its digits are not the card's.
+    let s = if s.contains('%') {
+        Cow::Owned(s.replace("%20", " "))
+    } else {
+        Cow::Borrowed(s)
+    };
+    let ds: Vec<u32> = digits(&s).collect();
     if !(13..=19).contains(&ds.len()) {
         return false;
     }

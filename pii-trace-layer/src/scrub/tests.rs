@@ -362,3 +362,22 @@ fn ssns_under_an_ssn_key_are_removed_in_every_notation() {
     // Other numbers under other keys stay.
     assert_eq!(clean("order_id=536904412"), "order_id=536904412");
 }
+
+#[test]
+fn cards_grouped_by_plus_or_percent_20_are_removed() {
+    for text in [
+        "GET /pay?card=4111+1111+1111+1111&amount=12.50",
+        "GET /pay?card=4111%201111%201111%201111&amount=12.50",
+        "card_number=5500 0000 0000 0004",
+    ] {
+        let out = clean(text);
+        assert!(out.contains("[card]"), "{text} -> {out}");
+        assert!(
+            !out.contains("1111%201111") && !out.contains("1111+1111"),
+            "{out}"
+        );
+    }
+    // Failing Luhn with the same separators: an order number, kept.
+    let order = "GET /orders?ref=4111%201111%201111%201112";
+    assert_eq!(clean(order), order);
+}
