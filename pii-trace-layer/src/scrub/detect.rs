@@ -39,10 +39,15 @@ macro_rules! secret_keys {
     };
 }
 
-/// Keys whose values identify a person: pseudonymized.
+/// Keys whose values identify a person: pseudonymized. Spelling variants
+/// count (`user_id`, `userId`, `USER-ID`), and so do prefixes ending in a
+/// separator (`billing_email`, `customer.phone`, `actor.userId`); `sub`
+/// only as itself (`pubsub` is no subject). Camel-cased prefixes
+/// (`actorUserId`) are not matched: every word would become a candidate
+/// key, which cost 11 % of clean-text throughput.
 macro_rules! identity_keys {
     () => {
-        r"(?i-u:user[_.-]?id|userid|enduser[_.-]?id|sub|phone|phone[_-]?number|mobile|msisdn|email|e-mail|email[_-]?address|owner[_-]?id|customer[_-]?id|account[_-]?id|member[_-]?id|username|user[_-]?name|x-forwarded-user|x-forwarded-email|x-user-id|x-user-email)"
+        r"(?i-u:sub|(?:[a-z0-9]+[_.-])*(?:user[_.-]?id|userid|uid|actor[_.-]?id|enduser[_.-]?id|principal[_.-]?id|person[_.-]?id|phone|phone[_-]?number|mobile|msisdn|email|e-mail|email[_-]?address|owner[_-]?id|customer[_-]?id|account[_-]?id|member[_-]?id|username|user[_-]?name|x-forwarded-user|x-forwarded-email|x-user-id|x-user-email))"
     };
 }
 
@@ -55,10 +60,11 @@ macro_rules! ssn_keys {
     };
 }
 
-/// Keys whose values are names: pseudonymized.
+/// Keys whose values are names: pseudonymized, with any prefix ending in a
+/// separator (`billing_first_name`, `customer.lastName`).
 macro_rules! name_keys {
     () => {
-        r"(?i-u:full[_-]?name|fullname|first[_-]?name|last[_-]?name|given[_-]?name|family[_-]?name|display[_-]?name|customer[_-]?name|contact[_-]?name|cardholder(?:[_-]?name)?)"
+        r"(?i-u:(?:[a-z0-9]+[_.-])*(?:full[_-]?name|fullname|first[_-]?name|last[_-]?name|given[_-]?name|family[_-]?name|display[_-]?name|customer[_-]?name|contact[_-]?name|cardholder(?:[_-]?name)?))"
     };
 }
 
@@ -163,6 +169,12 @@ pub(super) static DETECTORS: &[Detector] = &[
     Detector {
         class: Class::Name,
         pattern: concat!(r"(?-u:\b)", name_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
+        kind: Kind::Pseudonym("name"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Name,
+        pattern: concat!(r"(?-u:\b)", name_keys!(), r":[ \t]+", colon_value!()),
         kind: Kind::Pseudonym("name"),
         validate: any,
     },

@@ -381,3 +381,21 @@ fn cards_grouped_by_plus_or_percent_20_are_removed() {
     let order = "GET /orders?ref=4111%201111%201111%201112";
     assert_eq!(clean(order), order);
 }
+
+#[test]
+fn identity_and_name_keys_count_in_their_spelling_variants() {
+    for (text, value) in [
+        ("uid=u-7781 plan=pro", "u-7781"),
+        ("actor_id=7781 action=delete", "7781"),
+        (r#"{"actor.userId":"a-99","op":"x"}"#, "a-99"),
+        (r#"{"customer":{"billing_first_name":"Ada"}}"#, "Ada"),
+        ("customer_lastName: Lovelace", "Lovelace"),
+        ("shipping.phone_number=02079460000", "02079460000"),
+    ] {
+        let out = clean(text);
+        assert!(!out.contains(value), "{text} -> {out}");
+    }
+    // Keys that merely end like one stay.
+    assert_eq!(clean("pubsub=orders.created"), "pubsub=orders.created");
+    assert_eq!(clean("filename=report.pdf"), "filename=report.pdf");
+}
