@@ -170,13 +170,13 @@ pub(super) static DETECTORS: &[Detector] = &[
         class: Class::Name,
         pattern: concat!(r"(?-u:\b)", name_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
         kind: Kind::Pseudonym("name"),
-        validate: any,
+        validate: not_placeholder,
     },
     Detector {
         class: Class::Name,
         pattern: concat!(r"(?-u:\b)", name_keys!(), r":[ \t]+", colon_value!()),
         kind: Kind::Pseudonym("name"),
-        validate: any,
+        validate: not_placeholder,
     },
     Detector {
         class: Class::Name,
@@ -207,13 +207,13 @@ pub(super) static DETECTORS: &[Detector] = &[
         class: Class::UserId,
         pattern: concat!(r"(?-u:\b)", identity_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
         kind: Kind::Pseudonym("usr"),
-        validate: any,
+        validate: not_placeholder,
     },
     Detector {
         class: Class::UserId,
         pattern: concat!(r"(?-u:\b)", identity_keys!(), r":[ \t]+", colon_value!()),
         kind: Kind::Pseudonym("usr"),
-        validate: any,
+        validate: not_placeholder,
     },
     // --- values recognised by their shape ---
     Detector {
@@ -411,6 +411,22 @@ pub(super) fn iban_valid(s: &str) -> bool {
         };
     }
     rem == 1
+}
+
+/// Not a bind parameter or template slot standing in for a value:
+/// `WHERE email = $1`, `user_id = ?`, `email=%s`, `:email`, `$email`,
+/// `{email}`, `{{ user_id }}`.
+fn not_placeholder(value: &str) -> bool {
+    let v = value.trim_matches(|c| c == '"' || c == '\'');
+    let named = |rest: &str| {
+        !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    let placeholder = matches!(v, "?" | "%s" | "%d")
+        || v.strip_prefix('$').is_some_and(named)
+        || v.strip_prefix(':').is_some_and(named)
+        // `{name}`, and `{{ name }}` (cut at its first space).
+        || v.starts_with('{');
+    !placeholder
 }
 
 /// A value under an SSN-like key: nine digits, whatever separates them.

@@ -399,3 +399,17 @@ fn identity_and_name_keys_count_in_their_spelling_variants() {
     assert_eq!(clean("pubsub=orders.created"), "pubsub=orders.created");
     assert_eq!(clean("filename=report.pdf"), "filename=report.pdf");
 }
+
+#[test]
+fn bind_parameters_and_template_slots_are_not_values() {
+    for text in [
+        "ERROR: duplicate key, query: SELECT id FROM users WHERE email = $1 AND user_id = $2",
+        "UPDATE accounts SET phone = ? WHERE user_id = ?",
+        "template: Hello {first_name}, your user_id={{ user_id }}",
+        "sql=\"... WHERE username = :username\"",
+    ] {
+        assert_eq!(clean(text), text);
+    }
+    // A real value beside them is still pseudonymized.
+    assert!(!clean("WHERE email = $1 -- user_id=u-77").contains("u-77"));
+}
