@@ -413,11 +413,15 @@ pub(super) fn iban_valid(s: &str) -> bool {
     rem == 1
 }
 
-/// Not a bind parameter or template slot standing in for a value:
-/// `WHERE email = $1`, `user_id = ?`, `email=%s`, `:email`, `$email`,
-/// `{email}`, `{{ user_id }}`.
+/// Not a bind parameter, template slot or schema type standing in for a
+/// value: `WHERE email = $1`, `user_id = ?`, `email=%s`, `:email`,
+/// `$email`, `{email}`, `{{ user_id }}`, GraphQL's `$email: String!`.
 fn not_placeholder(value: &str) -> bool {
-    let v = value.trim_matches(|c| c == '"' || c == '\'');
+    // Quotes around it, and the punctuation a `key: value` match takes
+    // along (`$user_id: ID)`, `email: $email,`).
+    let v = value
+        .trim_matches(|c| c == '"' || c == '\'')
+        .trim_end_matches([')', ',', ';']);
     let named = |rest: &str| {
         !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
@@ -425,8 +429,22 @@ fn not_placeholder(value: &str) -> bool {
         || v.strip_prefix('$').is_some_and(named)
         || v.strip_prefix(':').is_some_and(named)
         // `{name}`, and `{{ name }}` (cut at its first space).
-        || v.starts_with('{');
+        || v.starts_with('{')
+        || is_schema_type(v);
     !placeholder
+}
+
+/// A GraphQL type in a variable or field declaration: a built-in scalar,
+/// or a type name or list marked non-null (`String!`, `[ID!]!`).
+fn is_schema_type(v: &str) -> bool {
+    let name = v
+        .trim_end_matches('!')
+        .trim_start_matches('[')
+        .trim_end_matches(['!', ']']);
+    matches!(name, "String" | "ID" | "Int" | "Float" | "Boolean")
+        || (v.ends_with('!')
+            && name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
 /// A value under an SSN-like key: nine digits, whatever separates them.

@@ -407,6 +407,7 @@ fn bind_parameters_and_template_slots_are_not_values() {
         "UPDATE accounts SET phone = ? WHERE user_id = ?",
         "template: Hello {first_name}, your user_id={{ user_id }}",
         "sql=\"... WHERE username = :username\"",
+        "graphql: query Find($email: String!, $user_id: ID) { user(email: $email) { id } }",
     ] {
         assert_eq!(clean(text), text);
     }
