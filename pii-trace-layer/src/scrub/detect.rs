@@ -278,7 +278,11 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::Phone,
-        pattern: r"\+[0-9][0-9 \-.()]{6,18}[0-9](?-u:\b)|\([0-9]{3}\)[ ]?[0-9]{3}[-. ][0-9]{4}(?-u:\b)|(?-u:\b)[0-9]{3}[-.][0-9]{3}[-.][0-9]{4}(?-u:\b)",
+        // International (`+44 …`, `0044 …`, URL-encoded `%2B44…`), North
+        // American (`(555) 010-…`, `555-010-…`), and national numbers with
+        // a trunk prefix written in groups (`020 7946 0958`,
+        // `030 1234 5678`, `01 23 45 67 89`).
+        pattern: r"\+[0-9][0-9 \-.()]{6,18}[0-9](?-u:\b)|%2[Bb][0-9](?:(?:%20|[ \-.])?[0-9]){7,14}(?-u:\b)|(?-u:\b)00[1-9][0-9]{0,3}(?:[ \-][0-9]{1,4}){2,5}(?-u:\b)|\([0-9]{3}\)[ ]?[0-9]{3}[-. ][0-9]{4}(?-u:\b)|(?-u:\b)[0-9]{3}[-.][0-9]{3}[-.][0-9]{4}(?-u:\b)|(?-u:\b)0[1-9][0-9]{0,3}(?:[ \-][0-9]{2,4}){2,4}(?-u:\b)",
         kind: Kind::Replace("[phone]"),
         validate: phone_valid,
     },
@@ -462,10 +466,26 @@ fn ssn_valid(s: &str) -> bool {
 }
 
 fn phone_valid(s: &str) -> bool {
+    // `%2B` and `%20` are encodings of `+` and a space: not digits.
+    let decoded = s
+        .replace("%2B", "+")
+        .replace("%2b", "+")
+        .replace("%20", " ");
+    let s = decoded.as_str();
     let n = digits(s).count();
     // Balanced parentheses, 10–15 digits (or 8+ with a country code).
     let balanced = s.matches('(').count() == s.matches(')').count();
-    balanced && ((10..=15).contains(&n) || (s.starts_with('+') && (8..=15).contains(&n)))
+    let international = s.starts_with('+') || s.starts_with("00");
+    let national = s.starts_with('0') && !s.starts_with("00");
+    balanced
+        && if national {
+            // A trunk prefix and 9–11 more digits, in groups.
+            (10..=12).contains(&n)
+        } else if s.starts_with("00") {
+            (10..=17).contains(&n)
+        } else {
+            (10..=15).contains(&n) || (international && (8..=15).contains(&n))
+        }
 }
 
 fn ipv6_valid(s: &str) -> bool {

@@ -414,3 +414,29 @@ fn bind_parameters_and_template_slots_are_not_values() {
     // A real value beside them is still pseudonymized.
     assert!(!clean("WHERE email = $1 -- user_id=u-77").contains("u-77"));
 }
+
+#[test]
+fn national_and_encoded_phone_numbers_are_removed() {
+    for (text, phone) in [
+        ("callback=020 7946 0958 status=queued", "020 7946 0958"),
+        ("tel: 030 1234 5678 (Zentrale)", "030 1234 5678"),
+        ("contact 01 23 45 67 89 avant midi", "01 23 45 67 89"),
+        ("dial 0044 20 7946 0958 from abroad", "0044 20 7946 0958"),
+        ("GET /sms?to=%2B447700900123&text=hi", "447700900123"),
+        ("GET /sms?to=%2B44%207700%20900123", "7700%20900123"),
+    ] {
+        let out = clean(text);
+        assert!(!out.contains(phone), "{text} -> {out}");
+        assert!(out.contains("[phone]"), "{text} -> {out}");
+    }
+    // Lookalikes stay: a date, zero-padded ids, a short code, a version.
+    for kept in [
+        "date=2024 05 11",
+        "order=00012345 batch=0042",
+        "pin 0000",
+        "build 01.23.45",
+        "took 0 12 ms",
+    ] {
+        assert_eq!(clean(kept), kept);
+    }
+}
