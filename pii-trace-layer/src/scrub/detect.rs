@@ -89,95 +89,98 @@ macro_rules! colon_value {
     };
 }
 
+/// A family of keys whose values are sensitive whatever they look like,
+/// and what becomes of those values. Each family is matched in every
+/// syntax a log line uses to attach a value to a key (see [`FORMS`]).
+pub(super) struct KeyFamily {
+    class: Class,
+    /// A regex alternation of the keys, spelling variants included.
+    keys: &'static str,
+    kind: Kind,
+    validate: fn(&str) -> bool,
+}
+
+/// The key families, in priority order.
+pub(super) static KEY_FAMILIES: &[KeyFamily] = &[
+    KeyFamily {
+        class: Class::Secret,
+        keys: secret_keys!(),
+        kind: Kind::Group("[redacted]"),
+        validate: any,
+    },
+    KeyFamily {
+        class: Class::Ssn,
+        keys: ssn_keys!(),
+        kind: Kind::Group("[ssn]"),
+        validate: nine_digits,
+    },
+    KeyFamily {
+        class: Class::Name,
+        keys: name_keys!(),
+        kind: Kind::Pseudonym("name"),
+        validate: not_placeholder,
+    },
+    KeyFamily {
+        class: Class::UserId,
+        keys: identity_keys!(),
+        kind: Kind::Pseudonym("usr"),
+        validate: not_placeholder,
+    },
+];
+
+/// The syntaxes that attach a value to a key; `{k}` stands for the keys.
+/// Each rule has a `value` group, the part replaced; `jsonkey` marks JSON,
+/// where a bare scalar replaced by a string must be quoted.
+const FORMS: &[&str] = &[
+    // JSON: `"key": "value"`, `"key": 42`.
+    concat!(r#"(?P<jsonkey>)"{k}"[\t\n\r ]*:[\t\n\r ]*"#, json_value!()),
+    // JSON escaped inside a JSON string: `\"key\":\"value\"`.
+    r#"(?P<jsonkey>)\\"{k}\\"[\t\n\r ]*:[\t\n\r ]*(?P<value>\\"(?:[^"\\]|\\[^"])*\\")"#,
+    // `key=value`: logfmt, query strings, form bodies, XML attributes,
+    // command flags.
+    concat!(r"(?-u:\b){k}[ \t]*=[ \t]*", kv_value!()),
+    // `key: value`: YAML, header dumps, Rust/Go struct dumps.
+    concat!(r"(?-u:\b){k}:[ \t]+", colon_value!()),
+    // Go `%+v` and compact debug output: `Email:"…"` (quoted values
+    // only; `key:value` unquoted is too often a path or a port).
+    r#"(?-u:\b){k}:(?P<value>"(?:[^"\\]|\\.)*")"#,
+    // Ruby hashes (`"email"=>"…"`, `:email=>"…"`) and Python dicts
+    // (`'email': '…'`).
+    r#"(?:"{k}"[ \t]*=>|'{k}'[ \t]*(?:=>|:)|:{k}[ \t]*=>)[ \t]*(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\t\n\r ,;{}\[\])"'\\]+)"#,
+    // XML elements, with a namespace prefix or attributes:
+    // `<ns:email type="work">…</ns:email>`.
+    r"<(?:[A-Za-z0-9_-]+:)?{k}(?:[ \t][^<>]*)?>(?P<value>[^<>\r\n]+)</",
+];
+
+/// The rules of one key family: one per form.
+pub(super) fn key_rules(
+    class: Class,
+    keys: &str,
+    kind: &RuleKind,
+    validate: fn(&str) -> bool,
+) -> Vec<Rule> {
+    FORMS
+        .iter()
+        .map(|form| Rule {
+            class,
+            pattern: form.replace("{k}", keys),
+            kind: kind.clone(),
+            validate,
+        })
+        .collect()
+}
+
+/// Rules that must win over the key families at the same position.
+pub(super) static LEADING: &[Detector] = &[Detector {
+    class: Class::Secret,
+    // Header lines: the whole value, schemes and all, up to the end of
+    // the line or of an enclosing JSON string.
+    pattern: r#"(?m:(?-u:\b)(?i-u:authorization|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*(?P<value>[^\r\n"\\]+))"#,
+    kind: Kind::Group("[redacted]"),
+    validate: any,
+}];
+
 pub(super) static DETECTORS: &[Detector] = &[
-    // --- key-based rules: the key decides, whatever the value looks like ---
-    Detector {
-        class: Class::Secret,
-        pattern: concat!(
-            r#"(?P<jsonkey>)""#,
-            secret_keys!(),
-            r#""[\t\n\r ]*:[\t\n\r ]*"#,
-            json_value!()
-        ),
-        kind: Kind::Group("[redacted]"),
-        validate: any,
-    },
-    Detector {
-        class: Class::Secret,
-        pattern: concat!(
-            r#"(?P<jsonkey>)\\""#,
-            secret_keys!(),
-            r#"\\"[\t\n\r ]*:[\t\n\r ]*(?P<value>\\"(?:[^"\\]|\\[^"])*\\")"#
-        ),
-        kind: Kind::Group("[redacted]"),
-        validate: any,
-    },
-    Detector {
-        class: Class::Secret,
-        // Header lines: the whole value, schemes and all, up to the end of
-        // the line or of an enclosing JSON string.
-        pattern: r#"(?m:(?-u:\b)(?i-u:authorization|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*(?P<value>[^\r\n"\\]+))"#,
-        kind: Kind::Group("[redacted]"),
-        validate: any,
-    },
-    Detector {
-        class: Class::Secret,
-        pattern: concat!(r"(?-u:\b)", secret_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
-        kind: Kind::Group("[redacted]"),
-        validate: any,
-    },
-    Detector {
-        class: Class::Secret,
-        pattern: concat!(r"(?-u:\b)", secret_keys!(), r":[ \t]+", colon_value!()),
-        kind: Kind::Group("[redacted]"),
-        validate: any,
-    },
-    Detector {
-        class: Class::Ssn,
-        pattern: concat!(
-            r#"(?P<jsonkey>)""#,
-            ssn_keys!(),
-            r#""[\t\n\r ]*:[\t\n\r ]*"#,
-            json_value!()
-        ),
-        kind: Kind::Group("[ssn]"),
-        validate: nine_digits,
-    },
-    Detector {
-        class: Class::Ssn,
-        pattern: concat!(r"(?-u:\b)", ssn_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
-        kind: Kind::Group("[ssn]"),
-        validate: nine_digits,
-    },
-    Detector {
-        class: Class::Ssn,
-        pattern: concat!(r"(?-u:\b)", ssn_keys!(), r":[ \t]+", colon_value!()),
-        kind: Kind::Group("[ssn]"),
-        validate: nine_digits,
-    },
-    Detector {
-        class: Class::Name,
-        pattern: concat!(
-            r#"(?P<jsonkey>)""#,
-            name_keys!(),
-            r#""[\t\n\r ]*:[\t\n\r ]*"#,
-            json_value!()
-        ),
-        kind: Kind::Pseudonym("name"),
-        validate: not_null,
-    },
-    Detector {
-        class: Class::Name,
-        pattern: concat!(r"(?-u:\b)", name_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
-        kind: Kind::Pseudonym("name"),
-        validate: not_placeholder,
-    },
-    Detector {
-        class: Class::Name,
-        pattern: concat!(r"(?-u:\b)", name_keys!(), r":[ \t]+", colon_value!()),
-        kind: Kind::Pseudonym("name"),
-        validate: not_placeholder,
-    },
     Detector {
         class: Class::Name,
         // A bare `name` only when its quoted value looks like a person's
@@ -188,32 +191,9 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::Name,
-        pattern: r#"(?-u:\b)name[ \t]*=[ \t]*(?P<value>"[\p{Lu}][^"\t\n\r ]*(?:[\t\n\r ]+[^"\t\n\r ]+)+")"#,
+        pattern: r#"(?-u:\b)(?i-u:name)(?:[ \t]*=[ \t]*|:[ \t]*)(?P<value>"[\p{Lu}][^"\t\n\r ]*(?:[\t\n\r ]+[^"\t\n\r ]+)+")"#,
         kind: Kind::Pseudonym("name"),
         validate: any,
-    },
-    Detector {
-        class: Class::UserId,
-        pattern: concat!(
-            r#"(?P<jsonkey>)""#,
-            identity_keys!(),
-            r#""[\t\n\r ]*:[\t\n\r ]*"#,
-            json_value!()
-        ),
-        kind: Kind::Pseudonym("usr"),
-        validate: not_null,
-    },
-    Detector {
-        class: Class::UserId,
-        pattern: concat!(r"(?-u:\b)", identity_keys!(), r"[ \t]*=[ \t]*", kv_value!()),
-        kind: Kind::Pseudonym("usr"),
-        validate: not_placeholder,
-    },
-    Detector {
-        class: Class::UserId,
-        pattern: concat!(r"(?-u:\b)", identity_keys!(), r":[ \t]+", colon_value!()),
-        kind: Kind::Pseudonym("usr"),
-        validate: not_placeholder,
     },
     // --- values recognised by their shape ---
     Detector {
@@ -242,7 +222,7 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::Secret,
-        pattern: r"(?-u:\b)(?:(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|whsec_[A-Za-z0-9]{10,}|AIza[0-9A-Za-z_-]{35})",
+        pattern: r"(?-u:\b)(?:(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|whsec_[A-Za-z0-9]{10,}|AIza[0-9A-Za-z_-]{35}|npm_[A-Za-z0-9]{36}|glpat-[A-Za-z0-9_-]{20,}|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}|hf_[A-Za-z0-9]{30,}|dop_v1_[a-f0-9]{64})",
         kind: Kind::Replace("[secret]"),
         validate: any,
     },
@@ -281,8 +261,8 @@ pub(super) static DETECTORS: &[Detector] = &[
         // International (`+44 …`, `0044 …`, URL-encoded `%2B44…`), North
         // American (`(555) 010-…`, `555-010-…`), and national numbers with
         // a trunk prefix written in groups (`020 7946 0958`,
-        // `030 1234 5678`, `01 23 45 67 89`).
-        pattern: r"\+[0-9][0-9 \-.()]{6,18}[0-9](?-u:\b)|%2[Bb][0-9](?:(?:%20|[ \-.])?[0-9]){7,14}(?-u:\b)|(?-u:\b)00[1-9][0-9]{0,3}(?:[ \-][0-9]{1,4}){2,5}(?-u:\b)|\([0-9]{3}\)[ ]?[0-9]{3}[-. ][0-9]{4}(?-u:\b)|(?-u:\b)[0-9]{3}[-.][0-9]{3}[-.][0-9]{4}(?-u:\b)|(?-u:\b)0[1-9][0-9]{0,3}(?:[ \-][0-9]{2,4}){2,4}(?-u:\b)",
+        // `030 1234 5678`, `01 23 45 67 89`, `07700 900123`).
+        pattern: r"\+[0-9][0-9 \-.()]{6,18}[0-9](?-u:\b)|%2[Bb][0-9](?:(?:%20|[ \-.])?[0-9]){7,14}(?-u:\b)|(?-u:\b)00[1-9][0-9]{0,3}(?:[ \-][0-9]{1,4}){2,5}(?-u:\b)|\([0-9]{3}\)[ ]?[0-9]{3}[-. ][0-9]{4}(?-u:\b)|(?-u:\b)[0-9]{3}[-.][0-9]{3}[-.][0-9]{4}(?-u:\b)|(?-u:\b)0[1-9][0-9]{0,3}(?:[ \-][0-9]{2,4}){2,4}(?-u:\b)|(?-u:\b)0[1-9][0-9]{2,4} [0-9]{5,7}(?-u:\b)",
         kind: Kind::Replace("[phone]"),
         validate: phone_valid,
     },
@@ -293,7 +273,7 @@ pub(super) static DETECTORS: &[Detector] = &[
         // encodings of a space).
         pattern: r"(?-u:\b)[2-6](?:(?:[ +-]|%20)?[0-9]){12,18}(?-u:\b)",
         kind: Kind::Replace("[card]"),
-        validate: luhn_valid,
+        validate: card_valid,
     },
     Detector {
         class: Class::Ipv6,
@@ -347,7 +327,14 @@ pub(super) fn in_context(
             if is_word(before) || is_word(after) || after == Some(':') {
                 return None;
             }
-            ipv6_valid(&text[start..end]).then_some((start, end))
+            if ipv6_valid(&text[start..end]) {
+                return Some((start, end));
+            }
+            // Apache and others append a port with a bare colon
+            // (`2001:db8::7:51234`): a five-digit group can't be hex.
+            let (address, port) = text[start..end].rsplit_once(':')?;
+            (port.len() == 5 && port.bytes().all(|b| b.is_ascii_digit()) && ipv6_valid(address))
+                .then_some((start, start + address.len()))
         }
         _ => Some((start, end)),
     }
@@ -367,6 +354,22 @@ fn not_shared_home(user: &str) -> bool {
 
 fn digits(s: &str) -> impl Iterator<Item = u32> + '_ {
     s.chars().filter_map(|c| c.to_digit(10))
+}
+
+/// A card number: Luhn-valid, and when written in groups, grouped the way
+/// cards are printed — fours (the last group may be shorter: 19-digit
+/// cards) or 4-6-5 / 4-6-4 (Amex, Diners). Byte and duration columns in an
+/// access log (`36519 6188928 294 697`) that pass Luhn by chance are not.
+fn card_valid(s: &str) -> bool {
+    let spaced = s.replace("%20", " ");
+    let groups: Vec<usize> = spaced.split([' ', '+', '-']).map(|g| g.len()).collect();
+    let grouped = match groups.as_slice() {
+        [_] => true,
+        [4, 6, 4 | 5] => true,
+        [init @ .., last] => init.iter().all(|&g| g == 4) && (1..=4).contains(last),
+        [] => false,
+    };
+    grouped && luhn_valid(s)
 }
 
 pub(super) fn luhn_valid(s: &str) -> bool {
@@ -521,48 +524,27 @@ pub(super) struct Rule {
     pub(super) validate: fn(&str) -> bool,
 }
 
-const JSON_VALUE: &str = json_value!();
-const KV_VALUE: &str = kv_value!();
-const COLON_VALUE: &str = colon_value!();
-
-/// `key` rules (JSON, `key=value`, `key: value`) for configured keys.
-fn key_rules(class: Class, keys: &[String], kind: &RuleKind) -> Vec<Rule> {
-    if keys.is_empty() {
-        return Vec::new();
-    }
-    let alt = keys
-        .iter()
-        .map(|k| regex::escape(k))
-        .collect::<Vec<_>>()
-        .join("|");
-    [
-        format!(r#"(?P<jsonkey>)"(?i-u:{alt})"[\t\n\r ]*:[\t\n\r ]*{JSON_VALUE}"#),
-        format!(r"(?-u:\b)(?i-u:{alt})[ \t]*=[ \t]*{KV_VALUE}"),
-        format!(r"(?-u:\b)(?i-u:{alt}):[ \t]+{COLON_VALUE}"),
-    ]
-    .into_iter()
-    .map(|pattern| Rule {
-        class,
-        pattern,
-        kind: kind.clone(),
-        validate: not_null,
-    })
-    .collect()
-}
-
 /// The rules for `config`: its own key rules and patterns first, then the
 /// built-ins of every class not turned off.
 pub(super) fn rules(config: &super::ScrubConfig) -> Result<Vec<Rule>, String> {
-    let mut rules = key_rules(
-        Class::Secret,
-        &config.secret_keys,
-        &RuleKind::Group("[redacted]".into()),
-    );
-    rules.extend(key_rules(
-        Class::UserId,
-        &config.identity_keys,
-        &RuleKind::Pseudonym("usr".into()),
-    ));
+    let on = |class: &Class| !config.disable.contains(class);
+    let mut rules = Vec::new();
+    let configured = |keys: &[String]| {
+        keys.iter()
+            .map(|k| regex::escape(k))
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    if !config.secret_keys.is_empty() {
+        let keys = format!("(?i-u:{})", configured(&config.secret_keys));
+        let kind = RuleKind::Group("[redacted]".into());
+        rules.extend(key_rules(Class::Secret, &keys, &kind, not_null));
+    }
+    if !config.identity_keys.is_empty() {
+        let keys = format!("(?i-u:{})", configured(&config.identity_keys));
+        let kind = RuleKind::Pseudonym("usr".into());
+        rules.extend(key_rules(Class::UserId, &keys, &kind, not_placeholder));
+    }
     for (i, custom) in config.rules.iter().enumerate() {
         let re = regex::Regex::new(&custom.pattern)
             .map_err(|e| format!("rules[{i}] ({}): not a valid regex: {e}", custom.name))?;
@@ -595,24 +577,30 @@ pub(super) fn rules(config: &super::ScrubConfig) -> Result<Vec<Rule>, String> {
             validate: any,
         });
     }
-    for d in DETECTORS
-        .iter()
-        .filter(|d| !config.disable.contains(&d.class))
-    {
-        let kind = match d.kind {
-            Kind::Replace(_) if config.mask_ips && matches!(d.class, Class::Ipv4 | Class::Ipv6) => {
+    let detector_rule = |d: &Detector| Rule {
+        class: d.class,
+        pattern: d.pattern.to_owned(),
+        kind: d.kind.at_run_time(d.class, config.mask_ips),
+        validate: d.validate,
+    };
+    rules.extend(LEADING.iter().filter(|d| on(&d.class)).map(detector_rule));
+    for family in KEY_FAMILIES.iter().filter(|f| on(&f.class)) {
+        let kind = family.kind.at_run_time(family.class, false);
+        rules.extend(key_rules(family.class, family.keys, &kind, family.validate));
+    }
+    rules.extend(DETECTORS.iter().filter(|d| on(&d.class)).map(detector_rule));
+    Ok(rules)
+}
+
+impl Kind {
+    fn at_run_time(self, class: Class, mask_ips: bool) -> RuleKind {
+        match self {
+            Kind::Replace(_) if mask_ips && matches!(class, Class::Ipv4 | Class::Ipv6) => {
                 RuleKind::MaskIp
             }
             Kind::Replace(label) => RuleKind::Replace(label.into()),
             Kind::Group(label) => RuleKind::Group(label.into()),
             Kind::Pseudonym(prefix) => RuleKind::Pseudonym(prefix.into()),
-        };
-        rules.push(Rule {
-            class: d.class,
-            pattern: d.pattern.to_owned(),
-            kind,
-            validate: d.validate,
-        });
+        }
     }
-    Ok(rules)
 }

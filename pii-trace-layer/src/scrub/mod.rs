@@ -44,8 +44,6 @@ use std::{borrow::Cow, fmt};
 use guardrail_core::Pseudonymizer;
 use regex_automata::{Input, meta};
 
-#[cfg(test)]
-use detect::DETECTORS;
 use detect::{Rule, RuleKind};
 
 /// The kinds of sensitive data the scrubber knows.
@@ -349,10 +347,13 @@ impl Scrubber {
                     replacement
                 };
                 let (vs, ve) = (value.start(), value.end());
-                // Keep the quotes (or escaped quotes) around a quoted value.
+                // Keep the quotes (single, double or escaped) around a quoted value.
                 let (vs, ve) = if escaped {
                     (vs + 2, ve - 2)
-                } else if raw.len() >= 2 && raw.starts_with('"') && raw.ends_with('"') {
+                } else if raw.len() >= 2
+                    && ((raw.starts_with('"') && raw.ends_with('"'))
+                        || (raw.starts_with('\'') && raw.ends_with('\'')))
+                {
                     (vs + 1, ve - 1)
                 } else {
                     (vs, ve)

@@ -202,7 +202,7 @@ fn candidates_on_clean_text() {
         if *n > 0 {
             println!(
                 "{n:6} {}",
-                &DETECTORS[i].pattern[..DETECTORS[i].pattern.len().min(60)]
+                &s.rules[i].pattern[..s.rules[i].pattern.len().min(60)]
             );
         }
     }
@@ -439,4 +439,63 @@ fn national_and_encoded_phone_numbers_are_removed() {
     ] {
         assert_eq!(clean(kept), kept);
     }
+}
+
+#[test]
+fn key_rules_hold_in_xml_ruby_and_python_syntax() {
+    let lines = [
+        r#"<soap:Body><ns2:Customer><ns2:Email type="work">ann.lee@example.org</ns2:Email><FirstName>Annika</FirstName><SSN>512449876</SSN><Password>tr0ub4dor</Password></ns2:Customer></soap:Body>"#,
+        r#"Parameters: {"user"=>{"email"=>"ann.lee@example.org", "first_name"=>"Annika", "password"=>"[FILTERED]", "ssn"=>"512449876"}, :api_token=>"tr0ub4dor"}"#,
+        r#"payload={'email': 'ann.lee@example.org', 'first_name': 'Annika', 'ssn': '512449876', 'password': 'tr0ub4dor'}"#,
+    ];
+    for line in lines {
+        let out = clean(line);
+        for leaked in ["ann.lee", "Annika", "512449876", "tr0ub4dor"] {
+            assert!(!out.contains(leaked), "{leaked} in {out}");
+        }
+    }
+    // The structure stays: tags, keys, quotes.
+    let out = clean(lines[0]);
+    assert!(
+        out.contains(r#"<ns2:Email type="work">"#) && out.contains("</FirstName>"),
+        "{out}"
+    );
+    let out = clean(lines[2]);
+    assert!(
+        out.contains("'first_name': 'name_") && out.contains("'ssn': '[ssn]'"),
+        "{out}"
+    );
+}
+
+#[test]
+fn realistic_bench_findings_stay_fixed() {
+    // Byte and duration columns of an access log that pass Luhn by chance
+    // are not a card; cards are grouped in fours or 4-6-5.
+    let envoy =
+        r#""GET /static/js/main.js HTTP/2" 200 - via_upstream - "-" 36519 6188928 294 697 "-""#;
+    assert_eq!(clean(envoy), envoy);
+    for card in [
+        "4111 1111 1111 1111",
+        "3782 822463 10005",
+        "4111-1111-1111-1111",
+    ] {
+        assert_eq!(clean(card), "[card]", "{card}");
+    }
+    // Go `%+v`: quoted values right after the colon; a UK mobile number in
+    // national format.
+    let out =
+        clean(r#"Sync(0xc000bea1fe, {ID:980339 Name:"Tomasz Kowalczyk" Phone:"07700 900640"})"#);
+    assert!(!out.contains("Tomasz") && !out.contains("900640"), "{out}");
+    assert!(
+        out.contains("Sync(0xc000bea1fe, {ID:980339 Name:\"name_"),
+        "{out}"
+    );
+    assert_eq!(clean("call 07700 900640 now"), "call [phone] now");
+    // npm tokens; an IPv6 address with an Apache-style port.
+    let out = clean("default access (auth npm_0of7zQd64sWhyMnYVhdz3gdIACT3NWII1eGD)");
+    assert!(!out.contains("npm_0of7"), "{out}");
+    assert_eq!(
+        clean("[client 2001:db8:6429::7473:efb9:46338] AH01618"),
+        "[client [ipv6]:46338] AH01618"
+    );
 }
