@@ -15,6 +15,12 @@ pub(super) enum Kind {
     Group(&'static str),
     /// The `value` group becomes a keyed pseudonym with this prefix.
     Pseudonym(&'static str),
+    /// The `value` group is an object: scrubbed, and its id fields
+    /// pseudonymized.
+    Object,
+    /// The `value` group is a cookie header's value (see
+    /// [`scrub_cookies`]).
+    Cookies,
 }
 
 #[derive(Debug)]
@@ -32,10 +38,12 @@ fn any(_: &str) -> bool {
 }
 
 /// Keys whose values are secret whatever they look like. A key counts when
-/// it *ends* with one of these words (`slack_token`, `STRIPE_SECRET_KEY`).
+/// it *ends* with one of these words (`slack_token`, `STRIPE_SECRET_KEY`);
+/// session cookie names (`sid`, `connect.sid`, `JSESSIONID`) only as
+/// themselves (`MessageSid` is an id).
 macro_rules! secret_keys {
     () => {
-        r"(?i-u:[A-Za-z0-9_.-]*?(?:password|passwd|pwd|passphrase|secret|secret[_-]?key|token|api[_-]?key|apikey|private[_-]?key|access[_-]?key|credentials?|authorization|cookie|session|session[_-]?id|sessionid))"
+        r"(?i-u:[A-Za-z0-9_.-]*?(?:(?:password|passwd|pwd|passphrase)(?:[_-]?(?:confirmation|confirm|again|repeat|hash|digest))?|secret|secret[_-]?key|secret[_-]?key[_-]?base|token|api[_-]?key|apikey|private[_-]?key|access[_-]?key|signing[_-]?key|credentials?|authorization|cookie|session|session[_-]?id|sessionid)|sid|connect\.sid|jsessionid|phpsessid)"
     };
 }
 
@@ -47,16 +55,27 @@ macro_rules! secret_keys {
 /// key, which cost 11 % of clean-text throughput.
 macro_rules! identity_keys {
     () => {
-        r"(?i-u:sub|(?:[a-z0-9]+[_.-])*(?:user[_.-]?id|userid|uid|actor[_.-]?id|enduser[_.-]?id|principal[_.-]?id|person[_.-]?id|phone|phone[_-]?number|mobile|msisdn|email|e-mail|email[_-]?address|owner[_-]?id|customer[_-]?id|account[_-]?id|member[_-]?id|username|user[_-]?name|x-forwarded-user|x-forwarded-email|x-user-id|x-user-email))"
+        r"(?i-u:sub|(?:[a-z0-9]+[_.-])*(?:user[_.-]?id|userid|uid|actor[_.-]?id|enduser[_.-]?id|principal[_.-]?id|person[_.-]?id|phone|phone[_-]?number|mobile|msisdn|email|e-mail|email[_-]?address|owner[_-]?id|customer[_-]?id|account[_-]?id|member[_-]?id|username|user[_-]?name|login|anonymous[_-]?id|user[_-]?pseudo[_-]?id|requester[_-]?id|reporter[_-]?id|author[_-]?id|assignee[_-]?id|x-forwarded-user|x-forwarded-email|x-user-id|x-user-email))"
+    };
+}
+
+/// Keys that hold a person (their id or their name) in some logs and other
+/// things in others (`subject="Your invoice"`, `user=root`): their values
+/// are pseudonymized when shaped like an id or a name (see [`id_shaped`],
+/// [`name_shaped`]).
+macro_rules! weak_identity_keys {
+    () => {
+        r"(?i-u:(?:[a-z0-9]+[_.-])*(?:subject|principal|assignee|created[_-]?by|updated[_-]?by|deleted[_-]?by|customer|actor|owner|author|requester|reporter|sender|recipient|member|user|applicant|beneficiary|contact|employee|patient|signer|payee|pusher|committer))"
     };
 }
 
 /// Keys whose values are national identity numbers (SSN and the like):
 /// removed, in any spelling (`ssn`, `SSN`, `social_security_number`,
-/// `socialSecurityNumber`, `tax-id`).
+/// `socialSecurityNumber`, `tax-id`, `applicant.tin`, Stripe's `id_number`),
+/// when they hold nine digits.
 macro_rules! ssn_keys {
     () => {
-        r"(?i-u:ssn|social[_-]?security(?:[_-]?(?:number|num|no))?|tax[_-]?id|national[_-]?id(?:[_-]?(?:number|num|no))?)"
+        r"(?i-u:(?:[a-z0-9]+[_.-])*(?:ssn|social[_-]?security(?:[_-]?(?:number|num|no))?|tax[_-]?id|taxpayer[_-]?id|tin|itin|id[_-]?number|national[_-]?id(?:[_-]?(?:number|num|no))?))"
     };
 }
 
@@ -64,7 +83,16 @@ macro_rules! ssn_keys {
 /// separator (`billing_first_name`, `customer.lastName`).
 macro_rules! name_keys {
     () => {
-        r"(?i-u:(?:[a-z0-9]+[_.-])*(?:full[_-]?name|fullname|first[_-]?name|last[_-]?name|given[_-]?name|family[_-]?name|display[_-]?name|customer[_-]?name|contact[_-]?name|cardholder(?:[_-]?name)?))"
+        r"(?i-u:(?:[a-z0-9]+[_.-])*(?:full[_-]?name|fullname|first[_-]?name|last[_-]?name|given[_-]?name|family[_-]?name|display[_-]?name|customer[_-]?name|contact[_-]?name|legal[_-]?name|holder[_-]?name|account[_-]?holder(?:[_-]?name)?|card[_-]?holder(?:[_-]?name)?|holder|beneficiary(?:[_-]?name)?|recipient[_-]?name|payee(?:[_-]?name)?|debtor[_-]?name|creditor[_-]?name|applicant[_-]?name|middle[_-]?name|surname|forename|maiden[_-]?name))"
+    };
+}
+
+/// `name`: a person's name in some logs, a thing's in others
+/// (`name=api.request`, `"name": "billing-api"`): pseudonymized when the
+/// value is shaped like a person's name (see [`name_shaped`]).
+macro_rules! person_keys {
+    () => {
+        r"(?i-u:(?:[a-z0-9]+[_.-])*name)"
     };
 }
 
@@ -85,7 +113,7 @@ macro_rules! kv_value {
 /// A `key: value` value (YAML, headers, struct dumps).
 macro_rules! colon_value {
     () => {
-        r#"(?P<value>"(?:[^"\\]|\\.)*"|\\"(?:[^"\\]|\\[^"])*\\"|[^\t\n\r ,;}\]"\\]+)"#
+        r#"(?P<value>"(?:[^"\\]|\\.)*"|\\"(?:[^"\\]|\\[^"])*\\"|'(?:[^'\\]|\\.)*'|[^\t\n\r ,;}\]"\\]+)"#
     };
 }
 
@@ -118,13 +146,25 @@ pub(super) static KEY_FAMILIES: &[KeyFamily] = &[
         class: Class::Name,
         keys: name_keys!(),
         kind: Kind::Pseudonym("name"),
-        validate: not_placeholder,
+        validate: name_like,
     },
     KeyFamily {
         class: Class::UserId,
         keys: identity_keys!(),
         kind: Kind::Pseudonym("usr"),
         validate: not_placeholder,
+    },
+    KeyFamily {
+        class: Class::UserId,
+        keys: weak_identity_keys!(),
+        kind: Kind::Pseudonym("usr"),
+        validate: id_or_name_shaped,
+    },
+    KeyFamily {
+        class: Class::Name,
+        keys: person_keys!(),
+        kind: Kind::Pseudonym("name"),
+        validate: name_shaped,
     },
 ];
 
@@ -138,9 +178,15 @@ const FORMS: &[&str] = &[
     r#"(?P<jsonkey>)\\"{k}\\"[\t\n\r ]*:[\t\n\r ]*(?P<value>\\"(?:[^"\\]|\\[^"])*\\")"#,
     // `key=value`: logfmt, query strings, form bodies, XML attributes,
     // command flags.
-    concat!(r"(?-u:\b){k}[ \t]*=[ \t]*", kv_value!()),
+    // Nested form parameters too: `user[email]=…`, `individual[ssn]=…`.
+    concat!(r"(?-u:\b){k}\]?[ \t]*=[ \t]*", kv_value!()),
     // `key: value`: YAML, header dumps, Rust/Go struct dumps.
+    // A name over several words after `key: ` (receipts, YAML):
+    // `CARDHOLDER: EMEKA P KERRIGAN`. Only name-like values pass.
+    r"(?-u:\b){k}:[ \t]+(?P<value>\p{Lu}[\p{L}.'-]*(?:[ \t]+\p{Lu}[\p{L}.'-]*)+)",
     concat!(r"(?-u:\b){k}:[ \t]+", colon_value!()),
+    // PHP `var_dump` / `print_r`: `["ssn"]=>\\n  string(9) "…"`.
+    r#"\[["']?{k}["']?\][ \t]*=>[ \t\r\n]*(?:string\([0-9]+\)[ \t]*)?(?P<value>"(?:[^"\\]|\\.)*"|[^\t\n\r ,;)]+)"#,
     // Go `%+v` and compact debug output: `Email:"…"` (quoted values
     // only; `key:value` unquoted is too often a path or a port).
     r#"(?-u:\b){k}:(?P<value>"(?:[^"\\]|\\.)*")"#,
@@ -171,30 +217,78 @@ pub(super) fn key_rules(
 }
 
 /// Rules that must win over the key families at the same position.
-pub(super) static LEADING: &[Detector] = &[Detector {
-    class: Class::Secret,
-    // Header lines: the whole value, schemes and all, up to the end of
-    // the line or of an enclosing JSON string.
-    pattern: r#"(?m:(?-u:\b)(?i-u:authorization|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*(?P<value>[^\r\n"\\]+))"#,
-    kind: Kind::Group("[redacted]"),
-    validate: any,
-}];
+pub(super) static LEADING: &[Detector] = &[
+    Detector {
+        class: Class::Secret,
+        // Credentials in header lines, up to the end of the line, of an
+        // enclosing JSON string or of a quoted shell argument; the scheme
+        // (`Bearer`, `Basic`) stays.
+        pattern: r#"(?m:(?-u:\b)(?i-u:authorization|proxy-authorization)[ \t]*:[ \t]*(?:(?i-u:bearer|basic|digest|token|negotiate|apikey|hmac|aws4-hmac-sha256)[ \t]+)?(?P<value>[^\r\n"'\\]+))"#,
+        kind: Kind::Group("[redacted]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        // Cookie headers: session-like cookies lose their values; cookie
+        // attributes and preferences (`theme=dark`) stay.
+        pattern: r#"(?m:(?-u:\b)(?i-u:cookie|set-cookie)[ \t]*:[ \t]*(?P<value>[^\r\n"'\\]+))"#,
+        kind: Kind::Cookies,
+        validate: any,
+    },
+];
+
+/// A cookie header's value with the values of session-like cookies
+/// replaced; `None` when there are none. A cookie counts as session-like
+/// by its name (`sid`, `session`, `token`, `auth`, …) or by its value
+/// (long and random-looking). Attributes (`Path=/`, `HttpOnly`) stay.
+pub(super) fn scrub_cookies(header: &str) -> Option<String> {
+    const ATTRIBUTES: [&str; 10] = [
+        "path",
+        "domain",
+        "expires",
+        "max-age",
+        "samesite",
+        "secure",
+        "httponly",
+        "priority",
+        "partitioned",
+        "version",
+    ];
+    // Anywhere in the name, or as one of its `_`/`-`/`.` separated words.
+    const SECRET_PARTS: [&str; 10] = [
+        "sess", "token", "auth", "jwt", "remember", "csrf", "xsrf", "login", "secret", "pass",
+    ];
+    const SECRET_WORDS: [&str; 6] = ["sid", "key", "id", "uid", "user", "userid"];
+    let mut out = String::with_capacity(header.len());
+    let mut changed = false;
+    for (i, part) in header.split(';').enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        let Some((name, value)) = part.split_once('=') else {
+            out.push_str(part);
+            continue;
+        };
+        let lower = name.trim().to_ascii_lowercase();
+        let random = value.len() >= 24 || (value.len() >= 16 && has_digit_and_letter(value));
+        let secret = !ATTRIBUTES.contains(&lower.as_str())
+            && (SECRET_PARTS.iter().any(|s| lower.contains(s))
+                || lower
+                    .split(['_', '-', '.'])
+                    .any(|w| SECRET_WORDS.contains(&w))
+                || random);
+        if secret && !value.trim().is_empty() && value.trim() != "[redacted]" {
+            out.push_str(name);
+            out.push_str("=[redacted]");
+            changed = true;
+        } else {
+            out.push_str(part);
+        }
+    }
+    changed.then_some(out)
+}
 
 pub(super) static DETECTORS: &[Detector] = &[
-    Detector {
-        class: Class::Name,
-        // A bare `name` only when its quoted value looks like a person's
-        // name (two words), so `name=api.request` stays.
-        pattern: r#"(?P<jsonkey>)"name"[\t\n\r ]*:[\t\n\r ]*(?P<value>"[\p{Lu}][^"\t\n\r ]*(?:[\t\n\r ]+[^"\t\n\r ]+)+")"#,
-        kind: Kind::Pseudonym("name"),
-        validate: any,
-    },
-    Detector {
-        class: Class::Name,
-        pattern: r#"(?-u:\b)(?i-u:name)(?:[ \t]*=[ \t]*|:[ \t]*)(?P<value>"[\p{Lu}][^"\t\n\r ]*(?:[\t\n\r ]+[^"\t\n\r ]+)+")"#,
-        kind: Kind::Pseudonym("name"),
-        validate: any,
-    },
     // --- values recognised by their shape ---
     Detector {
         class: Class::Secret,
@@ -227,6 +321,92 @@ pub(super) static DETECTORS: &[Detector] = &[
         validate: any,
     },
     Detector {
+        class: Class::Secret,
+        // Passwords on command lines: `mysql -u root -pS3cret`.
+        pattern: r#"(?-u:\b)(?:mysql|mysqldump|mariadb|mysqladmin)[ \t][^\n|;]*?[ \t]-p(?P<value>[^\s'"-][^\s'"]*)"#,
+        kind: Kind::Group("[redacted]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        // `redis-cli -a <password>`.
+        pattern: r#"(?-u:\b)redis-cli[ \t][^\n|;]*?[ \t](?:-a|--pass)[ \t]+(?P<value>[^\s'"]+)"#,
+        kind: Kind::Group("[redacted]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        // `curl -u user:password`, `--user user:password`.
+        pattern: r#"[ \t](?:-u|--user)[ \t=]+['"]?[^\s:'"]+:(?P<value>[^\s'"@]+)"#,
+        kind: Kind::Group("[redacted]"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Secret,
+        // Session ids in cache keys: `sess:4c5f…`, `session:rDOe…`.
+        pattern: r"(?-u:\b)(?i-u:sess|session)[:_](?P<value>[A-Za-z0-9_-]{16,})",
+        kind: Kind::Group("[redacted]"),
+        validate: has_digit_and_letter,
+    },
+    Detector {
+        class: Class::UserId,
+        // A user object in JSON (`"user": {"id": …, "login": …}`) or Rust
+        // `Debug` output (`User { id: 42, … }`): its id fields.
+        pattern: concat!(
+            r#"(?P<jsonkey>)"(?:"#,
+            identity_keys!(),
+            "|",
+            weak_identity_keys!(),
+            r#")"[\t\n\r ]*:[\t\n\r ]*(?P<value>\{[^{}]*\})"#
+        ),
+        kind: Kind::Object,
+        validate: any,
+    },
+    Detector {
+        class: Class::UserId,
+        pattern: r"(?-u:\b)(?:User|Customer|Account|Member|Actor|Owner|Principal|Subject|Person)[A-Za-z]*[ \t]*(?P<value>\{[^{}]*\})",
+        kind: Kind::Object,
+        validate: any,
+    },
+    Detector {
+        class: Class::UserId,
+        // Ids in paths and cache keys: `/api/users/5532865/orders`,
+        // `/v1/customers/cus_…`, `user:8230635:profile` (a digit required:
+        // `/users/me`, `/users/{id}` stay).
+        pattern: r"(?:/(?i-u:users?|customers?|accounts?|members?|profiles?|people|persons?|employees?|patients?)/|(?-u:\b)(?i-u:user|customer|account|member)s?:)(?P<value>[A-Za-z0-9_|-]*[0-9][A-Za-z0-9_|-]*)(?-u:\b)",
+        kind: Kind::Pseudonym("usr"),
+        validate: not_placeholder,
+    },
+    Detector {
+        class: Class::UserId,
+        // Stripe customer ids, wherever they are.
+        pattern: r"(?-u:\b)(?P<value>cus_[A-Za-z0-9]{8,})(?-u:\b)",
+        kind: Kind::Pseudonym("usr"),
+        validate: any,
+    },
+    Detector {
+        class: Class::UserId,
+        // A key and its id in prose: `Login succeeded for UserId 6f24…`.
+        pattern: r"(?-u:\b)(?i-u:user[_-]?id|customer[_-]?id|account[_-]?id|member[_-]?id)[ \t]+(?P<value>[A-Za-z0-9_|-]*[0-9][A-Za-z0-9_|-]*)(?-u:\b)",
+        kind: Kind::Pseudonym("usr"),
+        validate: any,
+    },
+    Detector {
+        class: Class::UserId,
+        // The authenticated user of a common/combined access log line:
+        // `203.0.113.9 - jdoe [10/Oct/2024:13:55:36 +0000]`.
+        pattern: r#" - (?P<value>[^\s\[\]"-][^\s\[\]"]*) \[[0-9]{2}/[A-Za-z]{3}/[0-9]{4}:[0-9]"#,
+        kind: Kind::Pseudonym("usr"),
+        validate: any,
+    },
+    Detector {
+        class: Class::Name,
+        // Git trailers and mail headers: `Co-authored-by: Ada Lovelace <…>`.
+        pattern: r"(?-u:\b)(?i-u:co-authored-by|signed-off-by|reviewed-by|acked-by|author|committer|from|to|cc|reply-to):[ \t]+(?P<value>[^<>\r\n:,]+?)[ \t]*<",
+        kind: Kind::Pseudonym("name"),
+        validate: name_shaped,
+    },
+    Detector {
         class: Class::Email,
         pattern: r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
         kind: Kind::Replace("[email]"),
@@ -234,7 +414,9 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::HomePath,
-        pattern: r"(?:/home/|/Users/|(?-u:\b)[A-Za-z]:\\{1,2}Users\\{1,2})(?P<value>[A-Za-z0-9._-]+)",
+        // Unix and macOS homes, Windows profiles (any case, JSON-escaped
+        // backslashes too), UNC home shares (`\\nas\home$\jdoe`).
+        pattern: r"(?:/home/|/Users/|(?-u:\b)[A-Za-z]:\\{1,2}(?i-u:users)\\{1,2}|\\{2,4}[A-Za-z0-9._-]+\\{1,2}(?i-u:home|homes|users|profiles)\$?\\{1,2})(?P<value>[A-Za-z0-9._-]+)",
         kind: Kind::Group("[user]"),
         validate: not_shared_home,
     },
@@ -246,7 +428,8 @@ pub(super) static DETECTORS: &[Detector] = &[
     },
     Detector {
         class: Class::Iban,
-        pattern: r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)",
+        // Grouped by spaces, or their form encodings `+` and `%20`.
+        pattern: r"(?-u:\b)[A-Z]{2}[0-9]{2}(?:(?: |\+|%20)?[A-Z0-9]{4}){2,7}(?:(?: |\+|%20)?[A-Z0-9]{1,3})?(?-u:\b)",
         kind: Kind::Replace("[iban]"),
         validate: iban_valid,
     },
@@ -271,13 +454,20 @@ pub(super) static DETECTORS: &[Detector] = &[
         // Not after a decimal point (see `fits_context`).
         // Digits grouped by spaces, dashes, `+` or `%20` (form and query
         // encodings of a space).
-        pattern: r"(?-u:\b)[2-6](?:(?:[ +-]|%20)?[0-9]){12,18}(?-u:\b)",
+        // Contiguous, in fours (the last group shorter on 19-digit
+        // cards), or 4-6-5 / 4-6-4 (Amex, Diners): fixed groups keep the
+        // automaton small.
+        pattern: r"(?-u:\b)[2-6][0-9]{3}(?:[0-9]{9,15}|(?:[ +-]|%20)[0-9]{4}(?:(?:[ +-]|%20)[0-9]{4}){1,2}(?:(?:[ +-]|%20)[0-9]{1,4})?|(?:[ +-]|%20)[0-9]{6}(?:[ +-]|%20)[0-9]{4,5})(?-u:\b)",
         kind: Kind::Replace("[card]"),
         validate: card_valid,
     },
     Detector {
         class: Class::Ipv6,
-        pattern: r"(?i-u:(?:[0-9a-f]{1,4}|:)?:[0-9a-f:.]*:[0-9a-f.]+)",
+        // Compressed (`2001:db8::7`, `::ffff:198.51.100.4`, `fe80::1`),
+        // full (eight groups) or with an IPv4 tail. Times (`08:02:23.470`)
+        // and Rust paths (`ledger::outbox`) are not candidates at all.
+        // A port after a bare colon is split off in `in_context`.
+        pattern: r"(?i-u:(?-u:\b)[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}::(?:[0-9a-f]{1,5}(?:[:.][0-9a-f]{1,5}){0,7})?|::[0-9a-f]{1,5}(?:[:.][0-9a-f]{1,5}){0,7}|(?-u:\b)[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7}(?::[0-9]{1,5})?|(?-u:\b)(?:[0-9a-f]{1,4}:){6}[0-9]{1,3}(?:\.[0-9]{1,3}){3})",
         kind: Kind::Replace("[ipv6]"),
         validate: any,
     },
@@ -311,6 +501,8 @@ pub(super) fn in_context(
     let after = text[end..].chars().next();
     match class {
         Class::CreditCard if before == Some('.') => None,
+        // `Version=8.0.0.0`, `Chrome/124.0.0.0`: versions, not addresses.
+        Class::Ipv4 if is_version(&text[..start]) => None,
         Class::Phone
             if text[start..].starts_with('+') && (is_word(before) || before == Some('.')) =>
         {
@@ -330,18 +522,76 @@ pub(super) fn in_context(
             if ipv6_valid(&text[start..end]) {
                 return Some((start, end));
             }
-            // Apache and others append a port with a bare colon
-            // (`2001:db8::7:51234`): a five-digit group can't be hex.
+            // Apache, Redis and HAProxy append a port with a bare colon
+            // (`2001:db8::7:51234`, eight groups and a port).
             let (address, port) = text[start..end].rsplit_once(':')?;
-            (port.len() == 5 && port.bytes().all(|b| b.is_ascii_digit()) && ipv6_valid(address))
+            (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && ipv6_valid(address))
                 .then_some((start, start + address.len()))
         }
         _ => Some((start, end)),
     }
 }
 
+/// Whether the text before a dotted quad makes it a version: a `version`
+/// key (`Version=`, `version: `) or a product token (`Chrome/`).
+fn is_version(before: &str) -> bool {
+    let b = before.as_bytes();
+    let tail = &b[b.len().saturating_sub(10)..];
+    let mut keyed = tail.to_ascii_lowercase();
+    while keyed
+        .last()
+        .is_some_and(|c| matches!(c, b' ' | b'=' | b':' | b'"'))
+    {
+        keyed.pop();
+    }
+    let product = tail.len() >= 2
+        && tail[tail.len() - 1] == b'/'
+        && tail[tail.len() - 2].is_ascii_alphabetic();
+    keyed.ends_with(b"version") || product
+}
+
 fn not_null(v: &str) -> bool {
     !matches!(v, "null" | "true" | "false" | "\"\"")
+}
+
+/// Not a placeholder, and not a thing's name: a person's name has no `/`
+/// (`"full_name": "acme/billing-api"` is a repository).
+fn name_like(v: &str) -> bool {
+    not_placeholder(v) && !v.contains('/')
+}
+
+/// Shaped like a person's name: two to four words, each a capital letter
+/// and letters (`Ada Lovelace`, `EMEKA P KERRIGAN`, `Anne-Marie O'Neil`),
+/// separated by spaces, `+` or `%20` (form encodings).
+pub(super) fn name_shaped(v: &str) -> bool {
+    let v = v.trim_matches(|c| c == '"' || c == '\'' || c == '\\');
+    let words: Vec<&str> = v
+        .split([' ', '+'])
+        .flat_map(|w| w.split("%20"))
+        .filter(|w| !w.is_empty())
+        .collect();
+    (2..=4).contains(&words.len())
+        && words.iter().all(|w| {
+            let mut chars = w.chars();
+            chars.next().is_some_and(char::is_uppercase)
+                && chars.all(|c| c.is_alphabetic() || matches!(c, '.' | '\'' | '-'))
+        })
+}
+
+/// Shaped like an identifier: no spaces, at least three characters, with a
+/// digit or a provider separator (`auth0|…`). `root`, `admin` and
+/// `"Your invoice"` are not.
+fn id_shaped(v: &str) -> bool {
+    let v = v.trim_matches(|c| c == '"' || c == '\'');
+    v.len() >= 3
+        && !v.contains([' ', '\t', '+'])
+        && !v.contains("%20")
+        && v.bytes().any(|b| b.is_ascii_digit() || b == b'|')
+        && not_placeholder(v)
+}
+
+fn id_or_name_shaped(v: &str) -> bool {
+    id_shaped(v) || name_shaped(v)
 }
 
 fn has_digit_and_letter(v: &str) -> bool {
@@ -399,7 +649,8 @@ pub(super) fn luhn_valid(s: &str) -> bool {
 }
 
 pub(super) fn iban_valid(s: &str) -> bool {
-    let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
+    let s = s.replace("%20", " ");
+    let compact: Vec<u8> = s.bytes().filter(|b| !matches!(b, b' ' | b'+')).collect();
     if !(15..=34).contains(&compact.len()) {
         return false;
     }
@@ -513,6 +764,12 @@ pub(super) enum RuleKind {
     Pseudonym(String),
     /// The whole match (an IP address) becomes its /24 or /48 network.
     MaskIp,
+    /// The `value` group is an object: scrubbed, and its id fields
+    /// pseudonymized.
+    Object,
+    /// The `value` group is a cookie header's value (see
+    /// [`scrub_cookies`]).
+    Cookies,
 }
 
 /// A detector as a scrubber uses it: a built-in, or one from config.
@@ -601,6 +858,8 @@ impl Kind {
             Kind::Replace(label) => RuleKind::Replace(label.into()),
             Kind::Group(label) => RuleKind::Group(label.into()),
             Kind::Pseudonym(prefix) => RuleKind::Pseudonym(prefix.into()),
+            Kind::Object => RuleKind::Object,
+            Kind::Cookies => RuleKind::Cookies,
         }
     }
 }

@@ -141,6 +141,8 @@ pub struct Scrubber {
     scan: meta::Regex,
     /// Per detector: the same pattern with captures, run only on a found span.
     detail: Vec<regex::Regex>,
+    /// The id fields of a user object (`"id": …`, `login: …`).
+    id_field: regex::Regex,
     pseudonymizer: Pseudonymizer,
 }
 
@@ -191,10 +193,13 @@ impl Scrubber {
             .iter()
             .map(|p| regex::Regex::new(p).map_err(|e| scrub(format!("`{p}`: {e}"))))
             .collect::<Result<_, _>>()?;
+        let id_field =
+            regex::Regex::new(ID_FIELD).map_err(|e| scrub(format!("the id field pattern: {e}")))?;
         Ok(Self {
             rules,
             scan,
             detail,
+            id_field,
             pseudonymizer,
         })
     }
@@ -255,12 +260,47 @@ impl Scrubber {
         found
     }
 
+    /// `object` with the values of its id fields pseudonymized (quoted in
+    /// JSON); `None` when it has none to change.
+    fn id_fields(&self, object: &str, json: bool) -> Option<String> {
+        let mut out = String::with_capacity(object.len() + 16);
+        let mut copied = 0;
+        for caps in self.id_field.captures_iter(object) {
+            let Some(value) = caps.name("value") else {
+                continue;
+            };
+            let raw = value.as_str();
+            let inner = raw.trim_matches('"');
+            if inner.is_empty()
+                || already_scrubbed(inner)
+                || matches!(inner, "null" | "true" | "false")
+            {
+                continue;
+            }
+            let pseudonym = self.pseudonymizer.pseudonym("usr", inner);
+            out.push_str(&object[copied..value.start()]);
+            if json || raw.starts_with('"') {
+                out.push('"');
+                out.push_str(&pseudonym);
+                out.push('"');
+            } else {
+                out.push_str(&pseudonym);
+            }
+            copied = value.end();
+        }
+        (copied > 0).then(|| {
+            out.push_str(&object[copied..]);
+            out
+        })
+    }
+
     /// Calls `f` with each sensitive span, left to right, and its replacement.
     fn visit(&self, original: &str, mut f: impl FnMut(Class, usize, usize, Cow<'static, str>)) {
         // Matching runs on a view where JSON escapes `\n`, `\t`, `\r` are
-        // blanks of the same length: a value after a newline in a JSON
-        // message then starts at a word boundary, and no match can swallow
-        // an escape letter. Spans map one to one onto the original.
+        // blanks and line breaks of the same length: a value after a
+        // newline in a JSON message then starts at a word boundary, a
+        // header value ends at its line's end, and no match can swallow an
+        // escape letter. Spans map one to one onto the original.
         let view = neutralize_escapes(original);
         let text: &str = &view;
         let mut at = 0;
@@ -280,7 +320,15 @@ impl Scrubber {
                 // is retried one character on, so a value inside is found.
                 None => {
                     at = match detector.kind {
-                        RuleKind::Replace(_) | RuleKind::MaskIp => {
+                        // A cookie header without session cookies is
+                        // skipped whole too (`Set-Cookie: theme=dark`).
+                        RuleKind::Replace(_) | RuleKind::MaskIp | RuleKind::Cookies => {
+                            m.end().max(next_char(text, m.start()))
+                        }
+                        // A key whose value is already scrubbed (a second
+                        // pass) is skipped whole, so the same key isn't
+                        // read again from its second letter.
+                        _ if self.already_scrubbed_at(index, text, m.start()) => {
                             m.end().max(next_char(text, m.start()))
                         }
                         _ => next_char(text, m.start()),
@@ -288,6 +336,18 @@ impl Scrubber {
                 }
             }
         }
+    }
+
+    fn already_scrubbed_at(&self, index: usize, text: &str, start: usize) -> bool {
+        self.detail[index]
+            .captures_at(text, start)
+            .and_then(|caps| caps.name("value"))
+            .is_some_and(|v| {
+                already_scrubbed(
+                    v.as_str()
+                        .trim_matches(|c| c == '"' || c == '\\' || c == '\''),
+                )
+            })
     }
 
     /// What to replace in a candidate match, or `None` if it is a lookalike.
@@ -315,12 +375,30 @@ impl Scrubber {
                 let masked = guardrail_core::ClientIp::new(ip).masked().to_string();
                 Some((start, end, Cow::Owned(masked)))
             }
+            RuleKind::Cookies => {
+                let caps = self.detail[index].captures_at(text, start)?;
+                let value = caps.name("value")?;
+                let cookies = detect::scrub_cookies(value.as_str())?;
+                Some((value.start(), value.end(), Cow::Owned(cookies)))
+            }
+            RuleKind::Object => {
+                let caps = self.detail[index].captures_at(text, start)?;
+                let value = caps.name("value")?;
+                let object = self.scrub_flat(value.as_str());
+                let json = caps.name("jsonkey").is_some();
+                let ids = self.id_fields(&object, json);
+                if matches!((&object, &ids), (Cow::Borrowed(_), None)) {
+                    return None;
+                }
+                let replacement = ids.unwrap_or_else(|| object.into_owned());
+                Some((value.start(), value.end(), Cow::Owned(replacement)))
+            }
             RuleKind::Group(label) | RuleKind::Pseudonym(label) => {
                 // Only the `value` group is replaced; the rest (a key, a
                 // scheme, quotes) stays.
                 let caps = self.detail[index].captures_at(text, start)?;
                 let value = caps.name("value")?;
-                if !(d.validate)(value.as_str()) {
+                if !(d.validate)(value.as_str()) || !is_key(text, start, value.start()) {
                     return None;
                 }
                 let raw = value.as_str();
@@ -364,8 +442,12 @@ impl Scrubber {
     }
 }
 
-/// `text` with each `\n`, `\t`, `\r` escape pair turned into two spaces
-/// (an escaped backslash stays as it is); borrowed when it has none.
+/// An id field inside a user object: JSON, `key: value` or `key=value`.
+const ID_FIELD: &str = r#"(?P<key>(?:^|[{,\t\n\r ])"?(?i:id|login|username|uid|user_?id|value|name|display_?name|full_?name)"?[\t\n\r ]*[:=][\t\n\r ]*)(?P<value>"(?:[^"\\]|\\.)*"|[^,}\t\n\r ]+)"#;
+
+/// `text` with each `\n`, `\r` escape pair turned into that line break
+/// and a space, and `\t` into two spaces (an escaped backslash stays as it
+/// is); borrowed when it has none.
 fn neutralize_escapes(text: &str) -> Cow<'_, str> {
     if !text.as_bytes().contains(&b'\\') {
         return Cow::Borrowed(text);
@@ -373,10 +455,13 @@ fn neutralize_escapes(text: &str) -> Cow<'_, str> {
     let mut bytes = text.as_bytes().to_vec();
     let mut i = 0;
     while i + 1 < bytes.len() {
-        if bytes[i] == b'\\' {
-            if matches!(bytes[i + 1], b'n' | b't' | b'r') {
-                bytes[i] = b' ';
-                bytes[i + 1] = b' ';
+        if bytes[i] == b'\\' && !in_windows_path(&bytes, i) {
+            match bytes[i + 1] {
+                // A line break stays one, so no value runs past it.
+                b'n' => bytes[i..i + 2].copy_from_slice(b"\n "),
+                b'r' => bytes[i..i + 2].copy_from_slice(b"\r "),
+                b't' => bytes[i..i + 2].copy_from_slice(b"  "),
+                _ => {}
             }
             i += 2;
         } else {
@@ -385,6 +470,49 @@ fn neutralize_escapes(text: &str) -> Cow<'_, str> {
     }
     // Only ASCII bytes were replaced by ASCII bytes: still UTF-8.
     String::from_utf8(bytes).map_or(Cow::Borrowed(text), Cow::Owned)
+}
+
+/// Whether the text from `start` to `value` is a key of the value, not a
+/// Rust path (`checkout::session: loaded`), a key that only ends like a
+/// secret (`PublicKeyToken=`, `page_token=`), or a key over a PEM block
+/// (the block is removed whole by its own detector).
+fn is_key(text: &str, start: usize, value: usize) -> bool {
+    const NOT_SECRET: [&[u8]; 4] = [
+        b"publickeytoken",
+        b"page_token",
+        b"pagetoken",
+        b"continuation_token",
+    ];
+    let key = text.as_bytes()[start..value].to_ascii_lowercase();
+    let key = key.strip_prefix(b"\"").unwrap_or(&key);
+    !text[..start].ends_with("::")
+        && !NOT_SECRET.iter().any(|k| key.starts_with(k))
+        && !text[value..]
+            .trim_start_matches(['"', '\''])
+            .starts_with("-----BEGIN")
+}
+
+/// Whether the backslash at `at` separates the segments of a Windows path
+/// (`c:\users\teodora`, `\\nas\home$\nina`) rather than starting an
+/// escape: the segment before it follows a drive or another backslash.
+fn in_windows_path(bytes: &[u8], at: usize) -> bool {
+    let segment = bytes[..at]
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'$' | b'-'))
+        .count();
+    let before = at - segment;
+    match before.checked_sub(1).map(|j| bytes[j]) {
+        Some(b'\\') => true,
+        // A drive letter: one letter, then `:` (`recipients:\n` is no drive).
+        Some(b':') => {
+            segment == 0
+                && before >= 2
+                && bytes[before - 2].is_ascii_alphabetic()
+                && (before < 3 || !bytes[before - 3].is_ascii_alphanumeric())
+        }
+        _ => false,
+    }
 }
 
 /// A pseudonym (`usr_3f9a1c2b7d04e615`) or a label (`[redacted]`) we wrote.
