@@ -56,7 +56,7 @@ pub mod config;
 mod stack;
 
 pub use config::{
-    ConfigError, GuardrailsConfig, Profile, SecretRef, ValidConfig, ValidationErrors,
+    ConfigError, GuardrailsConfig, InvalidKey, Profile, SecretRef, ValidConfig, ValidationErrors,
 };
 pub use stack::{Guardrails, GuardrailsLayer, StackError};
 

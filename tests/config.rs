@@ -152,6 +152,44 @@ fn unknown_keys_are_rejected_with_their_path() {
 }
 
 #[test]
+fn every_bad_key_is_reported_at_once_and_unknown_sections_name_their_variable() {
+    let err = GuardrailsConfig::from_sources(
+        "[server]\nshutdown_grase = \"1s\"\n[client_ip]\ntrusted_proxy = []\n",
+        "test.toml",
+        env(&[("GUARDRAILS__INTEGRATIONS__WEATHER__URL", "http://x")]),
+    )
+    .unwrap_err();
+    let ConfigError::Invalid { problems } = &err else {
+        panic!("{err}");
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(problems.len(), 3, "{err}");
+    for key in ["shutdown_grase", "trusted_proxy", "integrations"] {
+        assert!(
+            paths.iter().any(|p| p.contains(key)),
+            "{key} missing: {err}"
+        );
+    }
+    let msg = err.to_string();
+    assert_eq!(
+        msg.lines()
+            .filter(|l| l.starts_with("config key `"))
+            .count(),
+        3,
+        "one line per problem: {msg}"
+    );
+    let integrations = problems
+        .iter()
+        .find(|p| p.path.contains("integrations"))
+        .unwrap();
+    assert_eq!(
+        integrations.origin.as_deref(),
+        Some("GUARDRAILS__INTEGRATIONS__WEATHER__URL"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn unknown_env_override_names_the_variable() {
     let err = GuardrailsConfig::from_sources(
         "",

@@ -249,6 +249,52 @@ fn production_profile_lists_every_problem_and_refuses_to_start() {
     assert!(!err.contains(JWT_SECRET), "{err}");
 }
 
+/// Runs `examples/mint_token.rs` (built beside the service) with `args`,
+/// signing with the service's secret, and returns the token it prints.
+fn mint(args: &[&str]) -> String {
+    let bin =
+        example_binary().with_file_name(format!("mint_token{}", std::env::consts::EXE_SUFFIX));
+    let out = Command::new(bin)
+        .args(args)
+        .env("GUARDRAILS_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn tokens_from_the_mint_tool_pass_the_levels_they_claim() {
+    let svc = Running::start(command());
+    let user = format!("Authorization: Bearer {}\r\n", mint(&["--sub", "user-1"]));
+    let admin = format!(
+        "Authorization: Bearer {}\r\n",
+        mint(&["--sub", "admin-1", "--mfa", "--admin"])
+    );
+    let (status, _, body) = svc.get("/api/me", &user);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["subject"],
+        "user-1"
+    );
+    assert_eq!(svc.get("/api/admin/users", &user).0, 403);
+    assert_eq!(svc.get("/api/admin/users", &admin).0, 200);
+    assert_eq!(svc.get("/api/users/user-1/profile", &admin).0, 200);
+    // Without the secret the tool refuses, and says why.
+    let bin =
+        example_binary().with_file_name(format!("mint_token{}", std::env::consts::EXE_SUFFIX));
+    let out = Command::new(bin)
+        .env_remove("GUARDRAILS_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GUARDRAILS_JWT_SECRET"));
+}
+
 fn token(claims: serde_json::Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),

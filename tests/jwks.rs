@@ -40,9 +40,30 @@ fn token(enc: &EncodingKey, kid: &str) -> String {
 struct Provider {
     reply: Arc<Mutex<(StatusCode, String)>>,
     hits: Arc<AtomicUsize>,
+    /// While set, each request waits for [`release`](Self::release).
+    holding: Arc<std::sync::atomic::AtomicBool>,
+    gate: Arc<tokio::sync::Notify>,
 }
 
 impl Provider {
+    fn hold(&self) {
+        self.holding.store(true, Ordering::SeqCst);
+    }
+    fn release(&self) {
+        self.holding.store(false, Ordering::SeqCst);
+        // A stored permit if the handler isn't waiting yet.
+        self.gate.notify_one();
+    }
+    /// Waits (yielding, not sleeping) until `n` requests have arrived.
+    async fn wait_for_hits(&self, n: usize) {
+        for _ in 0..10_000 {
+            if self.hits() >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{} hits, expected {n}", self.hits());
+    }
     fn serve_keys(&self, keys: &[&Jwk]) {
         *self.reply.lock().unwrap() = (StatusCode::OK, json!({ "keys": keys }).to_string());
     }
@@ -60,6 +81,9 @@ async fn start(provider: Provider) -> String {
             "/.well-known/jwks.json",
             get(|State(p): State<Provider>| async move {
                 p.hits.fetch_add(1, Ordering::SeqCst);
+                if p.holding.load(Ordering::SeqCst) {
+                    p.gate.notified().await;
+                }
                 let (status, body) = p.reply.lock().unwrap().clone();
                 (status, body)
             }),
@@ -180,33 +204,96 @@ async fn endpoint_down_keeps_serving_cached_keys() {
     assert_eq!(jwks.key_count(), 1, "the cached key survived the failure");
 }
 
+fn me(token: &str) -> http::Request<Body> {
+    http::Request::get("/api/me")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn cancelled_request_does_not_cancel_the_fetch() {
     let provider = Provider::default();
     let (k1, jwk1) = key(1, "k1");
     provider.serve_keys(&[&jwk1]);
+    provider.hold();
     let url = start(provider.clone()).await;
     let jwks = Jwks::builder(url)
         .min_refresh_interval(Duration::from_secs(3600))
         .build()
         .unwrap();
     let app = app(jwks.clone());
-    // Start a request that needs a fetch, then drop it before it finishes.
-    let req = http::Request::get("/api/me")
-        .header("authorization", format!("Bearer {}", token(&k1, "k1")))
-        .body(Body::empty())
-        .unwrap();
-    let pending = app.clone().oneshot(req);
+    // A request that needs a fetch, polled until the fetch has reached the
+    // key server (which holds it), then dropped.
+    let mut pending = Box::pin(app.clone().oneshot(me(&token(&k1, "k1"))));
+    for _ in 0..10_000 {
+        tokio::select! {
+            biased;
+            _ = &mut pending => panic!("answered while the key server holds the fetch"),
+            () = tokio::task::yield_now() => {}
+        }
+        if provider.hits() == 1 {
+            break;
+        }
+    }
+    assert_eq!(provider.hits(), 1, "the fetch is in flight");
     drop(pending);
-    let first = app.clone().oneshot(
-        http::Request::get("/api/me")
-            .header("authorization", format!("Bearer {}", token(&k1, "k1")))
-            .body(Body::empty())
-            .unwrap(),
-    );
-    // The next request waits for the one fetch in flight and succeeds.
-    assert_eq!(first.await.unwrap().status(), StatusCode::OK);
+    provider.release();
+    // The fetch went on without its request: the next request uses its
+    // keys (one fetch in all, and the refresh interval forbids another).
+    let (status, _, body) = call(&app, &token(&k1, "k1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(provider.hits(), 1);
+    assert_eq!(jwks.fetch_count(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_fetch() {
+    let provider = Provider::default();
+    let (k1, jwk1) = key(1, "k1");
+    provider.serve_keys(&[&jwk1]);
+    provider.hold();
+    let url = start(provider.clone()).await;
+    let app = app(Jwks::builder(url).build().unwrap());
+    let requests: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(app.clone().oneshot(me(&token(&k1, "k1")))))
+        .collect();
+    provider.wait_for_hits(1).await;
+    provider.release();
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(provider.hits(), 1, "ten requests, one fetch");
+}
+
+#[tokio::test]
+async fn cached_keys_stop_verifying_after_ttl_plus_max_stale() {
+    let provider = Provider::default();
+    let (k1, jwk1) = key(1, "k1");
+    provider.serve_keys(&[&jwk1]);
+    let url = start(provider.clone()).await;
+    let (ttl, max_stale) = (Duration::from_secs(600), Duration::from_secs(3600));
+    let app = app(Jwks::builder(url)
+        .ttl(ttl)
+        .max_stale(max_stale)
+        .min_refresh_interval(Duration::from_secs(1))
+        .build()
+        .unwrap());
+    assert_eq!(call(&app, &token(&k1, "k1")).await.0, StatusCode::OK);
+    // The endpoint fails from now on; the clock moves, not the test.
+    provider.fail();
+    tokio::time::pause();
+    tokio::time::advance(ttl + max_stale - Duration::from_secs(5)).await;
+    let (status, _, body) = call(&app, &token(&k1, "k1")).await;
+    assert_eq!(status, StatusCode::OK, "stale keys still serve: {body}");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let (status, headers, _) = call(&app, &token(&k1, "k1")).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "past ttl + max_stale"
+    );
+    assert!(headers.contains_key("retry-after"));
 }
 
 #[tokio::test]

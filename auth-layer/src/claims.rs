@@ -224,6 +224,8 @@ pub(crate) struct Registered<'a> {
     pub(crate) exp: Option<f64>,
     #[serde(default, deserialize_with = "numeric_date")]
     pub(crate) nbf: Option<f64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) iat: Option<f64>,
     #[serde(borrow, default)]
     pub(crate) sub: Option<Cow<'a, str>>,
     #[serde(borrow, default)]

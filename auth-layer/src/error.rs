@@ -32,6 +32,8 @@ pub enum AuthError {
     Expired,
     /// `nbf` is in the future.
     NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    IssuedInFuture,
     /// `aud` is not the configured audience.
     WrongAudience,
     /// `iss` is not the configured issuer.
@@ -59,6 +61,7 @@ impl AuthError {
             Self::BadSignature => "bad_signature",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "issued_in_future",
             Self::WrongAudience => "wrong_audience",
             Self::WrongIssuer => "wrong_issuer",
             Self::MissingClaim => "missing_claim",

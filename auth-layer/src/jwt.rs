@@ -287,6 +287,7 @@ impl JwtVerifier {
                 self.check_registered(
                     claims.exp,
                     claims.nbf,
+                    claims.iat,
                     claims.sub.as_deref(),
                     claims.iss.as_deref(),
                     claims.aud.as_ref(),
@@ -301,6 +302,7 @@ impl JwtVerifier {
                 self.check_registered(
                     r.exp,
                     r.nbf,
+                    r.iat,
                     r.sub.as_deref(),
                     r.iss.as_deref(),
                     r.aud.as_ref(),
@@ -313,12 +315,15 @@ impl JwtVerifier {
         .ok_or(AuthError::InvalidClaims)
     }
 
-    /// `exp` (required), `nbf`, `sub` (required), and `iss`/`aud` when
-    /// configured (then required).
+    /// `exp` (required), `nbf`, `iat` (not after now + leeway: a token
+    /// from the future is forged or from a skewed clock), `sub` (required),
+    /// and `iss`/`aud` when configured (then required).
+    #[allow(clippy::too_many_arguments)]
     fn check_registered(
         &self,
         exp: Option<f64>,
         nbf: Option<f64>,
+        iat: Option<f64>,
         sub: Option<&str>,
         iss: Option<&str>,
         aud: Option<&OneOrMany<'_>>,
@@ -334,6 +339,9 @@ impl JwtVerifier {
         }
         if nbf.is_some_and(|nbf| nbf > now + leeway) {
             return Err(AuthError::NotYetValid);
+        }
+        if iat.is_some_and(|iat| iat > now + leeway) {
+            return Err(AuthError::IssuedInFuture);
         }
         if sub.is_none_or(str::is_empty) {
             return Err(AuthError::MissingClaim);

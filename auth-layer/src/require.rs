@@ -256,7 +256,16 @@ impl Rule {
                 if path_param(req, param).is_some_and(|v| v == p.subject()) {
                     return Ok(());
                 }
-                self.check_admin(p).map_err(|_| Denial::NotOwner)
+                // Not the owner: only an administrator passes. An
+                // administrator who lacks (fresh) MFA is told that, not that
+                // the resource is someone else's.
+                self.check_admin(p).map_err(|denial| {
+                    if self.is_admin(p) {
+                        denial
+                    } else {
+                        Denial::NotOwner
+                    }
+                })
             }
         }
     }

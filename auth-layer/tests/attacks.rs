@@ -145,6 +145,22 @@ async fn future_nbf_is_rejected() {
 }
 
 #[tokio::test]
+async fn future_iat_is_rejected_beyond_the_leeway() {
+    // Validly signed, `exp` after it: issued a day from now is forged or
+    // from a broken clock.
+    let mut c = claims("u");
+    c["iat"] = json!(now() + 86_400);
+    c["exp"] = json!(now() + 90_000);
+    assert_rejected(&hs256(&c), "iat a day ahead").await;
+    // A few seconds of clock skew stay within the 30 s leeway.
+    let app = app(verifier());
+    let mut c = claims("u");
+    c["iat"] = json!(now() + 10);
+    let r = send(&app, get_with("/api/me", Some(&hs256(&c)))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
 async fn wrong_audience_or_issuer_is_rejected() {
     let mut c = claims("u");
     c["aud"] = json!("another-api");

@@ -89,12 +89,18 @@ async fn admin_with_mfa_may_read_any_profile_but_admin_without_mfa_may_not() {
         StatusCode::OK
     );
     let no_mfa = hs256(&admin_claims("admin-1", false));
+    let r = send(&app, get_with("/api/users/user-2/profile", Some(&no_mfa))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The administrator is told what is missing, as on the admin routes,
+    // not that the profile is someone else's.
     assert_eq!(
-        send(&app, get_with("/api/users/user-2/profile", Some(&no_mfa)))
-            .await
-            .status,
-        StatusCode::FORBIDDEN
+        r.json()["detail"],
+        "Multi-factor authentication required.",
+        "{}",
+        r.body
     );
+    let admin_route = send(&app, get_with("/api/admin/users", Some(&no_mfa))).await;
+    assert_eq!(admin_route.json()["type"], r.json()["type"]);
 }
 
 #[tokio::test]

@@ -10,16 +10,17 @@ pub const ENV_PREFIX: &str = "GUARDRAILS__";
 pub(super) struct Overrides(Vec<(String, String)>);
 
 impl Overrides {
-    /// The variable that set `path` or one of its parents.
+    /// The variable that set `path`, one of its parents, or a key below
+    /// it (an unknown section named by `GUARDRAILS__NOPE__KEY`).
     pub(super) fn origin_of(&self, path: &str) -> Option<String> {
+        let below = |outer: &str, inner: &str| {
+            inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        };
         self.0
             .iter()
-            .find(|(key, _)| {
-                path == key
-                    || path
-                        .strip_prefix(key.as_str())
-                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
-            })
+            .find(|(key, _)| path == key || below(key, path) || below(path, key))
             .map(|(_, var)| var.clone())
     }
 }

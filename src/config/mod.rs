@@ -150,16 +150,62 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-    /// A key has an unknown name or a value of the wrong shape.
-    #[error("config key `{path}`{}: {message}", origin.as_ref().map(|o| format!(" (set by {o})")).unwrap_or_default())]
+    /// Keys with unknown names or values of the wrong shape: every one
+    /// found, each with its path (one per line when there are several).
+    #[error("{}", list(problems))]
     Invalid {
-        /// The key path, e.g. `client_ip.trusted_proxies[0]`.
-        path: String,
-        /// Where the value came from, when it was an environment override.
-        origin: Option<String>,
-        /// What is wrong.
-        message: String,
+        /// The problems, in the order they were found.
+        problems: Vec<InvalidKey>,
     },
+}
+
+/// A key with an unknown name or a value of the wrong shape.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{path}`{}: {message}", origin.as_ref().map(|o| format!(" (set by {o})")).unwrap_or_default())]
+#[non_exhaustive]
+pub struct InvalidKey {
+    /// The key path, e.g. `client_ip.trusted_proxies[0]`.
+    pub path: String,
+    /// The environment variable that set it (or a key below it), when one
+    /// did.
+    pub origin: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn list(problems: &[InvalidKey]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// How many bad keys one load reports at most.
+const MAX_KEY_PROBLEMS: usize = 32;
+
+/// Removes the key at `path` (`a.b`, `a.list[2].c`) from `table`: the key
+/// itself, or the whole list an indexed path points into, so the indices
+/// of later problems stay true. `false` when there is nothing to remove.
+fn remove_path(table: &mut toml::Table, path: &str) -> bool {
+    let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut current = table;
+    for segment in parents {
+        let name = segment.split('[').next().unwrap_or(segment);
+        if segment.contains('[') {
+            // Inside a list: drop the list.
+            return current.remove(name).is_some();
+        }
+        match current.get_mut(name).and_then(toml::Value::as_table_mut) {
+            Some(next) => current = next,
+            None => return false,
+        }
+    }
+    let name = last.split('[').next().unwrap_or(last);
+    current.remove(name).is_some()
 }
 
 impl GuardrailsConfig {
@@ -192,14 +238,26 @@ impl GuardrailsConfig {
                     message: e.to_string().trim_end().to_owned(),
                 })?;
         let overrides = env::apply(&mut table, env)?;
-        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
-            let path = err.path().to_string();
-            let origin = overrides.origin_of(&path);
-            ConfigError::Invalid {
-                path,
-                origin,
-                message: err.into_inner().to_string().trim_end().to_owned(),
+        // Every bad key, not just the first: each one found is reported,
+        // taken out, and the rest read again.
+        let mut problems = Vec::new();
+        loop {
+            match serde_path_to_error::deserialize(toml::Value::Table(table.clone())) {
+                Ok(config) if problems.is_empty() => return Ok(config),
+                Ok(_) => break,
+                Err(err) => {
+                    let path = err.path().to_string();
+                    problems.push(InvalidKey {
+                        origin: overrides.origin_of(&path),
+                        message: err.into_inner().to_string().trim_end().to_owned(),
+                        path: path.clone(),
+                    });
+                    if problems.len() >= MAX_KEY_PROBLEMS || !remove_path(&mut table, &path) {
+                        break;
+                    }
+                }
             }
-        })
+        }
+        Err(ConfigError::Invalid { problems })
     }
 }
