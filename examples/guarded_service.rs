@@ -107,10 +107,13 @@ async fn main() -> ExitCode {
             // Stop accepting; in-flight requests get `grace` to finish.
             tracing::info!(grace = ?grace, "shutting down");
             let _ = stop_tx.send(());
-            match tokio::time::timeout(grace, server).await {
+            match tokio::time::timeout(grace, &mut server).await {
                 Ok(finished) => Some(finished),
                 Err(_) => {
                     tracing::warn!("shutdown grace period elapsed; dropping remaining connections");
+                    // Dropping the handle would leave the server running
+                    // until the process exits: stop it now.
+                    server.abort();
                     None
                 }
             }

@@ -576,3 +576,56 @@ fn background_tasks_run_and_stop_on_sigterm() {
     assert_eq!(stopped[0]["task"], "jwks_refresh");
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn an_in_flight_request_finishes_after_the_shutdown_signal() {
+    let mut svc = Running::start(command());
+    // A request whose body is still arriving when SIGTERM comes: with a
+    // signature header, the webhook layer reads the whole body before it
+    // answers.
+    let mut stream = TcpStream::connect(&svc.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = r#"{"id":"evt_1","type":"ping"}"#;
+    let (first, rest) = body.split_at(10);
+    write!(
+        stream,
+        "POST /api/webhooks/stripe HTTP/1.1\r\nHost: test\r\nStripe-Signature: t={},v1={}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        jsonwebtoken::get_current_timestamp(),
+        "0".repeat(64),
+        body.len()
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    let pid = svc.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Wait for the service to say it is shutting down (its own log line,
+    // not a sleep), then finish the request.
+    let stdout = svc.stdout.as_mut().unwrap();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "exited before shutting down"
+        );
+        if line.contains("\"shutting down\"") {
+            break;
+        }
+    }
+    stream.write_all(rest.as_bytes()).unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    // Answered (400: the signature doesn't match), within the grace period.
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("application/problem+json"), "{raw}");
+    let status = svc.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
