@@ -629,3 +629,34 @@ fn an_in_flight_request_finishes_after_the_shutdown_signal() {
     let status = svc.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn step_up_challenge_when_configured() {
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__AUTH__STEP_UP", "challenge");
+    let svc = Running::start(cmd);
+    let route = "/api/integrations/gh/credentials";
+    let now = jsonwebtoken::get_current_timestamp();
+    let user = serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": now + 600});
+    let (status, head, body) = svc.send("POST", route, &bearer(user), "");
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        head.contains("error=\"insufficient_user_authentication\"")
+            && head.contains("acr_values=\"aal2\""),
+        "{head}"
+    );
+    assert!(!head.contains("max_age"), "{head}");
+    // MFA an hour ago, the route wants it within `auth.mfa_max_age` (15m).
+    let stale = serde_json::json!({
+        "sub": "user-1", "aud": "authenticated", "exp": now + 600, "aal": "aal2",
+        "amr": [{"method": "totp", "timestamp": now - 3600}],
+    });
+    let (status, head, _) = svc.send("POST", route, &bearer(stale), "");
+    assert_eq!(status, 401);
+    assert!(head.contains("max_age=900"), "{head}");
+    let fresh = format!(
+        "Authorization: Bearer {}\r\n",
+        mint(&["--sub", "user-1", "--mfa"])
+    );
+    assert_eq!(svc.send("POST", route, &fresh, "").0, 201);
+}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     AuthenticateLayer, Jwks, JwtVerifier, KeySource, PatternError, PublicRoutes, RequireLayer,
-    SupabaseClaims, VerifyWebhookLayer,
+    StepUp, SupabaseClaims, VerifyWebhookLayer,
     jwt::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES},
     webhook::Stripe,
     webhook::{DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_CAPACITY, DEFAULT_TOLERANCE},
@@ -57,6 +57,10 @@ pub struct AuthConfig {
     pub mfa_max_age: Duration,
     /// Dotted claim path of the organization id, e.g. `"app_metadata.org_id"`.
     pub org_claim: Option<String>,
+    /// What a route needing (fresh) MFA answers a caller without it:
+    /// `"forbid"` (default: 403 with an MFA hint) or `"challenge"` (401
+    /// with an RFC 9470 step-up challenge).
+    pub step_up: StepUp,
     /// Realm of the `WWW-Authenticate` challenge (default `"api"`).
     pub realm: String,
     /// `[auth.webhook]`: webhook signature verification.
@@ -79,6 +83,7 @@ impl Default for AuthConfig {
             admin_requires_mfa: true,
             mfa_max_age: Duration::from_secs(15 * 60),
             org_claim: None,
+            step_up: StepUp::Forbid,
             realm: "api".into(),
             webhook: WebhookConfig::default(),
         }
@@ -393,6 +398,7 @@ impl AuthConfig {
         RequireLayer::mfa()
             .max_age(self.mfa_max_age)
             .realm(&self.realm)
+            .step_up(self.step_up)
             .pseudonymizer(pseudonymizer.clone())
     }
 
@@ -411,6 +417,7 @@ impl AuthConfig {
             .admin_roles(self.admin_roles.iter().cloned())
             .admin_requires_mfa(self.admin_requires_mfa)
             .realm(&self.realm)
+            .step_up(self.step_up)
             .pseudonymizer(pseudonymizer.clone())
     }
 }

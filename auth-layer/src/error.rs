@@ -139,6 +139,22 @@ impl fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
+/// What a route needing MFA (or fresher MFA) answers a caller without it:
+/// `auth.step_up`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum StepUp {
+    /// 403 with an MFA hint (`mfa-required` problem type): the default.
+    #[default]
+    Forbid,
+    /// 401 with an RFC 9470 step-up challenge
+    /// (`error="insufficient_user_authentication"`, `acr_values="aal2"`,
+    /// `max_age` when freshness is the reason), so a client knows to
+    /// re-authenticate rather than give up.
+    Challenge,
+}
+
 /// Why an authenticated caller was refused (403).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -164,14 +180,28 @@ impl Denial {
         }
     }
 
-    /// Emits this denial's event and returns its problem+json rejection.
+    /// Whether the caller could pass by authenticating again (with a
+    /// second factor, or a fresher one).
+    pub fn is_step_up(self) -> bool {
+        matches!(self, Self::MfaRequired | Self::MfaTooOld)
+    }
+
+    /// Emits this denial's event and returns its problem+json rejection:
+    /// 403 with an `insufficient_scope` challenge, or, for an MFA denial
+    /// under [`StepUp::Challenge`], 401 with an RFC 9470
+    /// `insufficient_user_authentication` challenge naming `acr_values`
+    /// and, when freshness was the reason, the route's `max_age`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn problem(
         self,
         realm: &str,
+        step_up: StepUp,
+        max_age: Option<std::time::Duration>,
         user: Option<&str>,
         route: Option<&str>,
         extensions: &Extensions,
     ) -> Problem {
+        let challenge_step_up = step_up == StepUp::Challenge && self.is_step_up();
         emit!(
             WARN,
             EventName::SECURITY_FORBIDDEN,
@@ -179,7 +209,35 @@ impl Denial {
             reason = self.reason(),
             user = user,
             route = route,
+            step_up = challenge_step_up,
         );
+        if challenge_step_up {
+            let description = match self {
+                Self::MfaTooOld => "A more recent authentication is required",
+                _ => "A second authentication factor is required",
+            };
+            let mut challenge = format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_user_authentication\", error_description=\"{description}\", acr_values=\"aal2\""
+            );
+            if let (Self::MfaTooOld, Some(max_age)) = (self, max_age) {
+                challenge.push_str(&format!(", max_age={}", max_age.as_secs()));
+            }
+            let detail = match self {
+                Self::MfaTooOld => {
+                    "Recent multi-factor authentication required. Verify again and retry."
+                }
+                _ => "Multi-factor authentication required. Verify and retry.",
+            };
+            return Problem::unauthorized()
+                .with_type(types::MFA_REQUIRED)
+                .detail(detail)
+                .header(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_str(&challenge)
+                        .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
+                )
+                .request_id_from(extensions);
+        }
         let (problem, detail) = match self {
             Self::MfaRequired => (
                 Problem::forbidden().with_type(types::MFA_REQUIRED),

@@ -75,7 +75,7 @@ pub mod webhook;
 pub use authenticate::{Authenticate, AuthenticateLayer};
 pub use claims::{ClaimsMapper, SupabaseClaims};
 pub use config::{AuthConfig, AuthConfigError, JwksConfig, WebhookConfig};
-pub use error::{AuthError, Denial};
+pub use error::{AuthError, Denial, StepUp};
 pub use jwks::{Jwks, JwksBuilder};
 pub use jwt::{JwtVerifier, KeySource};
 pub use keys::VerificationKey;

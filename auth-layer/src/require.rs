@@ -51,7 +51,10 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{AuthError, error::Denial};
+use crate::{
+    AuthError,
+    error::{Denial, StepUp},
+};
 
 /// How far in the future an MFA time may be and still count.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
@@ -79,6 +82,7 @@ struct Rule {
     max_age: Option<Duration>,
     admin_roles: Vec<String>,
     admin_requires_mfa: bool,
+    step_up: StepUp,
     realm: String,
     pseudonymizer: Pseudonymizer,
 }
@@ -91,6 +95,7 @@ impl RequireLayer {
                 max_age: None,
                 admin_roles: vec!["admin".into()],
                 admin_requires_mfa: true,
+                step_up: StepUp::Forbid,
                 realm: "api".into(),
                 pseudonymizer: Pseudonymizer::random(),
             }),
@@ -163,6 +168,13 @@ impl RequireLayer {
     /// Whether administrators also need MFA (default `true`).
     pub fn admin_requires_mfa(mut self, required: bool) -> Self {
         self.rule_mut().admin_requires_mfa = required;
+        self
+    }
+
+    /// What a caller lacking (fresh) MFA gets: a 403 (the default), or a
+    /// 401 RFC 9470 step-up challenge ([`StepUp::Challenge`]).
+    pub fn step_up(mut self, step_up: StepUp) -> Self {
+        self.rule_mut().step_up = step_up;
         self
     }
 }
@@ -329,6 +341,8 @@ where
                 let route: Option<&str> = None;
                 let problem = denial.problem(
                     &self.rule.realm,
+                    self.rule.step_up,
+                    self.rule.max_age,
                     Some(&self.rule.pseudonymizer.user(principal.subject())),
                     route,
                     req.extensions(),

@@ -203,3 +203,77 @@ async fn require_layer_without_authentication_fails_closed() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A route needing MFA at most 15 minutes old, answering with an RFC 9470
+/// challenge.
+fn step_up_app() -> axum::Router {
+    use auth_layer::{AuthenticateLayer, RequireLayer, StepUp};
+    axum::Router::new()
+        .route(
+            "/api/integrations/{id}/credentials",
+            axum::routing::get(|| async { "stored" }).route_layer(
+                RequireLayer::mfa()
+                    .max_age(std::time::Duration::from_secs(15 * 60))
+                    .step_up(StepUp::Challenge),
+            ),
+        )
+        .layer(AuthenticateLayer::new(verifier()))
+}
+
+#[tokio::test]
+async fn step_up_challenge_is_401_with_acr_values_and_max_age() {
+    let app = step_up_app();
+    let route = "/api/integrations/gh/credentials";
+    // No second factor: 401, insufficient_user_authentication, aal2.
+    let r = send(&app, get_with(route, Some(&hs256(&claims("user-1"))))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let challenge = r.challenge();
+    assert!(
+        challenge.starts_with("Bearer realm=\"api\", error=\"insufficient_user_authentication\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("acr_values=\"aal2\""), "{challenge}");
+    assert!(!challenge.contains("max_age"), "{challenge}");
+    assert_eq!(r.json()["type"], "urn:guardrails:problem:mfa-required");
+    // A second factor an hour old: the route's max age in seconds too.
+    let r = send(
+        &app,
+        get_with(route, Some(&hs256(&mfa_claims("user-1", 3600)))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(
+        r.challenge().ends_with(", max_age=900"),
+        "{}",
+        r.challenge()
+    );
+    // Fresh MFA passes.
+    let r = send(
+        &app,
+        get_with(route, Some(&hs256(&mfa_claims("user-1", 30)))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn step_up_forbid_is_the_default_403() {
+    let app = app(verifier());
+    let r = send(
+        &app,
+        http::Request::post("/api/integrations/gh/credentials")
+            .header(
+                "authorization",
+                format!("Bearer {}", hs256(&claims("user-1"))),
+            )
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.challenge().contains("insufficient_scope"),
+        "{}",
+        r.challenge()
+    );
+}
