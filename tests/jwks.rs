@@ -353,3 +353,122 @@ async fn symmetric_keys_in_a_jwks_are_ignored() {
         "{status}"
     );
 }
+
+/// An OIDC provider on 127.0.0.1: its discovery document (naming
+/// `issuer`, or its own address when `None`) and its key set, with the
+/// number of times each was read.
+async fn start_oidc(
+    provider: Provider,
+    issuer: Option<&'static str>,
+    discovery_hits: Arc<AtomicUsize>,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let document = json!({
+        "issuer": issuer.map_or(base.clone(), str::to_owned),
+        "jwks_uri": format!("{base}/keys"),
+        "authorization_endpoint": format!("{base}/authorize"),
+    })
+    .to_string();
+    let app = Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let hits = discovery_hits.clone();
+                let document = document.clone();
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    document
+                }
+            }),
+        )
+        .route(
+            "/keys",
+            get(|State(p): State<Provider>| async move {
+                p.hits.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = p.reply.lock().unwrap().clone();
+                (status, body)
+            }),
+        )
+        .with_state(provider);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test]
+async fn oidc_discovery_finds_the_key_set_once() {
+    let provider = Provider::default();
+    let (k1, jwk1) = key(1, "k1");
+    provider.serve_keys(&[&jwk1]);
+    let discovery_hits = Arc::new(AtomicUsize::new(0));
+    let issuer = start_oidc(provider.clone(), None, discovery_hits.clone()).await;
+    let jwks = Jwks::discovery(&issuer)
+        .min_refresh_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let app = app(jwks.clone());
+    let (status, _, body) = call(&app, &token(&k1, "k1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A later key refresh goes straight to the jwks_uri.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    jwks.refresh().await;
+    assert_eq!(provider.hits(), 2, "two key set fetches");
+    assert_eq!(discovery_hits.load(Ordering::SeqCst), 1, "one discovery");
+}
+
+#[tokio::test]
+async fn oidc_discovery_naming_another_issuer_is_refused() {
+    let provider = Provider::default();
+    let (k1, jwk1) = key(1, "k1");
+    provider.serve_keys(&[&jwk1]);
+    let discovery_hits = Arc::new(AtomicUsize::new(0));
+    let issuer = start_oidc(
+        provider.clone(),
+        Some("https://evil.example"),
+        discovery_hits.clone(),
+    )
+    .await;
+    let (guard, logs) = guardrails_testkit::capture::json();
+    let app = app(Jwks::discovery(&issuer).build().unwrap());
+    let (status, _, _) = call(&app, &token(&k1, "k1")).await;
+    drop(guard);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(provider.hits(), 0, "its jwks_uri is never followed");
+    let failed: Vec<_> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l["event"] == "integration.backend_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", logs.text());
+    assert_eq!(
+        failed[0]["reason"],
+        "discovery document names another issuer"
+    );
+}
+
+#[test]
+fn discovery_config_is_checked_against_the_profile() {
+    use guardrails::{GuardrailsConfig, Profile};
+    let config = |issuer: &str, extra: &str| {
+        GuardrailsConfig::from_toml_str(&format!(
+            "profile = \"production\"\n[auth]\nissuer = \"{issuer}\"\naudience = \"api\"\n[auth.jwks]\nissuer_discovery = true\n{extra}"
+        ))
+        .unwrap()
+    };
+    let problems = |c: &GuardrailsConfig| match c.validate_for(Profile::Production) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    };
+    // (Production asks for other things too; none about the key source.)
+    let ok = problems(&config("https://idp.example", ""));
+    assert!(!ok.contains("auth."), "{ok}");
+    assert!(problems(&config("http://idp.example", "")).contains("must be https"));
+    assert!(
+        problems(&config(
+            "https://idp.example",
+            "url = \"https://idp.example/keys\""
+        ))
+        .contains("not both")
+    );
+}

@@ -90,13 +90,20 @@ impl Default for AuthConfig {
     }
 }
 
-/// `[auth.jwks]`: a JWKS endpoint.
+/// `[auth.jwks]`: a JWKS endpoint, configured or found by OIDC discovery.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct JwksConfig {
-    /// The key set URL (https in production).
-    pub url: String,
+    /// The key set URL (https in production); omitted with
+    /// `issuer_discovery`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Find the key set through `{auth.issuer}/.well-known/openid-configuration`
+    /// (its `issuer` must equal `auth.issuer`; its `jwks_uri` is followed,
+    /// https only in production). Default `false`.
+    #[serde(default)]
+    pub issuer_discovery: bool,
     /// How long fetched keys are fresh (default `"10m"`).
     #[serde(with = "humantime_serde", default = "JwksConfig::default_ttl")]
     pub ttl: Duration,
@@ -239,10 +246,31 @@ impl AuthConfig {
             (None, None) => {}
         }
         if let Some(jwks) = &self.jwks {
-            if let Err(e) = Jwks::builder(&jwks.url).build() {
-                problem("auth.jwks.url", e.to_string());
-            } else if prod && !jwks.url.starts_with("https://") {
-                problem("auth.jwks.url", "must be https in production".into());
+            match (&jwks.url, jwks.issuer_discovery, &self.issuer) {
+                (Some(_), true, _) => problem(
+                    "auth.jwks.url",
+                    "set either url or issuer_discovery, not both".into(),
+                ),
+                (None, false, _) => problem(
+                    "auth.jwks.url",
+                    "required (or set issuer_discovery = true with auth.issuer)".into(),
+                ),
+                (None, true, None) => problem(
+                    "auth.jwks.issuer_discovery",
+                    "needs auth.issuer: the discovery document is read from it".into(),
+                ),
+                (None, true, Some(issuer)) => {
+                    if let Err(e) = Jwks::discovery(issuer).https_only(prod).build() {
+                        problem("auth.issuer", format!("issuer discovery: {e}"));
+                    }
+                }
+                (Some(url), false, _) => {
+                    if let Err(e) = Jwks::builder(url).build() {
+                        problem("auth.jwks.url", e.to_string());
+                    } else if prod && !url.starts_with("https://") {
+                        problem("auth.jwks.url", "must be https in production".into());
+                    }
+                }
             }
             if jwks.ttl.is_zero() || jwks.ttl > Duration::from_secs(24 * 3600) {
                 problem(
@@ -365,7 +393,18 @@ impl AuthConfig {
             })?;
             KeySource::from_pem(alg, &pem)?
         } else if let Some(jwks) = &self.jwks {
-            Jwks::builder(&jwks.url)
+            let builder = match (&jwks.url, jwks.issuer_discovery, &self.issuer) {
+                (None, true, Some(issuer)) => {
+                    Jwks::discovery(issuer).https_only(profile == Profile::Production)
+                }
+                (Some(url), false, _) => Jwks::builder(url),
+                _ => {
+                    return Err(AuthConfigError::Jwks(crate::jwks::JwksError(
+                        "set auth.jwks.url, or issuer_discovery = true with auth.issuer".into(),
+                    )));
+                }
+            };
+            builder
                 .ttl(jwks.ttl)
                 .max_stale(jwks.max_stale)
                 .min_refresh_interval(jwks.min_refresh_interval)

@@ -71,7 +71,7 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Why a JWKS source could not be built.
 #[derive(Debug)]
-pub struct JwksError(String);
+pub struct JwksError(pub(crate) String);
 
 impl fmt::Display for JwksError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -85,6 +85,9 @@ impl std::error::Error for JwksError {}
 #[derive(Debug, Clone)]
 pub struct JwksBuilder {
     url: String,
+    /// With OIDC discovery: the issuer the document must name.
+    discovery: Option<String>,
+    https_only: bool,
     ttl: Duration,
     max_stale: Duration,
     min_refresh_interval: Duration,
@@ -118,6 +121,14 @@ impl JwksBuilder {
         self
     }
 
+    /// Refuses a discovered `jwks_uri` that is not https (production).
+    /// The URL given to [`Jwks::builder`] or [`Jwks::discovery`] is checked
+    /// when the source is built.
+    pub fn https_only(mut self, https_only: bool) -> Self {
+        self.https_only = https_only;
+        self
+    }
+
     /// Checks the URL and builds the source. No request is made yet.
     pub fn build(self) -> Result<Jwks, JwksError> {
         let url: Uri = self
@@ -142,6 +153,9 @@ impl JwksBuilder {
         if url.host().is_none() {
             return Err(JwksError(format!("`{}` has no host", redact(&url))));
         }
+        if self.https_only && url.scheme_str() != Some("https") {
+            return Err(JwksError(format!("`{}` must be https", redact(&url))));
+        }
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(self.timeout));
         #[cfg(feature = "https")]
@@ -161,6 +175,9 @@ impl JwksBuilder {
         Ok(Jwks {
             inner: Arc::new(Inner {
                 url,
+                discovery: self.discovery,
+                https_only: self.https_only,
+                jwks_uri: ArcSwapOption::empty(),
                 client: Client::builder(TokioExecutor::new()).build(connector),
                 ttl: self.ttl,
                 max_stale: self.max_stale,
@@ -191,7 +208,13 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 type Connector = HttpConnector;
 
 struct Inner {
+    /// The key set, or with discovery the discovery document.
     url: Uri,
+    /// With OIDC discovery: the issuer the document must name.
+    discovery: Option<String>,
+    https_only: bool,
+    /// With OIDC discovery: the document's `jwks_uri`, once read.
+    jwks_uri: ArcSwapOption<Uri>,
     client: Client<Connector, Empty<Bytes>>,
     ttl: Duration,
     max_stale: Duration,
@@ -273,10 +296,29 @@ impl Jwks {
     pub fn builder(url: impl Into<String>) -> JwksBuilder {
         JwksBuilder {
             url: url.into(),
+            discovery: None,
+            https_only: false,
             ttl: Duration::from_secs(600),
             max_stale: Duration::from_secs(3600),
             min_refresh_interval: Duration::from_secs(30),
             timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Starts building a source found by OIDC discovery: the first fetch
+    /// reads `{issuer}/.well-known/openid-configuration`, refuses a
+    /// document whose `issuer` is not `issuer` exactly, and follows its
+    /// `jwks_uri` (https only with [`https_only`](JwksBuilder::https_only));
+    /// until that succeeds, every fetch retries the discovery.
+    pub fn discovery(issuer: impl Into<String>) -> JwksBuilder {
+        let issuer = issuer.into();
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        JwksBuilder {
+            discovery: Some(issuer),
+            ..Self::builder(url)
         }
     }
 
@@ -308,13 +350,28 @@ impl Jwks {
     pub fn refresh_task(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let period = (self.inner.ttl / 2).max(Duration::from_secs(1));
+        let first_retry = self.inner.min_refresh_interval.max(Duration::from_secs(1));
         async move {
+            // While no key was ever had (the endpoint or discovery failing
+            // at startup), retry with a doubling delay up to `period`.
+            let mut retry = first_retry;
             loop {
-                match weak.upgrade() {
-                    Some(inner) => Jwks { inner }.refresh().await,
+                let delay = match weak.upgrade() {
+                    Some(inner) => {
+                        let jwks = Jwks { inner };
+                        jwks.refresh().await;
+                        if jwks.inner.cache.load().is_none() {
+                            let delay = retry;
+                            retry = (retry * 2).min(period);
+                            delay
+                        } else {
+                            retry = first_retry;
+                            period
+                        }
+                    }
                     None => return,
-                }
-                tokio::time::sleep(period).await;
+                };
+                tokio::time::sleep(delay).await;
             }
         }
     }
@@ -439,8 +496,10 @@ impl Jwks {
         self.inner.done.send_modify(|generation| *generation += 1);
     }
 
-    async fn fetch(&self) -> Result<Snapshot, &'static str> {
-        let req = http::Request::get(self.inner.url.clone())
+    /// A GET of `url` answering 200 with a JSON body of at most
+    /// `MAX_JWKS_BYTES`.
+    async fn get_json(&self, url: Uri) -> Result<Bytes, &'static str> {
+        let req = http::Request::get(url)
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|_| "bad request")?;
@@ -453,11 +512,52 @@ impl Jwks {
         if res.status() != StatusCode::OK {
             return Err("unexpected status");
         }
-        let body = Limited::new(res.into_body(), MAX_JWKS_BYTES)
+        Ok(Limited::new(res.into_body(), MAX_JWKS_BYTES)
             .collect()
             .await
             .map_err(|_| "body too large or interrupted")?
-            .to_bytes();
+            .to_bytes())
+    }
+
+    /// The key set's URL: as configured, or the discovered `jwks_uri`
+    /// (read once, then kept).
+    async fn key_set_url(&self) -> Result<Uri, &'static str> {
+        let Some(issuer) = &self.inner.discovery else {
+            return Ok(self.inner.url.clone());
+        };
+        if let Some(uri) = self.inner.jwks_uri.load_full() {
+            return Ok((*uri).clone());
+        }
+        #[derive(serde::Deserialize)]
+        struct Document {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let body = self.get_json(self.inner.url.clone()).await?;
+        let document: Document =
+            serde_json::from_slice(&body).map_err(|_| "not an OpenID configuration")?;
+        if document.issuer != *issuer {
+            return Err("discovery document names another issuer");
+        }
+        let uri: Uri = document
+            .jwks_uri
+            .parse()
+            .map_err(|_| "jwks_uri is not a URL")?;
+        let scheme_ok = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => !self.inner.https_only,
+            _ => false,
+        };
+        if !scheme_ok || uri.host().is_none() {
+            return Err("jwks_uri is not an allowed http(s) URL");
+        }
+        self.inner.jwks_uri.store(Some(Arc::new(uri.clone())));
+        Ok(uri)
+    }
+
+    async fn fetch(&self) -> Result<Snapshot, &'static str> {
+        let url = self.key_set_url().await?;
+        let body = self.get_json(url).await?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|_| "not a JWK set")?;
         let mut by_kid = HashMap::new();
         let mut keys = Vec::new();
