@@ -28,7 +28,7 @@ use axum::{
 use guardrails::{
     Guardrails, GuardrailsConfig, GuardrailsLayer, ValidConfig,
     auth_layer::VerifyWebhookLayer,
-    guardrail_core::{Principal, Problem, Pseudonymizer},
+    guardrail_core::{Principal, Problem, Pseudonymizer, RedisConnection},
     pii_trace_layer::{Scrubber, init_json_logging},
 };
 use serde_json::json;
@@ -66,12 +66,13 @@ async fn main() -> ExitCode {
         tasks,
         pseudonymizer,
         auth: authenticate,
+        redis,
         ..
     } = guardrails;
     // Route coverage, visible at startup: everything else needs a token.
     let public: Vec<String> = authenticate.public_routes().patterns().collect();
     tracing::info!(public_routes = ?public, "authentication required on every route except these");
-    let app = app(&config, &pseudonymizer).layer(layer);
+    let app = app(&config, &pseudonymizer, redis).layer(layer);
 
     let listen = std::env::var("GUARDRAILS_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = match tokio::net::TcpListener::bind(&listen).await {
@@ -137,7 +138,11 @@ async fn main() -> ExitCode {
 /// The routes, with their route-level requirements; the stack goes around
 /// them. `pseudonymizer` is the stack's, so denials name users as the
 /// request log does.
-fn app(config: &ValidConfig, pseudonymizer: &Pseudonymizer) -> Router {
+fn app(
+    config: &ValidConfig,
+    pseudonymizer: &Pseudonymizer,
+    redis: Option<RedisConnection>,
+) -> Router {
     let auth = &config.auth;
     Router::new()
         .route("/api/health", get(health))
@@ -156,7 +161,7 @@ fn app(config: &ValidConfig, pseudonymizer: &Pseudonymizer) -> Router {
         )
         .route(
             "/api/webhooks/stripe",
-            post(stripe_webhook).route_layer(VerifyWebhookLayer::from_config(&auth.webhook)),
+            post(stripe_webhook).route_layer(VerifyWebhookLayer::from_config(&auth.webhook, redis)),
         )
         .fallback(not_found)
 }

@@ -126,7 +126,6 @@ struct Wiring<'a> {
 
 impl Wiring<'_> {
     /// The shared `[redis]` connection, prepared once, if a layer uses it.
-    #[cfg_attr(not(feature = "ratelimit-layer"), allow(dead_code))]
     fn redis(
         &mut self,
         needed: bool,
@@ -217,6 +216,10 @@ pub struct Guardrails {
     /// The authentication layer of the stack, e.g. to log its public routes.
     #[cfg(feature = "auth-layer")]
     pub auth: auth_layer::AuthenticateLayer,
+    /// The one `[redis]` connection, prepared when a configured layer uses
+    /// it (Redis rate limits, `auth.webhook.replay_store = "redis"`): hand
+    /// it to route layers (`VerifyWebhookLayer::from_config`).
+    pub redis: Option<guardrail_core::RedisConnection>,
 }
 
 impl GuardrailsLayer {
@@ -244,7 +247,9 @@ impl GuardrailsLayer {
             redis: None,
         };
         let layers = build_layers(&mut wiring)?;
+        let redis = wiring.redis(config.uses_redis())?;
         Ok(Guardrails {
+            redis,
             #[cfg(feature = "auth-layer")]
             auth: wiring.auth()?,
             layer: GuardrailsLayer { layers },

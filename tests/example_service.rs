@@ -660,3 +660,80 @@ fn step_up_challenge_when_configured() {
     );
     assert_eq!(svc.send("POST", route, &fresh, "").0, 201);
 }
+
+/// A `Stripe-Signature` header for `body`, signed now with the example's
+/// webhook secret.
+fn stripe_signature(body: &str) -> String {
+    use hmac::Mac;
+    let t = jsonwebtoken::get_current_timestamp();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!(
+        "Stripe-Signature: t={t},v1={}\r\n",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+#[test]
+fn a_webhook_accepted_by_one_replica_is_refused_by_the_other() {
+    let prefix = format!("guardrails-test:webhook:{}", std::process::id());
+    let replica = |redis_url: &str| {
+        let mut cmd = command();
+        cmd.env("GUARDRAILS__AUTH__WEBHOOK__REPLAY_STORE", "redis")
+            .env("GUARDRAILS__REDIS__KEY_PREFIX", &prefix)
+            .env("GUARDRAILS__REDIS__TIMEOUT", "1s")
+            .env("REDIS_URL", redis_url);
+        Running::start(cmd)
+    };
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let (a, b) = (replica(&url), replica(&url));
+    let body = format!(
+        r#"{{"id":"evt_{}","type":"invoice.paid"}}"#,
+        std::process::id()
+    );
+    let header = stripe_signature(&body);
+    let (status, _, reply) = a.send("POST", "/api/webhooks/stripe", &header, &body);
+    assert_eq!(status, 200, "{reply}");
+    let (status, _, reply) = b.send("POST", "/api/webhooks/stripe", &header, &body);
+    assert_eq!(status, 400, "the other replica refuses the replay: {reply}");
+    assert!(reply.contains("verification failed"), "{reply}");
+    // A new delivery goes through on either.
+    let other = format!(
+        r#"{{"id":"evt_{}b","type":"invoice.paid"}}"#,
+        std::process::id()
+    );
+    assert_eq!(
+        b.send(
+            "POST",
+            "/api/webhooks/stripe",
+            &stripe_signature(&other),
+            &other
+        )
+        .0,
+        200
+    );
+
+    // Redis unreachable: refused with 503 and Retry-After (the default
+    // `redis_failure = "refuse"`), and logged.
+    let mut down = replica("redis://127.0.0.1:1");
+    let fresh = format!(
+        r#"{{"id":"evt_{}c","type":"invoice.paid"}}"#,
+        std::process::id()
+    );
+    let (status, head, _) = down.send(
+        "POST",
+        "/api/webhooks/stripe",
+        &stripe_signature(&fresh),
+        &fresh,
+    );
+    assert_eq!(status, 503);
+    assert!(head.contains("retry-after: 30"), "{head}");
+    let (_, logs) = down.terminate();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("integration.backend_failed")
+                && l.contains("webhook_replay")
+                && l.contains("\"fallback\":\"refuse\"")),
+        "{logs}"
+    );
+}

@@ -3,15 +3,15 @@
 use std::{path::PathBuf, str::FromStr, time::Duration};
 
 use guardrail_core::{
-    Pseudonymizer, Secret, SecretRef,
+    Pseudonymizer, RedisConnection, Secret, SecretRef,
     config::{ConfigProblem, Profile},
 };
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use crate::{
-    AuthenticateLayer, Jwks, JwtVerifier, KeySource, PatternError, PublicRoutes, RequireLayer,
-    StepUp, SupabaseClaims, VerifyWebhookLayer,
+    AuthenticateLayer, Jwks, JwtVerifier, KeySource, PatternError, PublicRoutes, ReplayFallback,
+    ReplayStore, RequireLayer, StepUp, SupabaseClaims, VerifyWebhookLayer,
     jwt::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES},
     webhook::Stripe,
     webhook::{DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_CAPACITY, DEFAULT_TOLERANCE},
@@ -149,6 +149,20 @@ pub struct WebhookConfig {
     pub max_body_bytes: usize,
     /// Accepted signatures remembered to refuse replays (default 10000).
     pub replay_capacity: usize,
+    /// Where accepted deliveries are remembered: `"local"` (default, this
+    /// process) or `"redis"` (the `[redis]` section, every replica).
+    pub replay_store: ReplayStore,
+    /// With `replay_store = "redis"`, while Redis fails: `"refuse"`
+    /// (default: 503, the sender retries) or `"local"` (this replica's
+    /// cache only).
+    pub redis_failure: ReplayFallback,
+}
+
+impl WebhookConfig {
+    /// Whether the layer needs the `[redis]` connection.
+    pub fn uses_redis(&self) -> bool {
+        self.replay_store == ReplayStore::Redis
+    }
 }
 
 impl Default for WebhookConfig {
@@ -158,6 +172,8 @@ impl Default for WebhookConfig {
             tolerance: DEFAULT_TOLERANCE,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
+            replay_store: ReplayStore::Local,
+            redis_failure: ReplayFallback::Refuse,
         }
     }
 }
@@ -462,10 +478,15 @@ impl AuthConfig {
 }
 
 impl VerifyWebhookLayer<Stripe> {
-    /// The Stripe webhook layer of an `[auth.webhook]` section.
+    /// The Stripe webhook layer of an `[auth.webhook]` section, with the
+    /// stack's `[redis]` connection for `replay_store = "redis"`
+    /// ([`Guardrails::redis`]; without one, every delivery is refused as
+    /// if Redis were down, and that is logged).
     /// Unresolvable secrets are left out (with a warning; production
     /// validation refuses them); with none left every delivery is refused.
-    pub fn from_config(config: &WebhookConfig) -> Self {
+    ///
+    /// [`Guardrails::redis`]: https://docs.rs/floyo-guardrails
+    pub fn from_config(config: &WebhookConfig, redis: Option<RedisConnection>) -> Self {
         let secrets: Vec<Secret> = config
             .secrets
             .iter()
@@ -475,10 +496,14 @@ impl VerifyWebhookLayer<Stripe> {
                     .ok()
             })
             .collect();
-        VerifyWebhookLayer::stripe(secrets)
+        let layer = VerifyWebhookLayer::stripe(secrets)
             .tolerance(config.tolerance)
             .max_body_bytes(config.max_body_bytes)
-            .replay_capacity(config.replay_capacity)
+            .replay_capacity(config.replay_capacity);
+        match config.replay_store {
+            ReplayStore::Redis => layer.replay_store(redis, config.redis_failure),
+            _ => layer,
+        }
     }
 }
 

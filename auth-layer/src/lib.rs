@@ -82,5 +82,6 @@ pub use keys::VerificationKey;
 pub use public::{PatternError, PublicRoutes};
 pub use require::{Require, RequireLayer};
 pub use webhook::{
-    GitHub, SignatureScheme, Stripe, VerifyWebhook, VerifyWebhookLayer, WebhookError,
+    GitHub, ReplayFallback, ReplayStore, SignatureScheme, Stripe, VerifyWebhook,
+    VerifyWebhookLayer, WebhookError,
 };

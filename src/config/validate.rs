@@ -136,9 +136,13 @@ impl GuardrailsConfig {
     }
 
     /// Whether a layer is configured to use `[redis]`.
-    fn uses_redis(&self) -> bool {
+    pub(crate) fn uses_redis(&self) -> bool {
         #[cfg(feature = "ratelimit-layer")]
         if self.rate_limit.uses_redis() {
+            return true;
+        }
+        #[cfg(feature = "auth-layer")]
+        if self.auth.webhook.uses_redis() {
             return true;
         }
         false

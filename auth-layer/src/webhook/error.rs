@@ -20,6 +20,10 @@ pub enum WebhookError {
     TooLarge,
     /// The body could not be read.
     UnreadableBody,
+    /// The shared replay store (Redis) failed and the layer is set to
+    /// refuse rather than fall back to its local cache: 503, the sender
+    /// retries later.
+    ReplayStoreUnavailable,
 }
 
 impl WebhookError {
@@ -33,6 +37,7 @@ impl WebhookError {
             Self::Replayed => "replayed",
             Self::TooLarge => "too_large",
             Self::UnreadableBody => "unreadable_body",
+            Self::ReplayStoreUnavailable => "replay_store_unavailable",
         }
     }
 
@@ -47,6 +52,8 @@ impl WebhookError {
             Self::TooLarge => {
                 Problem::payload_too_large().detail("The webhook payload is too large.")
             }
+            Self::ReplayStoreUnavailable => Problem::service_unavailable(30)
+                .detail("The webhook can't be accepted right now. Retry later."),
             _ => Problem::bad_request().detail("Webhook signature verification failed."),
         };
         problem.request_id_from(extensions)

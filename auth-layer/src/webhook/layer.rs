@@ -7,14 +7,14 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use guardrail_core::Secret;
+use guardrail_core::{EventName, RedisConnection, Secret, emit};
 use hmac::Mac;
 use subtle::ConstantTimeEq;
 use tower_layer::Layer;
 
 use super::{
     GitHub, SignatureHeader, SignatureScheme, Stripe, VerifyWebhook, WebhookError,
-    replay::{ReplayCache, delivery_id},
+    replay::{ReplayCache, ReplayFallback, SharedReplay, delivery_id},
     scheme::HmacSha256,
 };
 
@@ -40,6 +40,8 @@ pub(super) struct Shared<Sch> {
     replay_capacity: usize,
     /// Shared by every copy of the layer, whatever its settings.
     replay: Arc<Mutex<ReplayCache>>,
+    /// Shared by every replica, when configured.
+    shared_replay: Option<SharedReplay>,
 }
 
 impl<Sch> Clone for Shared<Sch> {
@@ -51,6 +53,7 @@ impl<Sch> Clone for Shared<Sch> {
             max_body_bytes: self.max_body_bytes,
             replay_capacity: self.replay_capacity,
             replay: Arc::clone(&self.replay),
+            shared_replay: self.shared_replay.clone(),
         }
     }
 }
@@ -74,6 +77,10 @@ impl<Sch: fmt::Debug> fmt::Debug for VerifyWebhookLayer<Sch> {
             .field("tolerance", &self.shared.tolerance)
             .field("max_body_bytes", &self.shared.max_body_bytes)
             .field("replay_capacity", &self.shared.replay_capacity)
+            .field(
+                "shared_replay",
+                &self.shared.shared_replay.as_ref().map(|r| r.fallback),
+            )
             .finish()
     }
 }
@@ -109,6 +116,7 @@ impl<Sch: SignatureScheme> VerifyWebhookLayer<Sch> {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 replay_capacity: DEFAULT_REPLAY_CAPACITY,
                 replay: Arc::new(Mutex::new(ReplayCache::default())),
+                shared_replay: None,
             }),
         }
     }
@@ -133,6 +141,38 @@ impl<Sch: SignatureScheme> VerifyWebhookLayer<Sch> {
         self
     }
 
+    /// Remembers accepted deliveries in Redis as well, so a delivery
+    /// replayed to another replica is refused too (`SET NX PX`, a key per
+    /// delivery under `<key_prefix>:webhook:`, kept twice the timestamp
+    /// tolerance, or a day for schemes without a timestamp). While Redis
+    /// fails, `fallback` decides: refuse with 503 (the sender retries) or
+    /// check this replica's cache only; either way it is logged
+    /// (`integration.backend_failed`, backend `redis`).
+    pub fn shared_replay(self, redis: RedisConnection, fallback: ReplayFallback) -> Self {
+        self.replay_store(Some(redis), fallback)
+    }
+
+    /// [`shared_replay`](Self::shared_replay) where the connection may be
+    /// missing: then every check counts as a Redis failure (`fallback`).
+    pub(crate) fn replay_store(
+        mut self,
+        redis: Option<RedisConnection>,
+        fallback: ReplayFallback,
+    ) -> Self {
+        let s = self.shared_mut();
+        let ttl = if s.scheme.has_timestamp() {
+            s.tolerance.saturating_mul(2).max(Duration::from_secs(60))
+        } else {
+            Duration::from_secs(24 * 3600)
+        };
+        s.shared_replay = Some(SharedReplay {
+            redis,
+            fallback,
+            ttl,
+        });
+        self
+    }
+
     /// How many accepted signatures are remembered to refuse replays
     /// (default 10 000).
     pub fn replay_capacity(mut self, capacity: usize) -> Self {
@@ -143,7 +183,8 @@ impl<Sch: SignatureScheme> VerifyWebhookLayer<Sch> {
 }
 
 impl<Sch: SignatureScheme> Shared<Sch> {
-    /// Verifies and records the delivery; returns its replay id.
+    /// Verifies the delivery's timestamp and signature; returns its replay
+    /// id (see [`record`](Self::record)).
     pub(super) fn verify(
         &self,
         header: &SignatureHeader,
@@ -171,10 +212,35 @@ impl<Sch: SignatureScheme> Shared<Sch> {
         }
         // Remember the delivery, not the signature that matched: while
         // secrets rotate one delivery carries several valid signatures.
-        let id = delivery_id(header.timestamp, body);
+        Ok(delivery_id(header.timestamp, body))
+    }
+
+    /// Records a verified delivery: refused if it was accepted before, by
+    /// this replica or (with [`shared_replay`](VerifyWebhookLayer::shared_replay))
+    /// any other.
+    pub(super) async fn record(&self, id: &[u8; 32]) -> Result<(), WebhookError> {
+        if let Some(shared) = &self.shared_replay {
+            match shared.insert(id).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => return Err(WebhookError::Replayed),
+                Err(reason) => {
+                    emit!(
+                        WARN,
+                        EventName::INTEGRATION_BACKEND_FAILED,
+                        backend = "redis",
+                        purpose = "webhook_replay",
+                        reason = %reason,
+                        fallback = shared.fallback.as_str(),
+                    );
+                    if shared.fallback == ReplayFallback::Refuse {
+                        return Err(WebhookError::ReplayStoreUnavailable);
+                    }
+                }
+            }
+        }
         let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
-        if replay.insert(&id, self.replay_capacity) {
-            Ok(id)
+        if replay.insert(id, self.replay_capacity) {
+            Ok(())
         } else {
             Err(WebhookError::Replayed)
         }
@@ -183,6 +249,9 @@ impl<Sch: SignatureScheme> Shared<Sch> {
     /// Forgets a delivery the handler did not accept, so its retry is not a
     /// "replay".
     pub(super) fn forget(&self, id: &[u8; 32]) {
+        if let Some(shared) = &self.shared_replay {
+            shared.remove(id);
+        }
         let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
         replay.remove(id);
     }

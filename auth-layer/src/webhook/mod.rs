@@ -63,5 +63,6 @@ pub use future::{Delivered, ResponseFuture};
 pub use layer::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_CAPACITY, DEFAULT_TOLERANCE, VerifyWebhookLayer,
 };
+pub use replay::{ReplayFallback, ReplayStore};
 pub use scheme::{GitHub, SignatureHeader, SignatureScheme, Stripe};
 pub use service::VerifyWebhook;

@@ -25,6 +25,11 @@ pub trait SignatureScheme: Send + Sync + 'static {
     fn read(&self, headers: &HeaderMap) -> Result<SignatureHeader, WebhookError>;
     /// Feeds the signed content into `mac`.
     fn signed_content(&self, timestamp: Option<i64>, body: &[u8], mac: &mut HmacSha256);
+    /// Whether deliveries carry a signed timestamp (then a replay is only
+    /// possible within the tolerance). Default `true`.
+    fn has_timestamp(&self) -> bool {
+        true
+    }
 }
 
 fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, WebhookError> {
@@ -90,6 +95,10 @@ impl SignatureScheme for Stripe {
 pub struct GitHub;
 
 impl SignatureScheme for GitHub {
+    fn has_timestamp(&self) -> bool {
+        false
+    }
+
     fn read(&self, headers: &HeaderMap) -> Result<SignatureHeader, WebhookError> {
         let value = single(headers, &HeaderName::from_static("x-hub-signature-256"))?;
         let hex = value

@@ -102,6 +102,9 @@ where
                 Ok(id) => id,
                 Err(e) => return reject(e),
             };
+            if let Err(e) = shared.record(&id).await {
+                return reject(e);
+            }
             let future = inner.call(Request::from_parts(parts, ReqBody::from(bytes)));
             Ok(Pass::new(Delivered { future, id, shared }))
         }))

@@ -236,3 +236,79 @@ fn replay_cache_is_bounded() {
     assert_eq!(cache.seen.len(), 10);
     assert!(!cache.insert(&99u32.to_be_bytes(), 10));
 }
+
+/// The shared replay store against the Redis the test scripts start.
+#[cfg(feature = "redis")]
+mod shared_replay {
+    use super::*;
+    use crate::webhook::ReplayFallback;
+    use guardrail_core::{RedisConfig, RedisConnection};
+
+    fn redis(url: &str, test: &str) -> RedisConnection {
+        let mut config = RedisConfig::default();
+        config.key_prefix = format!("guardrails-test:{test}:{}", std::process::id());
+        config.timeout = Duration::from_secs(1);
+        RedisConnection::open(url, &config).unwrap()
+    }
+
+    fn url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    /// A replica: its own layer (and local cache) on the shared store.
+    fn replica(redis: &RedisConnection, fallback: ReplayFallback) -> VerifyWebhookLayer {
+        stripe_layer().shared_replay(redis.clone(), fallback)
+    }
+
+    #[tokio::test]
+    async fn a_delivery_the_handler_refused_can_be_retried_on_another_replica() {
+        let redis = redis(&url(), "webhook-forget");
+        let (a, b) = (
+            replica(&redis, ReplayFallback::Refuse),
+            replica(&redis, ReplayFallback::Refuse),
+        );
+        let body = format!(r#"{{"id":"evt_forget_{}"}}"#, std::process::id());
+        let header = stripe_header(b"whsec_a", now(), &body);
+        let failing = a.layer(service_fn(|_req: Request<Full<Bytes>>| async {
+            let mut res = Response::new(Full::new(Bytes::new()));
+            *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            Ok::<_, Infallible>(res)
+        }));
+        let req = post(("stripe-signature", &header), &body);
+        assert_eq!(failing.oneshot(req).await.unwrap().status(), 500);
+        // The key is deleted in the background; wait for it, yielding.
+        let mut conn = redis.manager();
+        for _ in 0..1000 {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}*", redis.key_prefix("webhook")))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            stripe_status(&b, &header, &body).await,
+            200,
+            "the retry is no replay"
+        );
+        assert_eq!(stripe_status(&a, &header, &body).await, 400, "now it is");
+    }
+
+    #[tokio::test]
+    async fn while_redis_fails_the_fallback_applies() {
+        let down = redis("redis://127.0.0.1:1", "webhook-down");
+        let body = r#"{"id":"evt_down"}"#;
+        let header = stripe_header(b"whsec_a", now(), body);
+        // Refuse (the default of the config): 503, the sender retries.
+        let refuse = replica(&down, ReplayFallback::Refuse);
+        let (status, reply) = deliver(&refuse, ("stripe-signature", &header), body).await;
+        assert_eq!(status, 503, "{reply}");
+        // Local: this replica's cache decides.
+        let local = replica(&down, ReplayFallback::Local);
+        assert_eq!(stripe_status(&local, &header, body).await, 200);
+        assert_eq!(stripe_status(&local, &header, body).await, 400);
+    }
+}
