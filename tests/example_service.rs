@@ -216,6 +216,29 @@ fn bad_config_file_refuses_to_start() {
         err.contains("server.listen") || err.contains("`listen`"),
         "{err}"
     );
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.contains("listening"),
+        "no `listening` before a refusal: {out}"
+    );
+}
+
+#[test]
+fn unknown_env_overrides_are_all_named_at_startup() {
+    let out = command()
+        .env("GUARDRAILS__INTEGRATIONS__WEATHER__URL", "http://x")
+        .env("GUARDRAILS__SERVER__GRACE", "5s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for var in [
+        "GUARDRAILS__INTEGRATIONS__WEATHER__URL",
+        "GUARDRAILS__SERVER__GRACE",
+    ] {
+        assert!(err.contains(var), "{var} not named: {err}");
+    }
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
 }
 
 #[test]
