@@ -124,6 +124,8 @@ pub(super) struct KeyFamily {
     class: Class,
     /// A regex alternation of the keys, spelling variants included.
     keys: &'static str,
+    /// The syntaxes its values are read in.
+    forms: &'static [&'static str],
     kind: Kind,
     validate: fn(&str) -> bool,
 }
@@ -133,36 +135,42 @@ pub(super) static KEY_FAMILIES: &[KeyFamily] = &[
     KeyFamily {
         class: Class::Secret,
         keys: secret_keys!(),
+        forms: FORMS,
         kind: Kind::Group("[redacted]"),
         validate: any,
     },
     KeyFamily {
         class: Class::Ssn,
         keys: ssn_keys!(),
+        forms: FORMS,
         kind: Kind::Group("[ssn]"),
         validate: nine_digits,
     },
     KeyFamily {
         class: Class::Name,
         keys: name_keys!(),
+        forms: FORMS,
         kind: Kind::Pseudonym("name"),
         validate: name_like,
     },
     KeyFamily {
         class: Class::UserId,
         keys: identity_keys!(),
+        forms: FORMS,
         kind: Kind::Pseudonym("usr"),
         validate: not_placeholder,
     },
     KeyFamily {
         class: Class::UserId,
         keys: weak_identity_keys!(),
+        forms: FORMS,
         kind: Kind::Pseudonym("usr"),
         validate: id_or_name_shaped,
     },
     KeyFamily {
         class: Class::Name,
         keys: person_keys!(),
+        forms: PERSON_FORMS,
         kind: Kind::Pseudonym("name"),
         validate: name_shaped,
     },
@@ -198,14 +206,64 @@ const FORMS: &[&str] = &[
     r"<(?:[A-Za-z0-9_-]+:)?{k}(?:[ \t][^<>]*)?>(?P<value>[^<>\r\n]+)</",
 ];
 
+/// A person's name: two to four capitalised words (checked again by
+/// [`name_shaped`]).
+macro_rules! person_name {
+    ($sep:literal) => {
+        concat!(r"\p{Lu}[\p{L}.'-]*(?:", $sep, r"\p{Lu}[\p{L}.'-]*){1,3}")
+    };
+}
+
+/// The syntaxes of [`FORMS`] with only a name-shaped value: `"name":
+/// "request"` (a span's name) is then no candidate at all, which keeps
+/// JSON logs cheap to scan.
+const PERSON_FORMS: &[&str] = &[
+    concat!(
+        r#"(?P<jsonkey>)"{k}"[\t\n\r ]*:[\t\n\r ]*(?P<value>""#,
+        person_name!(" "),
+        r#"")"#
+    ),
+    concat!(
+        r#"(?P<jsonkey>)\\"{k}\\"[\t\n\r ]*:[\t\n\r ]*(?P<value>\\""#,
+        person_name!(" "),
+        r#"\\")"#
+    ),
+    concat!(
+        r#"(?-u:\b){k}\]?[ \t]*(?:=|:)[ \t]*(?P<value>""#,
+        person_name!(" "),
+        r#""|\\""#,
+        person_name!(" "),
+        r#"\\"|'"#,
+        person_name!(" "),
+        r#"'|"#,
+        person_name!("(?:\\+|%20)"),
+        r#"|"#,
+        person_name!(" "),
+        r#")"#
+    ),
+    concat!(
+        r#"(?:"{k}"[ \t]*=>|'{k}'[ \t]*(?:=>|:))[ \t]*(?P<value>""#,
+        person_name!(" "),
+        r#""|'"#,
+        person_name!(" "),
+        r#"')"#
+    ),
+    concat!(
+        r"<(?:[A-Za-z0-9_-]+:)?{k}(?:[ \t][^<>]*)?>(?P<value>",
+        person_name!(" "),
+        r")</"
+    ),
+];
+
 /// The rules of one key family: one per form.
 pub(super) fn key_rules(
     class: Class,
     keys: &str,
+    forms: &[&str],
     kind: &RuleKind,
     validate: fn(&str) -> bool,
 ) -> Vec<Rule> {
-    FORMS
+    forms
         .iter()
         .map(|form| Rule {
             class,
@@ -795,12 +853,18 @@ pub(super) fn rules(config: &super::ScrubConfig) -> Result<Vec<Rule>, String> {
     if !config.secret_keys.is_empty() {
         let keys = format!("(?i-u:{})", configured(&config.secret_keys));
         let kind = RuleKind::Group("[redacted]".into());
-        rules.extend(key_rules(Class::Secret, &keys, &kind, not_null));
+        rules.extend(key_rules(Class::Secret, &keys, FORMS, &kind, not_null));
     }
     if !config.identity_keys.is_empty() {
         let keys = format!("(?i-u:{})", configured(&config.identity_keys));
         let kind = RuleKind::Pseudonym("usr".into());
-        rules.extend(key_rules(Class::UserId, &keys, &kind, not_placeholder));
+        rules.extend(key_rules(
+            Class::UserId,
+            &keys,
+            FORMS,
+            &kind,
+            not_placeholder,
+        ));
     }
     for (i, custom) in config.rules.iter().enumerate() {
         let re = regex::Regex::new(&custom.pattern)
@@ -843,7 +907,13 @@ pub(super) fn rules(config: &super::ScrubConfig) -> Result<Vec<Rule>, String> {
     rules.extend(LEADING.iter().filter(|d| on(&d.class)).map(detector_rule));
     for family in KEY_FAMILIES.iter().filter(|f| on(&f.class)) {
         let kind = family.kind.at_run_time(family.class, false);
-        rules.extend(key_rules(family.class, family.keys, &kind, family.validate));
+        rules.extend(key_rules(
+            family.class,
+            family.keys,
+            family.forms,
+            &kind,
+            family.validate,
+        ));
     }
     rules.extend(DETECTORS.iter().filter(|d| on(&d.class)).map(detector_rule));
     Ok(rules)

@@ -270,7 +270,13 @@ impl Scrubber {
                 continue;
             };
             let raw = value.as_str();
-            let inner = raw.trim_matches('"');
+            // `\"…\"`: a quoted value inside a JSON string.
+            let escaped = raw.len() >= 4 && raw.starts_with("\\\"") && raw.ends_with("\\\"");
+            let inner = if escaped {
+                &raw[2..raw.len() - 2]
+            } else {
+                raw.trim_matches('"')
+            };
             if inner.is_empty()
                 || already_scrubbed(inner)
                 || matches!(inner, "null" | "true" | "false")
@@ -279,7 +285,11 @@ impl Scrubber {
             }
             let pseudonym = self.pseudonymizer.pseudonym("usr", inner);
             out.push_str(&object[copied..value.start()]);
-            if json || raw.starts_with('"') {
+            if escaped {
+                out.push_str("\\\"");
+                out.push_str(&pseudonym);
+                out.push_str("\\\"");
+            } else if json || raw.starts_with('"') {
                 out.push('"');
                 out.push_str(&pseudonym);
                 out.push('"');
@@ -443,7 +453,7 @@ impl Scrubber {
 }
 
 /// An id field inside a user object: JSON, `key: value` or `key=value`.
-const ID_FIELD: &str = r#"(?P<key>(?:^|[{,\t\n\r ])"?(?i:id|login|username|uid|user_?id|value|name|display_?name|full_?name)"?[\t\n\r ]*[:=][\t\n\r ]*)(?P<value>"(?:[^"\\]|\\.)*"|[^,}\t\n\r ]+)"#;
+const ID_FIELD: &str = r#"(?P<key>(?:^|[{,\t\n\r ])"?(?i:id|login|username|uid|user_?id|value|name|display_?name|full_?name)"?[\t\n\r ]*[:=][\t\n\r ]*)(?P<value>"(?:[^"\\]|\\.)*"|\\"(?:[^"\\]|\\[^"])*\\"|[^,}\t\n\r ]+)"#;
 
 /// `text` with each `\n`, `\r` escape pair turned into that line break
 /// and a space, and `\t` into two spaces (an escaped backslash stays as it
