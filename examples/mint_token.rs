@@ -84,7 +84,7 @@ fn claims(options: &Options, now: u64) -> serde_json::Value {
         "sub": options.sub,
         "aud": options.aud,
         "iat": now,
-        "exp": now + options.ttl.as_secs(),
+        "exp": now.saturating_add(options.ttl.as_secs()),
         "role": "authenticated",
         "aal": if options.mfa { "aal2" } else { "aal1" },
         "amr": methods,

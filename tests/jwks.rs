@@ -403,6 +403,7 @@ async fn oidc_discovery_finds_the_key_set_once() {
     let discovery_hits = Arc::new(AtomicUsize::new(0));
     let issuer = start_oidc(provider.clone(), None, discovery_hits.clone()).await;
     let jwks = Jwks::discovery(&issuer)
+        .https_only(false) // the local provider speaks http
         .min_refresh_interval(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -430,7 +431,7 @@ async fn oidc_discovery_naming_another_issuer_is_refused() {
     )
     .await;
     let (guard, logs) = guardrails_testkit::capture::json();
-    let app = app(Jwks::discovery(&issuer).build().unwrap());
+    let app = app(Jwks::discovery(&issuer).https_only(false).build().unwrap());
     let (status, _, _) = call(&app, &token(&k1, "k1")).await;
     drop(guard);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

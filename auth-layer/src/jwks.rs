@@ -308,8 +308,9 @@ impl Jwks {
     /// Starts building a source found by OIDC discovery: the first fetch
     /// reads `{issuer}/.well-known/openid-configuration`, refuses a
     /// document whose `issuer` is not `issuer` exactly, and follows its
-    /// `jwks_uri` (https only with [`https_only`](JwksBuilder::https_only));
-    /// until that succeeds, every fetch retries the discovery.
+    /// `jwks_uri` (https only unless [`https_only(false)`](JwksBuilder::https_only),
+    /// for development). Until that succeeds, and again after a key-set
+    /// fetch fails, a fetch reads the discovery document first.
     pub fn discovery(issuer: impl Into<String>) -> JwksBuilder {
         let issuer = issuer.into();
         let url = format!(
@@ -318,6 +319,7 @@ impl Jwks {
         );
         JwksBuilder {
             discovery: Some(issuer),
+            https_only: true,
             ..Self::builder(url)
         }
     }
@@ -362,7 +364,7 @@ impl Jwks {
                         jwks.refresh().await;
                         if jwks.inner.cache.load().is_none() {
                             let delay = retry;
-                            retry = (retry * 2).min(period);
+                            retry = retry.saturating_mul(2).min(period);
                             delay
                         } else {
                             retry = first_retry;
@@ -557,7 +559,14 @@ impl Jwks {
 
     async fn fetch(&self) -> Result<Snapshot, &'static str> {
         let url = self.key_set_url().await?;
-        let body = self.get_json(url).await?;
+        let body = match self.get_json(url).await {
+            Ok(body) => body,
+            Err(reason) => {
+                // The provider may have moved its key set: discover again.
+                self.inner.jwks_uri.store(None);
+                return Err(reason);
+            }
+        };
         let set: JwkSet = serde_json::from_slice(&body).map_err(|_| "not a JWK set")?;
         let mut by_kid = HashMap::new();
         let mut keys = Vec::new();

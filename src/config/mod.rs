@@ -247,11 +247,24 @@ impl GuardrailsConfig {
                 Ok(_) => break,
                 Err(err) => {
                     let path = err.path().to_string();
-                    problems.push(InvalidKey {
-                        origin: overrides.origin_of(&path),
-                        message: err.into_inner().to_string().trim_end().to_owned(),
-                        path: path.clone(),
+                    // A parent of a key already taken out now misses it:
+                    // a consequence, not another problem. The same path
+                    // twice: removal didn't help, stop.
+                    let consequence = problems.iter().any(|p: &InvalidKey| {
+                        p.path
+                            .strip_prefix(path.as_str())
+                            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
                     });
+                    if problems.iter().any(|p| p.path == path) {
+                        break;
+                    }
+                    if !consequence {
+                        problems.push(InvalidKey {
+                            origin: overrides.origin_of(&path),
+                            message: err.into_inner().to_string().trim_end().to_owned(),
+                            path: path.clone(),
+                        });
+                    }
                     if problems.len() >= MAX_KEY_PROBLEMS || !remove_path(&mut table, &path) {
                         break;
                     }

@@ -27,6 +27,7 @@ pin_project! {
         #[pin]
         pub(super) future: F,
         pub(super) id: [u8; 32],
+        pub(super) in_shared_store: bool,
         pub(super) shared: Arc<Shared<Sch>>,
     }
 }
@@ -48,7 +49,7 @@ where
         let this = self.project();
         let result = ready!(this.future.poll(cx));
         if !result.as_ref().is_ok_and(|res| res.status().is_success()) {
-            this.shared.forget(this.id);
+            this.shared.forget(this.id, *this.in_shared_store);
         }
         Poll::Ready(result)
     }

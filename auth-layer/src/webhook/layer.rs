@@ -159,17 +159,17 @@ impl<Sch: SignatureScheme> VerifyWebhookLayer<Sch> {
         redis: Option<RedisConnection>,
         fallback: ReplayFallback,
     ) -> Self {
-        let s = self.shared_mut();
-        let ttl = if s.scheme.has_timestamp() {
-            s.tolerance.saturating_mul(2).max(Duration::from_secs(60))
+        // Without a connection, falling back to the local cache would
+        // silently drop the cross-replica protection: refuse instead.
+        let fallback = if redis.is_none() {
+            tracing::error!(
+                "webhook replay store is redis but no [redis] connection was given: every delivery is refused"
+            );
+            ReplayFallback::Refuse
         } else {
-            Duration::from_secs(24 * 3600)
+            fallback
         };
-        s.shared_replay = Some(SharedReplay {
-            redis,
-            fallback,
-            ttl,
-        });
+        self.shared_mut().shared_replay = Some(SharedReplay { redis, fallback });
         self
     }
 
@@ -215,13 +215,36 @@ impl<Sch: SignatureScheme> Shared<Sch> {
         Ok(delivery_id(header.timestamp, body))
     }
 
+    /// How long the shared store remembers a delivery: while its signed
+    /// timestamp can still be accepted, twice over, plus a minute of clock
+    /// skew between replicas; a day for schemes without a timestamp
+    /// (GitHub: deduplicate on `X-GitHub-Delivery` in the handler too).
+    fn shared_ttl(&self) -> Duration {
+        if self.scheme.has_timestamp() {
+            self.tolerance
+                .saturating_mul(2)
+                .saturating_add(Duration::from_secs(60))
+        } else {
+            Duration::from_secs(24 * 3600)
+        }
+    }
+
     /// Records a verified delivery: refused if it was accepted before, by
     /// this replica or (with [`shared_replay`](VerifyWebhookLayer::shared_replay))
-    /// any other.
-    pub(super) async fn record(&self, id: &[u8; 32]) -> Result<(), WebhookError> {
+    /// any other. `Ok(true)` when it was recorded in the shared store.
+    pub(super) async fn record(&self, id: &[u8; 32]) -> Result<bool, WebhookError> {
+        // The local cache always decides too: a delivery accepted while
+        // Redis was down (local fallback) stays known here after it is back.
+        let fresh_here = {
+            let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+            replay.insert(id, self.replay_capacity)
+        };
+        if !fresh_here {
+            return Err(WebhookError::Replayed);
+        }
         if let Some(shared) = &self.shared_replay {
-            match shared.insert(id).await {
-                Ok(true) => return Ok(()),
+            match shared.insert(id, self.shared_ttl()).await {
+                Ok(true) => return Ok(true),
                 Ok(false) => return Err(WebhookError::Replayed),
                 Err(reason) => {
                     emit!(
@@ -233,23 +256,24 @@ impl<Sch: SignatureScheme> Shared<Sch> {
                         fallback = shared.fallback.as_str(),
                     );
                     if shared.fallback == ReplayFallback::Refuse {
+                        // Not accepted: its retry must not count as a replay.
+                        self.replay
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(id);
                         return Err(WebhookError::ReplayStoreUnavailable);
                     }
                 }
             }
         }
-        let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
-        if replay.insert(id, self.replay_capacity) {
-            Ok(())
-        } else {
-            Err(WebhookError::Replayed)
-        }
+        Ok(false)
     }
 
     /// Forgets a delivery the handler did not accept, so its retry is not a
-    /// "replay".
-    pub(super) fn forget(&self, id: &[u8; 32]) {
-        if let Some(shared) = &self.shared_replay {
+    /// "replay": here, and in the shared store if this request recorded it
+    /// there.
+    pub(super) fn forget(&self, id: &[u8; 32], in_shared_store: bool) {
+        if let (true, Some(shared)) = (in_shared_store, &self.shared_replay) {
             shared.remove(id);
         }
         let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());

@@ -88,8 +88,6 @@ pub(super) struct SharedReplay {
     /// `None`: configured without a connection; every check fails.
     pub(super) redis: Option<guardrail_core::RedisConnection>,
     pub(super) fallback: ReplayFallback,
-    /// How long a delivery is remembered.
-    pub(super) ttl: std::time::Duration,
 }
 
 impl SharedReplay {
@@ -99,7 +97,11 @@ impl SharedReplay {
 
     /// Records `id`: `Ok(true)` if it is new, `Ok(false)` if some replica
     /// accepted it before, `Err` (a short reason) if Redis failed.
-    pub(super) async fn insert(&self, id: &[u8; 32]) -> Result<bool, String> {
+    pub(super) async fn insert(
+        &self,
+        id: &[u8; 32],
+        ttl: std::time::Duration,
+    ) -> Result<bool, String> {
         let redis = self.redis.as_ref().ok_or("no [redis] connection")?;
         #[cfg(feature = "redis")]
         {
@@ -109,7 +111,7 @@ impl SharedReplay {
                 .arg(1)
                 .arg("NX")
                 .arg("PX")
-                .arg(self.ttl.as_millis().max(1) as u64);
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
             let set = cmd.query_async::<Option<String>>(&mut conn);
             match tokio::time::timeout(redis.timeout(), set).await {
                 Ok(Ok(reply)) => Ok(reply.is_some()),
@@ -119,7 +121,7 @@ impl SharedReplay {
         }
         #[cfg(not(feature = "redis"))]
         {
-            let _ = (Self::key(redis, id), self.ttl);
+            let _ = (Self::key(redis, id), ttl);
             Err("the redis feature of auth-layer is off".into())
         }
     }

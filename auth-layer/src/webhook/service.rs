@@ -102,11 +102,17 @@ where
                 Ok(id) => id,
                 Err(e) => return reject(e),
             };
-            if let Err(e) = shared.record(&id).await {
-                return reject(e);
-            }
+            let in_shared_store = match shared.record(&id).await {
+                Ok(in_shared_store) => in_shared_store,
+                Err(e) => return reject(e),
+            };
             let future = inner.call(Request::from_parts(parts, ReqBody::from(bytes)));
-            Ok(Pass::new(Delivered { future, id, shared }))
+            Ok(Pass::new(Delivered {
+                future,
+                id,
+                in_shared_store,
+                shared,
+            }))
         }))
     }
 }

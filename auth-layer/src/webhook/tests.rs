@@ -298,6 +298,38 @@ mod shared_replay {
     }
 
     #[tokio::test]
+    async fn shared_keys_outlive_the_tolerance_set_after_the_store() {
+        let redis = redis(&url(), "webhook-ttl");
+        // The tolerance is set after the store: the key's TTL follows it.
+        let layer = stripe_layer()
+            .shared_replay(redis.clone(), ReplayFallback::Refuse)
+            .tolerance(Duration::from_secs(3600));
+        let body = format!(r#"{{"id":"evt_ttl_{}"}}"#, std::process::id());
+        let header = stripe_header(b"whsec_a", now(), &body);
+        assert_eq!(stripe_status(&layer, &header, &body).await, 200);
+        let mut conn = redis.manager();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", redis.key_prefix("webhook")))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(&keys[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl_ms > 2 * 3600 * 1000, "{ttl_ms} ms");
+        let _: i64 = redis::cmd("DEL")
+            .arg(&keys[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // Gone from Redis, still known here: this replica's cache decides too.
+        assert_eq!(stripe_status(&layer, &header, &body).await, 400);
+    }
+
+    #[tokio::test]
     async fn while_redis_fails_the_fallback_applies() {
         let down = redis("redis://127.0.0.1:1", "webhook-down");
         let body = r#"{"id":"evt_down"}"#;
