@@ -73,7 +73,8 @@ pub(super) fn scrub_strings<'a>(
     depth: usize,
     scrub: &dyn Fn(&str, usize) -> String,
 ) -> Cow<'a, str> {
-    if depth >= MAX_DEPTH {
+    // No backslash, no escape: most lines leave here after one memchr.
+    if depth >= MAX_DEPTH || !text.contains('\\') {
         return Cow::Borrowed(text);
     }
     let Some(spans) = escaped_strings(text) else {

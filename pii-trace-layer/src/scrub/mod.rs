@@ -459,7 +459,7 @@ const ID_FIELD: &str = r#"(?P<key>(?:^|[{,\t\n\r ])"?(?i:id|login|username|uid|u
 /// and a space, and `\t` into two spaces (an escaped backslash stays as it
 /// is); borrowed when it has none.
 fn neutralize_escapes(text: &str) -> Cow<'_, str> {
-    if !text.as_bytes().contains(&b'\\') {
+    if !text.contains('\\') {
         return Cow::Borrowed(text);
     }
     let mut bytes = text.as_bytes().to_vec();
