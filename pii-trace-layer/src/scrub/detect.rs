@@ -595,17 +595,18 @@ pub(super) fn in_context(
 fn is_version(before: &str) -> bool {
     let b = before.as_bytes();
     let tail = &b[b.len().saturating_sub(10)..];
-    let mut keyed = tail.to_ascii_lowercase();
-    while keyed
-        .last()
-        .is_some_and(|c| matches!(c, b' ' | b'=' | b':' | b'"'))
-    {
-        keyed.pop();
+    let mut keyed = tail;
+    while let [rest @ .., b' ' | b'=' | b':' | b'"'] = keyed {
+        keyed = rest;
     }
     let product = tail.len() >= 2
         && tail[tail.len() - 1] == b'/'
         && tail[tail.len() - 2].is_ascii_alphabetic();
-    keyed.ends_with(b"version") || product
+    let keyed_version = keyed
+        .len()
+        .checked_sub(7)
+        .is_some_and(|at| keyed[at..].eq_ignore_ascii_case(b"version"));
+    keyed_version || product
 }
 
 fn not_null(v: &str) -> bool {

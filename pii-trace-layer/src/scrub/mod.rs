@@ -321,47 +321,34 @@ impl Scrubber {
             let index = m.pattern().as_usize();
             let detector = &self.rules[index];
             match self.resolve(detector, index, text, m.start(), m.end()) {
-                Some((start, end, replacement)) => {
+                Outcome::Found(start, end, replacement) => {
                     f(detector.class, start, end, replacement);
                     at = m.end().max(at + 1);
                 }
-                // A lookalike (a timestamp shaped like IPv6, an order number
-                // failing Luhn): skip it whole. A key rule that didn't apply
-                // is retried one character on, so a value inside is found.
-                None => {
-                    at = match detector.kind {
-                        // A cookie header without session cookies is
-                        // skipped whole too (`Set-Cookie: theme=dark`).
-                        RuleKind::Replace(_) | RuleKind::MaskIp | RuleKind::Cookies => {
-                            m.end().max(next_char(text, m.start()))
-                        }
-                        // A key whose value is already scrubbed (a second
-                        // pass) is skipped whole, so the same key isn't
-                        // read again from its second letter.
-                        _ if self.already_scrubbed_at(index, text, m.start()) => {
-                            m.end().max(next_char(text, m.start()))
-                        }
-                        _ => next_char(text, m.start()),
-                    }
-                }
+                Outcome::Lookalike => at = m.end().max(next_char(text, m.start())),
+                Outcome::NotHere => at = next_char(text, m.start()),
             }
         }
     }
 
-    fn already_scrubbed_at(&self, index: usize, text: &str, start: usize) -> bool {
-        self.detail[index]
-            .captures_at(text, start)
-            .and_then(|caps| caps.name("value"))
-            .is_some_and(|v| {
-                already_scrubbed(
-                    v.as_str()
-                        .trim_matches(|c| c == '"' || c == '\\' || c == '\''),
-                )
-            })
+    /// What a candidate match is.
+    fn resolve(&self, d: &Rule, index: usize, text: &str, start: usize, end: usize) -> Outcome {
+        match &d.kind {
+            RuleKind::Group(label) | RuleKind::Pseudonym(label) => {
+                self.resolve_value(d, label, index, text, start)
+            }
+            RuleKind::Object => self
+                .resolve_object(index, text, start)
+                .map_or(Outcome::NotHere, Outcome::found),
+            _ => self
+                .resolve_whole(d, index, text, start, end)
+                .map_or(Outcome::Lookalike, Outcome::found),
+        }
     }
 
-    /// What to replace in a candidate match, or `None` if it is a lookalike.
-    fn resolve(
+    /// What a rule replacing its whole match (or rewriting a cookie header)
+    /// replaces; `None` for a lookalike.
+    fn resolve_whole(
         &self,
         d: &Rule,
         index: usize,
@@ -391,64 +378,106 @@ impl Scrubber {
                 let cookies = detect::scrub_cookies(value.as_str())?;
                 Some((value.start(), value.end(), Cow::Owned(cookies)))
             }
-            RuleKind::Object => {
-                let caps = self.detail[index].captures_at(text, start)?;
-                let value = caps.name("value")?;
-                let object = self.scrub_flat(value.as_str());
-                let json = caps.name("jsonkey").is_some();
-                let ids = self.id_fields(&object, json);
-                if matches!((&object, &ids), (Cow::Borrowed(_), None)) {
-                    return None;
-                }
-                let replacement = ids.unwrap_or_else(|| object.into_owned());
-                Some((value.start(), value.end(), Cow::Owned(replacement)))
-            }
-            RuleKind::Group(label) | RuleKind::Pseudonym(label) => {
-                // Only the `value` group is replaced; the rest (a key, a
-                // scheme, quotes) stays.
-                let caps = self.detail[index].captures_at(text, start)?;
-                let value = caps.name("value")?;
-                if !(d.validate)(value.as_str()) || !is_key(text, start, value.start()) {
-                    return None;
-                }
-                let raw = value.as_str();
-                // A bare JSON scalar (number, `null`, …) becomes a quoted
-                // string, so the document stays valid JSON.
-                let escaped = raw.len() >= 4 && raw.starts_with("\\\"") && raw.ends_with("\\\"");
-                let bare_json = caps.name("jsonkey").is_some() && !raw.starts_with('"') && !escaped;
-                if bare_json && matches!(raw, "null" | "true" | "false") {
-                    return None;
-                }
-                // Already scrubbed (a second pass, e.g. the log writer after
-                // the trace layer): leave it, so pseudonyms stay stable.
-                let inner = raw.trim_matches(|c| c == '"' || c == '\\' || c == '\'');
-                if already_scrubbed(inner) {
-                    return None;
-                }
-                let replacement = match &d.kind {
-                    RuleKind::Pseudonym(prefix) => self.pseudonymizer.pseudonym(prefix, inner),
-                    _ => label.clone(),
-                };
-                let replacement = if bare_json {
-                    format!("\"{replacement}\"")
-                } else {
-                    replacement
-                };
-                let (vs, ve) = (value.start(), value.end());
-                // Keep the quotes (single, double or escaped) around a quoted value.
-                let (vs, ve) = if escaped {
-                    (vs + 2, ve - 2)
-                } else if raw.len() >= 2
-                    && ((raw.starts_with('"') && raw.ends_with('"'))
-                        || (raw.starts_with('\'') && raw.ends_with('\'')))
-                {
-                    (vs + 1, ve - 1)
-                } else {
-                    (vs, ve)
-                };
-                Some((vs, ve, Cow::Owned(replacement)))
-            }
+            _ => None,
         }
+    }
+
+    /// A user object, scrubbed, with its id fields pseudonymized; `None`
+    /// when nothing in it changes.
+    fn resolve_object(
+        &self,
+        index: usize,
+        text: &str,
+        start: usize,
+    ) -> Option<(usize, usize, Cow<'static, str>)> {
+        let caps = self.detail[index].captures_at(text, start)?;
+        let value = caps.name("value")?;
+        let object = self.scrub_flat(value.as_str());
+        let json = caps.name("jsonkey").is_some();
+        let ids = self.id_fields(&object, json);
+        if matches!((&object, &ids), (Cow::Borrowed(_), None)) {
+            return None;
+        }
+        let replacement = ids.unwrap_or_else(|| object.into_owned());
+        Some((value.start(), value.end(), Cow::Owned(replacement)))
+    }
+
+    /// A key rule: only the `value` group is replaced; the rest (a key, a
+    /// scheme, quotes) stays.
+    fn resolve_value(
+        &self,
+        d: &Rule,
+        label: &str,
+        index: usize,
+        text: &str,
+        start: usize,
+    ) -> Outcome {
+        let Some(caps) = self.detail[index].captures_at(text, start) else {
+            return Outcome::NotHere;
+        };
+        let Some(value) = caps.name("value") else {
+            return Outcome::NotHere;
+        };
+        if !(d.validate)(value.as_str()) || !is_key(text, start, value.start()) {
+            return Outcome::NotHere;
+        }
+        let raw = value.as_str();
+        // A bare JSON scalar (number, `null`, …) becomes a quoted
+        // string, so the document stays valid JSON.
+        let escaped = raw.len() >= 4 && raw.starts_with("\\\"") && raw.ends_with("\\\"");
+        let bare_json = caps.name("jsonkey").is_some() && !raw.starts_with('"') && !escaped;
+        if bare_json && matches!(raw, "null" | "true" | "false") {
+            return Outcome::NotHere;
+        }
+        // Already scrubbed (a second pass, e.g. the log writer after
+        // the trace layer): leave it, so pseudonyms stay stable, and
+        // skip the key whole, so it isn't read again from its
+        // second letter.
+        let inner = raw.trim_matches(|c| c == '"' || c == '\\' || c == '\'');
+        if already_scrubbed(inner) {
+            return Outcome::Lookalike;
+        }
+        let replacement = match &d.kind {
+            RuleKind::Pseudonym(prefix) => self.pseudonymizer.pseudonym(prefix, inner),
+            _ => label.to_owned(),
+        };
+        let replacement = if bare_json {
+            format!("\"{replacement}\"")
+        } else {
+            replacement
+        };
+        let (vs, ve) = (value.start(), value.end());
+        // Keep the quotes (single, double or escaped) around a quoted value.
+        let (vs, ve) = if escaped {
+            (vs + 2, ve - 2)
+        } else if raw.len() >= 2
+            && ((raw.starts_with('"') && raw.ends_with('"'))
+                || (raw.starts_with('\'') && raw.ends_with('\'')))
+        {
+            (vs + 1, ve - 1)
+        } else {
+            (vs, ve)
+        };
+        Outcome::Found(vs, ve, Cow::Owned(replacement))
+    }
+}
+
+/// What a candidate match turned out to be.
+enum Outcome {
+    /// Sensitive: this span becomes this replacement.
+    Found(usize, usize, Cow<'static, str>),
+    /// A lookalike (a timestamp shaped like IPv6, an order number failing
+    /// Luhn, a cookie header without session cookies, a value already
+    /// scrubbed): skipped whole.
+    Lookalike,
+    /// A key rule that didn't apply here: retried one character on, so a
+    /// value inside is found.
+    NotHere,
+}
+
+impl Outcome {
+    fn found((start, end, replacement): (usize, usize, Cow<'static, str>)) -> Self {
+        Self::Found(start, end, replacement)
     }
 }
 
@@ -493,10 +522,13 @@ fn is_key(text: &str, start: usize, value: usize) -> bool {
         b"pagetoken",
         b"continuation_token",
     ];
-    let key = text.as_bytes()[start..value].to_ascii_lowercase();
-    let key = key.strip_prefix(b"\"").unwrap_or(&key);
+    let key = &text.as_bytes()[start..value];
+    let key = key.strip_prefix(b"\"").unwrap_or(key);
     !text[..start].ends_with("::")
-        && !NOT_SECRET.iter().any(|k| key.starts_with(k))
+        && !NOT_SECRET.iter().any(|k| {
+            key.get(..k.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(k))
+        })
         && !text[value..]
             .trim_start_matches(['"', '\''])
             .starts_with("-----BEGIN")
