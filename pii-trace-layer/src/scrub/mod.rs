@@ -42,7 +42,7 @@ pub use lines::LineScrubber;
 use std::{borrow::Cow, fmt};
 
 use guardrail_core::Pseudonymizer;
-use regex_automata::{Input, meta};
+use regex_automata::{Anchored, Input, meta, util::captures::Captures};
 
 use detect::{Rule, RuleKind};
 
@@ -139,8 +139,9 @@ pub struct CustomRule {
 pub struct Scrubber {
     rules: Vec<Rule>,
     scan: meta::Regex,
-    /// Per detector: the same pattern with captures, run only on a found span.
-    detail: Vec<regex::Regex>,
+    /// Per detector: the same pattern with captures, run only on a found
+    /// span, anchored at its start.
+    detail: Vec<meta::Regex>,
     /// The id fields of a user object (`"id": …`, `login: …`).
     id_field: regex::Regex,
     pseudonymizer: Pseudonymizer,
@@ -191,7 +192,7 @@ impl Scrubber {
             .map_err(|e| scrub(format!("the scrubber patterns don't compile together: {e}")))?;
         let detail = patterns
             .iter()
-            .map(|p| regex::Regex::new(p).map_err(|e| scrub(format!("`{p}`: {e}"))))
+            .map(|p| meta::Regex::new(p).map_err(|e| scrub(format!("`{p}`: {e}"))))
             .collect::<Result<_, _>>()?;
         let id_field =
             regex::Regex::new(ID_FIELD).map_err(|e| scrub(format!("the id field pattern: {e}")))?;
@@ -331,14 +332,33 @@ impl Scrubber {
         }
     }
 
+    /// The groups of detector `index`'s match at `start..end` (the span
+    /// the scan found for it). The search is anchored and bounded by that
+    /// span — with look-arounds still seeing the text around it — so the
+    /// match is the one the scan found, and its cost the span's, not the
+    /// rest of the line's.
+    fn captures<'t>(
+        &self,
+        index: usize,
+        text: &'t str,
+        start: usize,
+        end: usize,
+    ) -> Option<Groups<'t>> {
+        let regex = &self.detail[index];
+        let mut caps = regex.create_captures();
+        let input = Input::new(text).range(start..end).anchored(Anchored::Yes);
+        regex.search_captures(&input, &mut caps);
+        caps.is_match().then_some(Groups { caps, text })
+    }
+
     /// What a candidate match is.
     fn resolve(&self, d: &Rule, index: usize, text: &str, start: usize, end: usize) -> Outcome {
         match &d.kind {
             RuleKind::Group(label) | RuleKind::Pseudonym(label) => {
-                self.resolve_value(d, label, index, text, start)
+                self.resolve_value(d, label, index, text, start, end)
             }
             RuleKind::Object => self
-                .resolve_object(index, text, start)
+                .resolve_object(index, text, start, end)
                 .map_or(Outcome::NotHere, Outcome::found),
             _ => self
                 .resolve_whole(d, index, text, start, end)
@@ -373,7 +393,7 @@ impl Scrubber {
                 Some((start, end, Cow::Owned(masked)))
             }
             RuleKind::Cookies => {
-                let caps = self.detail[index].captures_at(text, start)?;
+                let caps = self.captures(index, text, start, end)?;
                 let value = caps.name("value")?;
                 let cookies = detect::scrub_cookies(value.as_str())?;
                 Some((value.start(), value.end(), Cow::Owned(cookies)))
@@ -389,8 +409,9 @@ impl Scrubber {
         index: usize,
         text: &str,
         start: usize,
+        end: usize,
     ) -> Option<(usize, usize, Cow<'static, str>)> {
-        let caps = self.detail[index].captures_at(text, start)?;
+        let caps = self.captures(index, text, start, end)?;
         let value = caps.name("value")?;
         let object = self.scrub_flat(value.as_str());
         let json = caps.name("jsonkey").is_some();
@@ -411,8 +432,9 @@ impl Scrubber {
         index: usize,
         text: &str,
         start: usize,
+        end: usize,
     ) -> Outcome {
-        let Some(caps) = self.detail[index].captures_at(text, start) else {
+        let Some(caps) = self.captures(index, text, start, end) else {
             return Outcome::NotHere;
         };
         let Some(value) = caps.name("value") else {
@@ -459,6 +481,46 @@ impl Scrubber {
             (vs, ve)
         };
         Outcome::Found(vs, ve, Cow::Owned(replacement))
+    }
+}
+
+/// The capture groups of one detector's match.
+struct Groups<'t> {
+    caps: Captures,
+    text: &'t str,
+}
+
+impl<'t> Groups<'t> {
+    /// The group called `name`, when it took part in the match.
+    fn name(&self, name: &str) -> Option<Group<'t>> {
+        let span = self.caps.get_group_by_name(name)?;
+        Some(Group {
+            text: self.text,
+            start: span.start,
+            end: span.end,
+        })
+    }
+}
+
+/// One capture group's span in the text.
+#[derive(Clone, Copy)]
+struct Group<'t> {
+    text: &'t str,
+    start: usize,
+    end: usize,
+}
+
+impl<'t> Group<'t> {
+    fn as_str(&self) -> &'t str {
+        &self.text[self.start..self.end]
+    }
+
+    fn start(&self) -> usize {
+        self.start
+    }
+
+    fn end(&self) -> usize {
+        self.end
     }
 }
 
