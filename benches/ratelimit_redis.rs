@@ -1,5 +1,6 @@
 //! Redis-backed decisions on loopback: latency of one decision through the
-//! layer, and decisions per second with many in flight.
+//! layer (one policy, and three policies in one stage: still one script
+//! call), and decisions per second with many in flight.
 //!
 //! `cargo bench --bench ratelimit_redis` (needs Redis at `REDIS_URL`,
 //! default `redis://127.0.0.1:6379`; `scripts/test.sh` starts one).
@@ -12,6 +13,7 @@ use std::{
 };
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use guardrails::guardrail_core::Pseudonymizer;
 use guardrails::ratelimit_layer::{OnRedisError, RateLimitLayer, RateLimitPolicy, RedisBackend};
 use guardrails_testkit::bench::{client, with_client_ip};
 use http::{Request, Response};
@@ -29,37 +31,54 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let svc = rt.block_on(async {
-        let backend = RedisBackend::new(connect(&url))
+    let build = |policies: u32| {
+        rt.block_on(async {
+            let backend = RedisBackend::new(
+                connect(&url),
+                Pseudonymizer::new(b"the bench's rate-limit key, 32 bytes+"),
+            )
             .prefix("guardrails-bench")
             .timeout(Duration::from_secs(1));
-        let layer = RateLimitLayer::builder()
-            .policy(
-                RateLimitPolicy::per_second(1_000_000)
-                    .burst(1_000_000)
-                    .name("per_ip"),
-            )
-            .redis(backend)
-            .on_redis_error(OnRedisError::Deny)
-            .build()
-            .unwrap();
-        let svc = layer.layer(service_fn(|_req: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(String::new()))
-        }));
-        let res = svc.clone().oneshot(request(0)).await.unwrap();
-        assert_eq!(
-            res.status(),
-            200,
-            "Redis must be reachable at {url} (scripts/test.sh starts one)"
-        );
-        svc
-    });
+            let mut builder = RateLimitLayer::builder()
+                .redis(backend)
+                .on_redis_error(OnRedisError::Deny);
+            for p in 0..policies {
+                builder = builder.policy(
+                    RateLimitPolicy::per_second(1_000_000)
+                        .burst(1_000_000)
+                        .name(format!("per_ip_{p}")),
+                );
+            }
+            let svc = builder
+                .build()
+                .unwrap()
+                .layer(service_fn(|_req: Request<()>| async {
+                    Ok::<_, Infallible>(Response::new(String::new()))
+                }));
+            let res = svc.clone().oneshot(request(0)).await.unwrap();
+            assert_eq!(
+                res.status(),
+                200,
+                "Redis must be reachable at {url} (scripts/test.sh starts one)"
+            );
+            svc
+        })
+    };
+    let svc = build(1);
+    let three = build(3);
 
     let mut i = 0u32;
     c.bench_function("redis_decision_latency", |b| {
         b.iter(|| {
             i = i.wrapping_add(1);
             let svc = svc.clone();
+            rt.block_on(async move { svc.oneshot(request(i)).await.unwrap().status() })
+        })
+    });
+    c.bench_function("redis_decision_latency_three_policies", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let svc = three.clone();
             rt.block_on(async move { svc.oneshot(request(i)).await.unwrap().status() })
         })
     });

@@ -339,6 +339,7 @@ fn rate_limit_validation_rejects_nonsense_quotas() {
             "rate_limit.policies[3]",
             "rate_limit.policies[3].name",
             "rate_limit.exempt[0]",
+            "rate_limit.redis_key_secret",
         ],
         "{err}"
     );
@@ -430,6 +431,83 @@ fn rate_limit_refuses_policies_that_would_silently_not_work() {
     assert!(text.contains("at most a year"), "{text}");
     assert!(text.contains("after_auth"), "{text}");
     assert!(text.contains("fresh bucket per request"), "{text}");
+}
+
+/// A file holding a key strong enough for any secret of the config.
+fn strong_file() -> std::path::PathBuf {
+    let strong = std::env::temp_dir().join(format!("gr-rl-strong-{}", std::process::id()));
+    std::fs::write(&strong, "a rate-limit key of at least thirty-two bytes").unwrap();
+    strong
+}
+
+#[test]
+fn the_redis_backend_needs_a_strong_key_for_its_key_names() {
+    let config = |secret: &str| {
+        GuardrailsConfig::from_toml_str(&format!(
+            r#"
+            profile = "development"
+            [redis]
+            url = {{ env = "GUARDRAILS_TEST_REDIS_URL_UNSET" }}
+            cluster = true
+            [rate_limit]
+            backend = "redis"
+            {secret}
+            [[rate_limit.policies]]
+            name = "per_ip"
+            rate = 10
+            period = "1m"
+            mode = "shadow"
+            [auth]
+            hs256_secret = {{ file = "{}" }}
+            "#,
+            strong_file().display()
+        ))
+        .unwrap()
+    };
+    let problems = |c: GuardrailsConfig| -> Vec<(String, String)> {
+        c.validate_for(Profile::Development)
+            .unwrap_err()
+            .problems()
+            .iter()
+            .map(|p| (p.path.clone(), p.message.clone()))
+            .collect()
+    };
+    let missing = problems(config(""));
+    let secret = missing
+        .iter()
+        .find(|(path, _)| path == "rate_limit.redis_key_secret")
+        .unwrap_or_else(|| panic!("{missing:?}"));
+    assert!(
+        secret.1.contains("required with backend = \"redis\""),
+        "{secret:?}"
+    );
+
+    let weak = std::env::temp_dir().join(format!("gr-rl-weak-{}", std::process::id()));
+    std::fs::write(&weak, "short").unwrap();
+    let short = problems(config(&format!(
+        "redis_key_secret = {{ file = \"{}\" }}",
+        weak.display()
+    )));
+    assert!(
+        short
+            .iter()
+            .any(|(path, message)| path == "rate_limit.redis_key_secret"
+                && message.contains("at least 32")
+                && !message.contains("short")),
+        "{short:?}"
+    );
+    let strong = strong_file();
+    let ok = problems(config(&format!(
+        "redis_key_secret = {{ file = \"{}\" }}",
+        strong.display()
+    )));
+    // Only the unset Redis URL is left.
+    assert_eq!(
+        ok.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["redis.url"],
+        "{ok:?}"
+    );
+    std::fs::remove_file(weak).unwrap();
 }
 
 /// A production config whose HS256 secret is weak or missing.

@@ -26,6 +26,7 @@ fn example_binary() -> PathBuf {
 
 const JWT_SECRET: &str = "black-box-test-secret-0123456789-abcdefgh";
 const WEBHOOK_SECRET: &str = "whsec_black_box_test_0123456789";
+const RATELIMIT_KEY: &str = "black-box-rate-limit-key-0123456789-abcdefgh";
 
 fn command() -> Command {
     let mut cmd = Command::new(example_binary());
@@ -33,6 +34,7 @@ fn command() -> Command {
         .env_remove("GUARDRAILS_CONFIG")
         .env("GUARDRAILS_JWT_SECRET", JWT_SECRET)
         .env("GUARDRAILS_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("GUARDRAILS_RATELIMIT_KEY", RATELIMIT_KEY)
         .env("GUARDRAILS_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null());
@@ -456,6 +458,11 @@ fn stripe_webhook_is_public_but_signature_verified() {
 
 /// A copy of the example config whose `per_ip` allows `burst` requests.
 fn config_with_ip_burst(burst: u32) -> PathBuf {
+    config_with(burst, "")
+}
+
+/// [`config_with_ip_burst`] with `more` appended.
+fn config_with(burst: u32, more: &str) -> PathBuf {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/guardrails.toml"
@@ -466,8 +473,13 @@ fn config_with_ip_burst(burst: u32) -> PathBuf {
         .replacen("burst = 100", &format!("burst = {burst}"), 1)
         .replacen("rate = 600", "rate = 1", 1);
     assert!(text.contains(&format!("burst = {burst}")));
-    let path =
-        std::env::temp_dir().join(format!("guardrails-rl-{}-{burst}.toml", std::process::id()));
+    let text = text + more;
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "guardrails-rl-{}-{burst}-{n}.toml",
+        std::process::id()
+    ));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -530,6 +542,107 @@ fn two_replicas_on_redis_share_the_per_ip_quota() {
         "the fifth request, on either replica, is over"
     );
     std::fs::remove_file(config).unwrap();
+}
+
+#[test]
+fn a_shadow_policy_reports_but_never_rejects() {
+    let config = config_with(
+        100,
+        r#"
+[[rate_limit.policies]]
+name = "per_ip_trial"
+key = "client_ip"
+rate = 1
+period = "1h"
+burst = 2
+routes = ["/api/"]
+mode = "shadow"
+"#,
+    );
+    let mut svc = Running::start({
+        let mut cmd = command();
+        cmd.env("GUARDRAILS_CONFIG", &config);
+        cmd
+    });
+    for _ in 0..4 {
+        let (status, head, body) = svc.get("/api/me", "");
+        assert_eq!(status, 401, "never 429 from a shadow policy: {body}");
+        assert!(head.contains("ratelimit: \"per_ip\""), "{head}");
+        assert!(
+            !head.contains("per_ip_trial"),
+            "shadow headers are not sent: {head}"
+        );
+    }
+    let (_, logs) = svc.terminate();
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["event"] == "security.rate_limited")
+        .collect();
+    assert_eq!(
+        events.len(),
+        2,
+        "requests 3 and 4 would have been refused: {logs}"
+    );
+    for e in &events {
+        assert_eq!(e["policy"], "per_ip_trial", "{e}");
+        assert_eq!(e["shadow"], true, "{e}");
+        assert_eq!(e["key_type"], "ip", "{e}");
+        assert!(e["request_id"].is_string(), "{e}");
+        assert!(e["retry_after_s"].as_u64().is_some_and(|s| s > 0), "{e}");
+    }
+    std::fs::remove_file(config).unwrap();
+}
+
+#[test]
+fn on_redis_a_request_costs_one_call_per_stage_and_no_raw_id_is_stored() {
+    let redis = guardrails_testkit::redis::PrivateRedis::start();
+    let svc = Running::start({
+        let mut cmd = command();
+        cmd.env("GUARDRAILS__RATE_LIMIT__BACKEND", "redis")
+            .env("GUARDRAILS__RATE_LIMIT__ON_REDIS_ERROR", "deny")
+            .env("GUARDRAILS__REDIS__TIMEOUT", "1s")
+            .env("REDIS_URL", redis.url());
+        cmd
+    });
+    let user = format!("Authorization: Bearer {}\r\n", mint(&["--sub", "user-1"]));
+    // The first request loads the script.
+    assert_eq!(svc.get("/api/me", &user).0, 200);
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    for _ in 0..3 {
+        let (status, head, body) = svc.get("/api/me", &user);
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            head.contains("\"per_ip\"") && head.contains("\"per_user\""),
+            "{head}"
+        );
+    }
+    assert_eq!(
+        redis.calls("evalsha") + redis.calls("eval"),
+        6,
+        "per_ip before auth and per_user after it: two calls a request, no more"
+    );
+    let keys = redis.keys();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in keys {
+        assert!(
+            !key.contains("127.0.0.1") && !key.contains("user-1"),
+            "{key}"
+        );
+    }
+    // Without the key, the Redis backend refuses to start.
+    let mut cmd = command();
+    cmd.env_remove("GUARDRAILS_RATELIMIT_KEY")
+        .env("GUARDRAILS__RATE_LIMIT__BACKEND", "redis")
+        .env("REDIS_URL", redis.url())
+        .stdout(Stdio::null());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rate_limit.redis_key_secret") && err.contains("GUARDRAILS_RATELIMIT_KEY"),
+        "{err}"
+    );
 }
 
 /// A JWKS endpoint on loopback that counts the fetches it answers.

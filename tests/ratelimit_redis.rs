@@ -90,17 +90,25 @@ fn policy() -> RateLimitPolicy {
     RateLimitPolicy::per_minute(60).burst(5).name("per_ip")
 }
 
+/// The key of bucket names, as every replica of a service shares it.
+fn names() -> guardrail_core::Pseudonymizer {
+    guardrail_core::Pseudonymizer::new(b"the rate-limit key every replica shares")
+}
+
 #[tokio::test]
 async fn two_replicas_share_one_quota() {
     redis().await;
     let prefix = prefix("shared");
     let backend = || {
-        RedisBackend::new(connect(&redis_url()))
+        RedisBackend::new(connect(&redis_url()), names())
             .prefix(prefix.clone())
             .timeout(Duration::from_millis(500))
     };
-    let mut a = replica(backend(), policy(), OnRedisError::Deny);
-    let mut b = replica(backend(), policy(), OnRedisError::Deny);
+    // One request a minute refills: however slow this run is, nothing
+    // refills between the six requests.
+    let slow = || RateLimitPolicy::per_hour(60).burst(5).name("per_ip");
+    let mut a = replica(backend(), slow(), OnRedisError::Deny);
+    let mut b = replica(backend(), slow(), OnRedisError::Deny);
 
     for _ in 0..3 {
         assert_eq!(status(&mut a, "203.0.113.9").await.0, StatusCode::OK);
@@ -108,7 +116,7 @@ async fn two_replicas_share_one_quota() {
     let (s, headers) = status(&mut b, "203.0.113.9").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
-        headers["ratelimit"], "\"per_ip\";r=1;t=4",
+        headers["ratelimit"], "\"per_ip\";r=1;t=240",
         "replica B sees A's three requests"
     );
     assert_eq!(status(&mut b, "203.0.113.9").await.0, StatusCode::OK);
@@ -118,7 +126,11 @@ async fn two_replicas_share_one_quota() {
         StatusCode::TOO_MANY_REQUESTS,
         "the sixth request, on either replica, is over"
     );
-    assert_eq!(headers["retry-after"], "1");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        (59..=60).contains(&retry),
+        "one request refills in a minute: {retry}"
+    );
     assert_eq!(
         status(&mut b, "198.51.100.1").await.0,
         StatusCode::OK,
@@ -130,7 +142,7 @@ async fn two_replicas_share_one_quota() {
 async fn buckets_have_a_ttl_and_hold_no_raw_identifiers() {
     let mut conn = redis().await;
     let prefix = prefix("ttl");
-    let backend = RedisBackend::new(connect(&redis_url()))
+    let backend = RedisBackend::new(connect(&redis_url()), names())
         .prefix(prefix.clone())
         .timeout(Duration::from_millis(500));
     let mut svc = replica(backend.clone(), policy(), OnRedisError::Deny);
@@ -158,7 +170,7 @@ async fn unreachable_redis_falls_back_as_configured() {
         .local_addr()
         .unwrap();
     let url = format!("redis://{closed}");
-    let backend = || RedisBackend::new(connect(&url)).timeout(Duration::from_millis(100));
+    let backend = || RedisBackend::new(connect(&url), names()).timeout(Duration::from_millis(100));
 
     let mut local = replica(backend(), policy(), OnRedisError::Local);
     for _ in 0..5 {
@@ -236,7 +248,7 @@ async fn redis_outage_falls_back_then_recovers_by_itself() {
         .expect("this test needs REDIS_URL as redis://host:port");
     let switch = Switch::start(upstream).await;
     let prefix = prefix("outage");
-    let backend = RedisBackend::new(connect(&format!("redis://{}", switch.addr)))
+    let backend = RedisBackend::new(connect(&format!("redis://{}", switch.addr)), names())
         .prefix(prefix.clone())
         .timeout(Duration::from_millis(200));
     let mut svc = replica(
@@ -297,7 +309,7 @@ async fn redis_outage_falls_back_then_recovers_by_itself() {
 async fn lost_script_cache_is_reloaded_with_eval() {
     let mut conn = redis().await;
     let prefix = prefix("noscript");
-    let backend = RedisBackend::new(connect(&redis_url()))
+    let backend = RedisBackend::new(connect(&redis_url()), names())
         .prefix(prefix)
         .timeout(Duration::from_millis(500));
     let mut svc = replica(backend, policy(), OnRedisError::Deny);
@@ -334,10 +346,13 @@ async fn both_stages_share_one_redis_backend_and_report_its_failure() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let config: RateLimitConfig = toml::from_str(
+    let key_file = std::env::temp_dir().join(format!("gr-rl-key-{}", std::process::id()));
+    std::fs::write(&key_file, "a rate-limit key of at least thirty-two bytes").unwrap();
+    let config: RateLimitConfig = toml::from_str(&format!(
         r#"
         backend = "redis"
         on_redis_error = "allow"
+        redis_key_secret = {{ file = "{}" }}
         [[policies]]
         name = "per_user"
         key = "principal"
@@ -345,7 +360,8 @@ async fn both_stages_share_one_redis_backend_and_report_its_failure() {
         period = "1s"
         stage = "after_auth"
         "#,
-    )
+        key_file.display()
+    ))
     .unwrap();
     let stages = RateLimitLayer::from_config(
         &config,
@@ -371,4 +387,210 @@ async fn both_stages_share_one_redis_backend_and_report_its_failure() {
     let report = health.check();
     assert_eq!(report.status, HealthStatus::Warn);
     assert_eq!(report.details["redis_failing"], true);
+}
+
+/// Three policies in one stage — two per client address, one global — on
+/// a Redis of this test's own, so its command counts are this test's.
+fn three_policies(redis: &str) -> Svc {
+    let backend = RedisBackend::new(connect(redis), names()).timeout(Duration::from_millis(500));
+    let layer = RateLimitLayer::builder()
+        .policy(RateLimitPolicy::per_minute(600).burst(50).name("per_ip"))
+        .policy(
+            RateLimitPolicy::per_hour(600)
+                .burst(500)
+                .name("per_ip_hourly"),
+        )
+        .policy(
+            RateLimitPolicy::per_minute(6000)
+                .name("everyone")
+                .key(ratelimit_layer::key::GlobalKey),
+        )
+        .redis(backend)
+        .on_redis_error(OnRedisError::Deny)
+        .build()
+        .unwrap();
+    let inner: Handler = |_| std::future::ready(Ok(Response::new(String::new())));
+    tower::Layer::layer(&layer, service_fn(inner))
+}
+
+#[tokio::test]
+async fn one_stage_is_one_script_call_whatever_its_policies() {
+    let redis = guardrails_testkit::redis::PrivateRedis::start();
+    let mut svc = three_policies(&redis.url());
+    // The first call loads the script (EVALSHA fails once, then EVAL).
+    assert_eq!(status(&mut svc, "203.0.113.9").await.0, StatusCode::OK);
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+
+    for _ in 0..5 {
+        let (s, headers) = status(&mut svc, "203.0.113.9").await;
+        assert_eq!(s, StatusCode::OK);
+        let ratelimit: Vec<_> = headers
+            .get_all("ratelimit")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        let ratelimit = ratelimit.join(", ");
+        assert!(
+            ratelimit.contains("\"per_ip\"")
+                && ratelimit.contains("\"per_ip_hourly\"")
+                && ratelimit.contains("\"everyone\""),
+            "all three decided: {ratelimit}"
+        );
+    }
+    assert_eq!(redis.calls("evalsha"), 5, "one script call per request");
+    assert_eq!(redis.calls("eval"), 0);
+    // The script's own reads (Redis counts them too): one per bucket.
+    assert_eq!(redis.calls("get"), 15);
+    assert_eq!(
+        redis.keys().len(),
+        3,
+        "one bucket per policy: {:?}",
+        redis.keys()
+    );
+}
+
+#[tokio::test]
+async fn redis_key_names_hold_no_raw_client_ids() {
+    use guardrail_core::Principal;
+    use ratelimit_layer::key::{ApiKeyHeader, PrincipalKey};
+
+    let redis = guardrails_testkit::redis::PrivateRedis::start();
+    let backend = RedisBackend::new(connect(&redis.url()), names());
+    let layer = RateLimitLayer::builder()
+        .policy(RateLimitPolicy::per_minute(60).name("per_ip"))
+        .policy(
+            RateLimitPolicy::per_minute(60)
+                .name("per_user")
+                .key(PrincipalKey),
+        )
+        .policy(
+            RateLimitPolicy::per_minute(60)
+                .name("per_key")
+                .key(ApiKeyHeader::new(http::HeaderName::from_static(
+                    "x-api-key",
+                ))),
+        )
+        .redis(backend)
+        .build()
+        .unwrap();
+    let inner: Handler = |_| std::future::ready(Ok(Response::new(String::new())));
+    let mut svc = tower::Layer::layer(&layer, service_fn(inner));
+    let (ip, user, api_key) = (
+        "203.0.113.9",
+        "alice@example.com",
+        "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+    );
+    let mut req = from(ip);
+    req.extensions_mut().insert(Principal::new(user));
+    req.headers_mut()
+        .insert("x-api-key", api_key.parse().unwrap());
+    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let keys = redis.keys();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for key in &keys {
+        for raw in [
+            ip,
+            "203.0.113",
+            user,
+            "alice",
+            api_key,
+            "4eC39HqLyjWDarjtT1zdp7dc",
+        ] {
+            assert!(!key.contains(raw), "{key} holds {raw}");
+        }
+        assert!(key.starts_with("guardrails:rl:{"), "{key}");
+    }
+    // Keyed: another key names other buckets, so without the key nobody can
+    // tell whose bucket is whose by hashing candidate addresses.
+    let other = RedisBackend::new(
+        connect(&redis.url()),
+        guardrail_core::Pseudonymizer::new(b"another service's key, just as long"),
+    );
+    let ip_key = Key::Ip(ip.parse().unwrap());
+    assert!(keys.contains(
+        &RedisBackend::new(connect(&redis.url()), names()).bucket_key("per_ip", &ip_key)
+    ));
+    assert!(!keys.contains(&other.bucket_key("per_ip", &ip_key)));
+}
+
+#[tokio::test]
+async fn redis_cluster_shares_a_quota_in_one_call_per_client() {
+    let cluster = guardrails_testkit::redis::RedisCluster::start();
+    let open = || {
+        let mut config = guardrails::guardrail_core::RedisConfig::default();
+        config.timeout = Duration::from_secs(2);
+        config.cluster = true;
+        guardrails::guardrail_core::RedisConnection::open(&cluster.url(), &config).unwrap()
+    };
+    let replica = |policies: Vec<RateLimitPolicy>| {
+        let mut builder = RateLimitLayer::builder()
+            .redis(RedisBackend::new(open(), names()))
+            .on_redis_error(OnRedisError::Deny);
+        for p in policies {
+            builder = builder.policy(p);
+        }
+        let inner: Handler = |_| std::future::ready(Ok(Response::new(String::new())));
+        tower::Layer::layer(&builder.build().unwrap(), service_fn(inner))
+    };
+    let per_client = || {
+        vec![
+            RateLimitPolicy::per_hour(60).burst(3).name("per_ip"),
+            RateLimitPolicy::per_hour(600)
+                .burst(100)
+                .name("per_ip_hourly"),
+        ]
+    };
+    let (mut a, mut b) = (replica(per_client()), replica(per_client()));
+    // Warm-up: each replica connects and loads the script on each node.
+    assert_eq!(status(&mut a, "198.51.100.7").await.0, StatusCode::OK);
+    assert_eq!(status(&mut b, "198.51.100.8").await.0, StatusCode::OK);
+
+    // Both policies key on the client: one slot, one call per request.
+    let before = cluster.calls("evalsha");
+    assert_eq!(status(&mut a, "203.0.113.9").await.0, StatusCode::OK);
+    assert_eq!(status(&mut b, "203.0.113.9").await.0, StatusCode::OK);
+    let (s, headers) = status(&mut a, "203.0.113.9").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        headers["ratelimit"]
+            .to_str()
+            .unwrap()
+            .contains("\"per_ip\";r=0"),
+        "the replicas share one bucket on the cluster: {headers:?}"
+    );
+    let (s, _) = status(&mut b, "203.0.113.9").await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the fourth request is over"
+    );
+    assert_eq!(cluster.calls("evalsha") - before, 4, "one call per request");
+
+    // A global policy beside them keys on something else: another slot,
+    // one more call.
+    let mut mixed = replica(vec![
+        RateLimitPolicy::per_hour(600)
+            .burst(100)
+            .name("per_ip_mixed"),
+        RateLimitPolicy::per_hour(600)
+            .burst(100)
+            .name("everyone")
+            .key(ratelimit_layer::key::GlobalKey),
+    ]);
+    assert_eq!(status(&mut mixed, "192.0.2.1").await.0, StatusCode::OK);
+    let before = cluster.calls("evalsha") + cluster.calls("eval");
+    assert_eq!(status(&mut mixed, "192.0.2.1").await.0, StatusCode::OK);
+    assert_eq!(
+        cluster.calls("evalsha") + cluster.calls("eval") - before,
+        2,
+        "one call per slot"
+    );
+    for key in cluster.keys() {
+        assert!(
+            !key.contains("203.0.113.9") && !key.contains("192.0.2.1"),
+            "{key}"
+        );
+    }
 }

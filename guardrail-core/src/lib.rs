@@ -71,6 +71,8 @@ pub use header::{RepeatedHeader, single_header};
 pub use principal::{AssuranceLevel, CallerSlot, Principal};
 pub use problem::Problem;
 pub use pseudonym::Pseudonymizer;
+#[cfg(feature = "redis")]
+pub use redis::RedisHandle;
 pub use redis::{RedisConfig, RedisConnection, RedisError};
 pub use request_id::{RequestId, RequestIdConfig, SetRequestId, SetRequestIdLayer};
 pub use secret::{Secret, SecretError, SecretRef};

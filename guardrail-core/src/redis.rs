@@ -52,6 +52,9 @@ pub struct RedisConfig {
     /// The first part of every key (default `"guardrails"`); each user adds
     /// its own part (`guardrails:rl:…`).
     pub key_prefix: String,
+    /// `url` is one node of a Redis Cluster (default `false`): commands go
+    /// to the node owning their key's slot, found from that seed node.
+    pub cluster: bool,
 }
 
 impl Default for RedisConfig {
@@ -61,6 +64,7 @@ impl Default for RedisConfig {
             timeout: Duration::from_millis(50),
             connect_timeout: Duration::from_millis(250),
             key_prefix: "guardrails".into(),
+            cluster: false,
         }
     }
 }
@@ -101,6 +105,16 @@ impl RedisConfig {
                         self.url
                     ),
                 )),
+                Ok(url)
+                    if self.cluster
+                        && !(url.expose().starts_with(b"redis://")
+                            || url.expose().starts_with(b"rediss://")) =>
+                {
+                    problems.push(ConfigProblem::new(
+                        "redis.url",
+                        "with cluster = true the URL must be a cluster node's redis:// or rediss:// address",
+                    ))
+                }
                 Ok(_) => {}
                 Err(e) => problems.push(ConfigProblem::new("redis.url", e.to_string())),
             }
@@ -144,7 +158,7 @@ pub enum RedisError {
 #[derive(Clone)]
 pub struct RedisConnection {
     #[cfg(feature = "redis")]
-    manager: redis::aio::ConnectionManager,
+    handle: RedisHandle,
     #[cfg(not(feature = "redis"))]
     never: std::convert::Infallible,
     timeout: Duration,
@@ -175,23 +189,43 @@ impl RedisConfig {
 impl RedisConnection {
     /// Prepares a connection to `url` with the settings of `config` (its
     /// `url` is ignored): for tests and tools that hold the URL itself.
+    ///
+    /// With `config.cluster`, `url` is one node of a Redis Cluster; the
+    /// others are found from it on the first command.
     #[cfg(feature = "redis")]
     pub fn open(url: &str, config: &RedisConfig) -> Result<Self, RedisError> {
-        use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-        let client = redis::Client::open(url).map_err(|_| RedisError::InvalidUrl)?;
-        let settings = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(client, settings).map_err(|e| {
-            RedisError::Setup {
-                kind: format!("{:?}", e.kind()),
-            }
-        })?;
+        let setup = |e: redis::RedisError| RedisError::Setup {
+            kind: format!("{:?}", e.kind()),
+        };
+        let handle = if config.cluster {
+            let client = redis::cluster::ClusterClient::builder([url])
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.timeout)
+                .retries(2)
+                .build()
+                .map_err(|_| RedisError::InvalidUrl)?;
+            // Connects in the background: nothing blocks or fails here.
+            let connection = client.get_pending_async_connection_with_config(
+                redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(config.connect_timeout)
+                    .set_response_timeout(config.timeout),
+            );
+            RedisHandle(Conn::Cluster(connection))
+        } else {
+            use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+            let client = redis::Client::open(url).map_err(|_| RedisError::InvalidUrl)?;
+            let settings = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.timeout))
+                .set_number_of_retries(2)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(1));
+            RedisHandle(Conn::Single(
+                ConnectionManager::new_lazy_with_config(client, settings).map_err(setup)?,
+            ))
+        };
         Ok(Self {
-            manager,
+            handle,
             timeout: config.timeout,
             key_prefix: config.key_prefix.clone(),
         })
@@ -203,10 +237,20 @@ impl RedisConnection {
         Err(RedisError::Unsupported)
     }
 
-    /// A handle on the shared connection manager (cheap: a clone).
+    /// A handle on the shared connection (cheap: a clone), to send
+    /// commands with (`redis::cmd(…).query_async(&mut handle)`).
     #[cfg(feature = "redis")]
-    pub fn manager(&self) -> redis::aio::ConnectionManager {
-        self.manager.clone()
+    pub fn connection(&self) -> RedisHandle {
+        self.handle.clone()
+    }
+
+    /// Whether commands go to a Redis Cluster: keys one command or script
+    /// touches together must then share a slot (a `{hash tag}`).
+    pub fn is_cluster(&self) -> bool {
+        #[cfg(not(feature = "redis"))]
+        match self.never {}
+        #[cfg(feature = "redis")]
+        matches!(self.handle.0, Conn::Cluster(_))
     }
 
     /// How long one command may take.
@@ -220,5 +264,65 @@ impl RedisConnection {
     /// The key prefix of one user: `<key_prefix>:<part>`.
     pub fn key_prefix(&self, part: &str) -> String {
         format!("{}:{part}", self.key_prefix)
+    }
+}
+
+/// A handle on the shared connection: a single server's connection manager
+/// (reconnecting by itself) or a Redis Cluster connection (routing each
+/// command to its key's node). Cheap to clone; send commands with
+/// `query_async(&mut handle)`.
+#[cfg(feature = "redis")]
+#[derive(Clone)]
+pub struct RedisHandle(Conn);
+
+#[cfg(feature = "redis")]
+#[derive(Clone)]
+enum Conn {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+#[cfg(feature = "redis")]
+impl fmt::Debug for RedisHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.0 {
+            Conn::Single(_) => "single",
+            Conn::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisHandle")
+            .field("mode", &mode)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl redis::aio::ConnectionLike for RedisHandle {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match &mut self.0 {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match &mut self.0 {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use guardrail_core::{
-    Pseudonymizer, RedisConnection,
+    Pseudonymizer, RedisConnection, SecretRef,
     config::{ConfigProblem, Profile},
     health::{ComponentHealth, HealthSource},
 };
@@ -13,7 +13,7 @@ use http::{HeaderName, Method};
 use serde::Deserialize;
 
 use crate::{
-    OnRedisError, PolicyError, RateLimitError, RateLimitLayer, RateLimitPolicy,
+    OnRedisError, PolicyError, PolicyMode, RateLimitError, RateLimitLayer, RateLimitPolicy,
     key::{ApiKeyHeader, ClientIpKey, GlobalKey, PrincipalKey},
     layer::{DEFAULT_MAX_KEYS, is_exempt_pattern},
 };
@@ -85,6 +85,10 @@ pub struct PolicyConfig {
     /// `before_auth` (default) or `after_auth`.
     #[serde(default)]
     pub stage: Stage,
+    /// `enforce` (default) or `shadow`: decide, count and report, never
+    /// reject (see [`PolicyMode::Shadow`]).
+    #[serde(default)]
+    pub mode: PolicyMode,
 }
 
 /// `[rate_limit]`: rate limiting.
@@ -98,6 +102,13 @@ pub struct RateLimitConfig {
     pub backend: Backend,
     /// `local` (default), `allow` or `deny` when Redis fails.
     pub on_redis_error: OnRedisError,
+    /// The key of the keyed hash that stands for a client (IP, user, API
+    /// key) in Redis key names, e.g. `{ env = "GUARDRAILS_RATELIMIT_KEY" }`:
+    /// at least 32 bytes, the same on every replica. Required with
+    /// `backend = "redis"`, so no raw client id is ever stored in Redis and
+    /// replicas share their buckets (a per-process random key would
+    /// silently split them).
+    pub redis_key_secret: Option<SecretRef>,
     /// Keys held per policy in memory (default 100000).
     pub max_keys: usize,
     /// `RateLimit-Policy`/`RateLimit` on allowed responses (default true).
@@ -113,6 +124,7 @@ impl Default for RateLimitConfig {
         Self {
             backend: Backend::Memory,
             on_redis_error: OnRedisError::Local,
+            redis_key_secret: None,
             max_keys: DEFAULT_MAX_KEYS,
             headers: true,
             exempt: Vec::new(),
@@ -126,7 +138,8 @@ impl PolicyConfig {
         let mut policy = RateLimitPolicy::new(self.rate, self.period)
             .burst(self.burst.unwrap_or(self.rate))
             .name(self.name.clone())
-            .routes(self.routes.iter().cloned());
+            .routes(self.routes.iter().cloned())
+            .mode(self.mode);
         policy = match self.key {
             KeyKind::ClientIp => policy.key(ClientIpKey),
             KeyKind::Principal => policy.key(PrincipalKey),
@@ -200,6 +213,11 @@ impl RateLimitConfig {
                 );
             }
         }
+        if self.uses_redis()
+            && let Err(e) = self.redis_names()
+        {
+            problem("rate_limit.redis_key_secret".into(), e);
+        }
         if profile == Profile::Production && self.policies.is_empty() {
             problem(
                 "rate_limit.policies".into(),
@@ -211,6 +229,18 @@ impl RateLimitConfig {
     /// Whether this section decides on Redis (so `[redis]` must be usable).
     pub fn uses_redis(&self) -> bool {
         self.backend == Backend::Redis
+    }
+
+    /// The keyed hash of Redis key names, from `redis_key_secret`.
+    fn redis_names(&self) -> Result<Pseudonymizer, String> {
+        let Some(secret) = &self.redis_key_secret else {
+            return Err("required with backend = \"redis\" (e.g. { env = \"GUARDRAILS_RATELIMIT_KEY\" }, at least 32 random bytes, the same on every replica): Redis key names hold a keyed hash of each client, never its address or id".into());
+        };
+        let key = secret.resolve().map_err(|e| e.to_string())?;
+        if let Some(weak) = key.weakness(32) {
+            return Err(format!("the key in {secret} {weak}"));
+        }
+        Ok(Pseudonymizer::new(key.expose()))
     }
 }
 
@@ -248,7 +278,10 @@ impl RateLimitLayer {
                 Some(first) => builder = builder.redis_of(first),
                 None if config.uses_redis() => {
                     let redis = redis.clone().ok_or(RateLimitError::RedisUnavailable)?;
-                    builder = builder.redis_connection(redis)?;
+                    let names = config
+                        .redis_names()
+                        .map_err(|reason| RateLimitError::RedisKeySecret { reason })?;
+                    builder = builder.redis_connection(redis, names)?;
                 }
                 None => {}
             }

@@ -51,4 +51,10 @@ pub enum RateLimitError {
     /// `redis` feature).
     #[error("backend = \"redis\" needs the shared [redis] connection and the `redis` feature")]
     RedisUnavailable,
+    /// `backend = "redis"` without a readable `redis_key_secret`.
+    #[error("rate_limit.redis_key_secret: {reason}")]
+    RedisKeySecret {
+        /// Why the key can't be used (never the key itself).
+        reason: String,
+    },
 }

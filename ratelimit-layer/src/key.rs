@@ -118,8 +118,9 @@ impl Key {
         }
     }
 
-    /// The key's part of a Redis key: stable across replicas, and with no
-    /// raw subject or API key in it.
+    /// A stable id of the key, the same on every replica (the Redis
+    /// backend names buckets by a keyed hash of it, never by the id
+    /// itself).
     pub fn storage_id(&self) -> String {
         let digest = |kind: &str, value: &[u8]| {
             let mut h = Sha256::new();

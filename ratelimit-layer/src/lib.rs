@@ -82,6 +82,6 @@ pub use layer::{
     DEFAULT_MAX_KEYS, Deciding, OnRedisError, RateLimit, RateLimitLayer, RateLimitLayerBuilder,
     ResponseFuture,
 };
-pub use policy::RateLimitPolicy;
+pub use policy::{PolicyMode, RateLimitPolicy};
 #[cfg(feature = "redis")]
 pub use redis::RedisBackend;

@@ -44,6 +44,22 @@ pub struct RateLimitPolicy {
     pub(crate) by_client_ip: bool,
     pub(crate) routes: Vec<String>,
     pub(crate) methods: Vec<Method>,
+    pub(crate) mode: PolicyMode,
+}
+
+/// Whether a policy rejects or only reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Over the limit → 429 (the default).
+    #[default]
+    Enforce,
+    /// Decides and counts as usual, but never rejects: over the limit, the
+    /// request goes on and a `security.rate_limited` event with
+    /// `shadow = true` says what would have happened (metric outcome
+    /// `shadow_limited`). Its `RateLimit` headers are not sent. How a new
+    /// limit is tried on real traffic before it is enforced.
+    Shadow,
 }
 
 impl RateLimitPolicy {
@@ -59,6 +75,7 @@ impl RateLimitPolicy {
             by_client_ip: true,
             routes: Vec::new(),
             methods: Vec::new(),
+            mode: PolicyMode::Enforce,
         }
     }
 
@@ -103,6 +120,12 @@ impl RateLimitPolicy {
         P: Into<String>,
     {
         self.routes = prefixes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Enforce (the default) or only report ([`PolicyMode::Shadow`]).
+    pub fn mode(mut self, mode: PolicyMode) -> Self {
+        self.mode = mode;
         self
     }
 
@@ -215,6 +238,7 @@ impl fmt::Debug for RateLimitPolicy {
             .field("burst", &self.burst)
             .field("routes", &self.routes)
             .field("methods", &self.methods)
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }

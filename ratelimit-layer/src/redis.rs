@@ -1,28 +1,40 @@
-//! The Redis backend: one GCRA decision per round trip, shared by every
-//! replica.
+//! The Redis backend: the decisions of every policy of a stage in one
+//! round trip, shared by every replica.
 //!
 //! The decision is a server-side Lua script (`EVALSHA`, falling back to
-//! `EVAL` once if the server lost its script cache). It reads Redis's own
-//! `TIME`, so replica clocks don't matter, and stores one integer per key
-//! with a TTL equal to the time until that bucket is full again, so Redis
-//! memory stays bounded by the active keys. Every call is bounded by a
-//! short timeout; what happens on failure is the layer's
-//! [`OnRedisError`](crate::OnRedisError) choice.
+//! `EVAL` once if the server lost its script cache) over one bucket per
+//! policy. It reads Redis's own `TIME`, so replica clocks don't matter, and
+//! stores one integer per bucket with a TTL equal to the time until that
+//! bucket is full again, so Redis memory stays bounded by the active keys.
+//! Every call is bounded by a short timeout; what happens on failure is the
+//! layer's [`OnRedisError`](crate::OnRedisError) choice.
+//!
+//! Bucket names never hold a client's address, user id or API key: the
+//! client part is a keyed hash (HMAC-SHA-256, 64 bits) under a key every
+//! replica shares (`rate_limit.redis_key_secret`), written as a hash tag
+//! (`<prefix>:{ip_3f9a1c2b7d04e615}:per_ip`). On a Redis Cluster the
+//! buckets of one client share a slot, so the policies of a stage that key
+//! on the same client are still one script call; policies keyed on
+//! different things (one per IP, one global) are one call per slot.
 //!
 //! # Example
 //!
 //! ```
 //! use std::time::Duration;
-//! use guardrail_core::{RedisConfig, RedisConnection};
-//! use ratelimit_layer::RedisBackend;
+//! use guardrail_core::{Pseudonymizer, RedisConfig, RedisConnection};
+//! use ratelimit_layer::{RedisBackend, key::Key};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! // The service's one connection (`[redis]`), prepared lazily: building
 //! // never blocks or fails on an unreachable server.
 //! let redis = RedisConnection::open("redis://127.0.0.1:6379", &RedisConfig::default()).unwrap();
-//! let backend = RedisBackend::new(redis).timeout(Duration::from_millis(50));
-//! assert!(backend.bucket_key("per_ip", &ratelimit_layer::key::Key::Global).starts_with("guardrails:rl:"));
+//! // The key of bucket names: the same on every replica.
+//! let backend = RedisBackend::new(redis, Pseudonymizer::new(b"a secret every replica shares"))
+//!     .timeout(Duration::from_millis(50));
+//! let bucket = backend.bucket_key("per_ip", &Key::Ip("203.0.113.9".parse().unwrap()));
+//! assert!(bucket.starts_with("guardrails:rl:{ip_") && bucket.ends_with("}:per_ip"));
+//! assert!(!bucket.contains("203.0.113.9"));
 //! assert!(RedisConnection::open("not a url", &RedisConfig::default()).is_err());
 //! # }
 //! ```
@@ -36,33 +48,43 @@ use std::{
     time::Duration,
 };
 
-use guardrail_core::{EventName, RedisConnection, emit};
-use redis::{RedisError, ServerErrorKind, aio::ConnectionManager};
+use guardrail_core::{EventName, Pseudonymizer, RedisConnection, RedisHandle, emit};
+use redis::{RedisError, ServerErrorKind};
 
 use crate::{RateLimitPolicy, decision::Decision, key::Key};
 
 /// While Redis fails, how often one decision tries it again.
 const PROBE_EVERY_MS: u64 = 1_000;
 
-/// GCRA on Redis time, in microseconds.
+/// GCRA on Redis time, in microseconds, for every bucket of a request.
 ///
-/// KEYS[1]: the bucket. ARGV[1]: emission interval. ARGV[2]: burst.
-/// Returns {allowed (0/1), remaining, retry_after_us, reset_us}.
+/// KEYS: the buckets. ARGV: per bucket, its emission interval and burst.
+/// Returns per bucket {allowed (0/1), remaining, retry_after_us, reset_us}.
 const GCRA: &str = r"
-redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - interval * burst
-if allow_at > now then
-  return {0, 0, allow_at - now, tat - now}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - interval * burst
+  if allow_at > now then
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+    out[#out + 1] = allow_at - now
+    out[#out + 1] = tat - now
+  else
+    redis.call('SET', key, new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+    out[#out + 1] = 1
+    out[#out + 1] = math.floor((now + interval * burst - new_tat) / interval)
+    out[#out + 1] = 0
+    out[#out + 1] = new_tat - now
+  end
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, math.floor((now + interval * burst - new_tat) / interval), 0, new_tat - now}
+return out
 ";
 
 /// A Redis connection for rate-limit decisions. Cheap to clone.
@@ -72,7 +94,10 @@ pub struct RedisBackend {
 }
 
 struct Inner {
-    manager: ConnectionManager,
+    connection: RedisHandle,
+    cluster: bool,
+    /// The key of bucket names' client part.
+    names: Pseudonymizer,
     script_sha: String,
     prefix: String,
     timeout: Duration,
@@ -117,15 +142,31 @@ impl fmt::Display for RedisFailure {
 impl RedisBackend {
     /// Decides on the service's shared Redis connection (`[redis]`): keys
     /// under `<key_prefix>:rl`, each decision bounded by the connection's
-    /// timeout.
-    pub fn new(redis: RedisConnection) -> Self {
-        Self::with(redis.manager(), redis.key_prefix("rl"), redis.timeout())
+    /// timeout, the client part of every bucket name hashed under `names`
+    /// (the same key on every replica that shares the quota:
+    /// `rate_limit.redis_key_secret`).
+    pub fn new(redis: RedisConnection, names: Pseudonymizer) -> Self {
+        Self::with(
+            redis.connection(),
+            redis.is_cluster(),
+            names,
+            redis.key_prefix("rl"),
+            redis.timeout(),
+        )
     }
 
-    fn with(manager: ConnectionManager, prefix: String, timeout: Duration) -> Self {
+    fn with(
+        connection: RedisHandle,
+        cluster: bool,
+        names: Pseudonymizer,
+        prefix: String,
+        timeout: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                manager,
+                connection,
+                cluster,
+                names,
                 script_sha: redis::Script::new(GCRA).get_hash().to_owned(),
                 prefix,
                 timeout,
@@ -136,28 +177,41 @@ impl RedisBackend {
         }
     }
 
+    fn rebuilt(&self, prefix: String, timeout: Duration) -> Self {
+        let i = &self.inner;
+        Self::with(
+            i.connection.clone(),
+            i.cluster,
+            i.names.clone(),
+            prefix,
+            timeout,
+        )
+    }
+
     /// Replaces the prefix of every key (default `<[redis] key_prefix>:rl`).
     pub fn prefix(self, prefix: impl Into<String>) -> Self {
-        Self::with(
-            self.inner.manager.clone(),
-            prefix.into(),
-            self.inner.timeout,
-        )
+        self.rebuilt(prefix.into(), self.inner.timeout)
     }
 
     /// How long one decision may take before the fallback applies (default:
     /// the connection's timeout).
     pub fn timeout(self, timeout: Duration) -> Self {
-        Self::with(
-            self.inner.manager.clone(),
-            self.inner.prefix.clone(),
-            timeout,
+        self.rebuilt(self.inner.prefix.clone(), timeout)
+    }
+
+    /// The Redis key of a policy's bucket for `key`:
+    /// `<prefix>:{<kind>_<keyed hash>}:<policy>`.
+    pub fn bucket_key(&self, policy: &str, key: &Key) -> String {
+        format!(
+            "{}:{{{}}}:{policy}",
+            self.inner.prefix,
+            self.client_tag(key)
         )
     }
 
-    /// The Redis key of a policy's bucket for `key`.
-    pub fn bucket_key(&self, policy: &str, key: &Key) -> String {
-        format!("{}:{}:{}", self.inner.prefix, policy, key.storage_id())
+    /// The keyed hash standing for the client in bucket names.
+    fn client_tag(&self, key: &Key) -> String {
+        self.inner.names.pseudonym(key.kind(), &key.storage_id())
     }
 
     /// Whether the last decision failed.
@@ -165,11 +219,12 @@ impl RedisBackend {
         self.inner.failing.load(Ordering::Relaxed)
     }
 
-    pub(crate) async fn decide(
+    /// The decisions of `policies` (each with its client key), in order:
+    /// one script call, or on a Redis Cluster one per distinct client.
+    pub(crate) async fn decide_all(
         &self,
-        policy: &RateLimitPolicy,
-        key: &Key,
-    ) -> Result<Decision, RedisFailure> {
+        policies: &[(&RateLimitPolicy, &Key)],
+    ) -> Result<Vec<Decision>, RedisFailure> {
         let now_ms = self.inner.base.elapsed().as_millis() as u64;
         if self.inner.failing.load(Ordering::Relaxed)
             && now_ms < self.inner.next_probe_ms.load(Ordering::Relaxed)
@@ -177,13 +232,7 @@ impl RedisBackend {
             // Cooling down: one probe a second finds out when Redis is back.
             return Err(RedisFailure::CoolingDown);
         }
-        let bucket = self.bucket_key(&policy.name, key);
-        let interval_us = (policy.emission_interval().as_micros() as u64).max(1);
-        let result = tokio::time::timeout(
-            self.inner.timeout,
-            self.eval(&bucket, interval_us, policy.burst),
-        )
-        .await;
+        let result = tokio::time::timeout(self.inner.timeout, self.eval_all(policies)).await;
         let result = match result {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(RedisFailure::Error(e)),
@@ -216,50 +265,99 @@ impl RedisBackend {
                 }
             }
         }
-        let [allowed, remaining, retry_us, reset_us] = result?;
+        let replies = result?;
         let us = |v: i64| Duration::from_micros(v.max(0) as u64);
-        Ok(if allowed == 1 {
-            Decision::allow(
-                policy.burst,
-                remaining.clamp(0, i64::from(policy.burst)) as u32,
-                us(reset_us),
-            )
-        } else {
-            Decision::deny(policy.burst, us(retry_us), us(reset_us))
-        })
+        Ok(policies
+            .iter()
+            .zip(replies)
+            .map(|((policy, _), [allowed, remaining, retry_us, reset_us])| {
+                if allowed == 1 {
+                    Decision::allow(
+                        policy.burst,
+                        remaining.clamp(0, i64::from(policy.burst)) as u32,
+                        us(reset_us),
+                    )
+                } else {
+                    Decision::deny(policy.burst, us(retry_us), us(reset_us))
+                }
+            })
+            .collect())
+    }
+
+    /// The script's replies for `policies`, in order. On a single server
+    /// every bucket goes in one call; on a cluster the buckets of one
+    /// client share a slot (their hash tag) and each client is one call.
+    async fn eval_all(
+        &self,
+        policies: &[(&RateLimitPolicy, &Key)],
+    ) -> Result<Vec<[i64; 4]>, RedisError> {
+        let buckets: Vec<(String, String, u64, u32)> = policies
+            .iter()
+            .map(|(policy, key)| {
+                let tag = self.client_tag(key);
+                let bucket = format!("{}:{{{tag}}}:{}", self.inner.prefix, policy.name);
+                let interval_us = (policy.emission_interval().as_micros() as u64).max(1);
+                (tag, bucket, interval_us, policy.burst)
+            })
+            .collect();
+        if !self.inner.cluster {
+            return self.eval(&buckets.iter().collect::<Vec<_>>()).await;
+        }
+        let mut replies = vec![[0; 4]; buckets.len()];
+        let mut done = vec![false; buckets.len()];
+        for first in 0..buckets.len() {
+            if done[first] {
+                continue;
+            }
+            let group: Vec<usize> = (first..buckets.len())
+                .filter(|&i| !done[i] && buckets[i].0 == buckets[first].0)
+                .collect();
+            let reply = self
+                .eval(&group.iter().map(|&i| &buckets[i]).collect::<Vec<_>>())
+                .await?;
+            for (&i, r) in group.iter().zip(reply) {
+                replies[i] = r;
+                done[i] = true;
+            }
+        }
+        Ok(replies)
     }
 
     /// One round trip: `EVALSHA`, or `EVAL` when the server lost the script.
     async fn eval(
         &self,
-        bucket: &str,
-        interval_us: u64,
-        burst: u32,
-    ) -> Result<[i64; 4], RedisError> {
-        let mut conn = self.inner.manager.clone();
-        let reply: Result<Vec<i64>, RedisError> = redis::cmd("EVALSHA")
-            .arg(&self.inner.script_sha)
-            .arg(1)
-            .arg(bucket)
-            .arg(interval_us)
-            .arg(burst)
+        buckets: &[&(String, String, u64, u32)],
+    ) -> Result<Vec<[i64; 4]>, RedisError> {
+        let mut conn = self.inner.connection.clone();
+        let call = |command: &str, script: &str| {
+            let mut cmd = redis::cmd(command);
+            cmd.arg(script).arg(buckets.len());
+            for (_, bucket, _, _) in buckets {
+                cmd.arg(bucket);
+            }
+            for (_, _, interval_us, burst) in buckets {
+                cmd.arg(interval_us).arg(burst);
+            }
+            cmd
+        };
+        let reply: Result<Vec<i64>, RedisError> = call("EVALSHA", &self.inner.script_sha)
             .query_async(&mut conn)
             .await;
         let reply = match reply {
             Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
-                redis::cmd("EVAL")
-                    .arg(GCRA)
-                    .arg(1)
-                    .arg(bucket)
-                    .arg(interval_us)
-                    .arg(burst)
-                    .query_async(&mut conn)
-                    .await?
+                call("EVAL", GCRA).query_async(&mut conn).await?
             }
             other => other?,
         };
-        reply
-            .try_into()
-            .map_err(|_| RedisError::from((redis::ErrorKind::Client, "unexpected script reply")))
+        if reply.len() != 4 * buckets.len() {
+            return Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "unexpected script reply",
+            )));
+        }
+        Ok(reply
+            .chunks_exact(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect())
     }
 }

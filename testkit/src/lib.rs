@@ -5,6 +5,7 @@
 //!   tests asserting the events a layer emits.
 //! - [`mod@bench`]: driving a service whose futures never wait with a no-op
 //!   waker, an always-200 inner service, requests from many clients.
+//! - [`redis`]: a Redis server or a Redis Cluster of a test's own.
 //! - `ratelimit` (feature `ratelimit`): the rate-limit comparison's requests
 //!   (with axum's `ConnectInfo`) and its one quota, for guardrails and
 //!   tower_governor alike.
@@ -29,3 +30,4 @@ pub mod bench;
 pub mod capture;
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit;
+pub mod redis;

@@ -105,7 +105,7 @@ impl SharedReplay {
         let redis = self.redis.as_ref().ok_or("no [redis] connection")?;
         #[cfg(feature = "redis")]
         {
-            let mut conn = redis.manager();
+            let mut conn = redis.connection();
             let mut cmd = redis::cmd("SET");
             cmd.arg(Self::key(redis, id))
                 .arg(1)
@@ -132,7 +132,7 @@ impl SharedReplay {
         #[cfg(feature = "redis")]
         if let (Some(redis), Ok(runtime)) = (&self.redis, tokio::runtime::Handle::try_current()) {
             let key = Self::key(redis, id);
-            let mut conn = redis.manager();
+            let mut conn = redis.connection();
             let limit = redis.timeout();
             runtime.spawn(async move {
                 let mut cmd = redis::cmd("DEL");

@@ -277,7 +277,7 @@ mod shared_replay {
         let req = post(("stripe-signature", &header), &body);
         assert_eq!(failing.oneshot(req).await.unwrap().status(), 500);
         // The key is deleted in the background; wait for it, yielding.
-        let mut conn = redis.manager();
+        let mut conn = redis.connection();
         for _ in 0..1000 {
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{}*", redis.key_prefix("webhook")))
@@ -307,7 +307,7 @@ mod shared_replay {
         let body = format!(r#"{{"id":"evt_ttl_{}"}}"#, std::process::id());
         let header = stripe_header(b"whsec_a", now(), &body);
         assert_eq!(stripe_status(&layer, &header, &body).await, 200);
-        let mut conn = redis.manager();
+        let mut conn = redis.connection();
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}*", redis.key_prefix("webhook")))
             .query_async(&mut conn)

@@ -99,14 +99,19 @@ impl RateLimitLayerBuilder {
     }
 
     /// Decides on the service's shared Redis connection (a
-    /// [`RedisBackend`](crate::RedisBackend) on it); without the `redis`
-    /// feature this is [`RateLimitError::RedisUnavailable`].
-    pub fn redis_connection(self, redis: RedisConnection) -> Result<Self, RateLimitError> {
+    /// [`RedisBackend`](crate::RedisBackend) on it, bucket names keyed by
+    /// `names`); without the `redis` feature this is
+    /// [`RateLimitError::RedisUnavailable`].
+    pub fn redis_connection(
+        self,
+        redis: RedisConnection,
+        names: Pseudonymizer,
+    ) -> Result<Self, RateLimitError> {
         #[cfg(feature = "redis")]
-        return Ok(self.redis(crate::RedisBackend::new(redis)));
+        return Ok(self.redis(crate::RedisBackend::new(redis, names)));
         #[cfg(not(feature = "redis"))]
         {
-            let _ = redis;
+            let _ = (redis, names);
             Err(RateLimitError::RedisUnavailable)
         }
     }
@@ -157,6 +162,7 @@ impl RateLimitLayerBuilder {
                 return Err(RateLimitError::DuplicatePolicy { name: policy.name });
             }
             let name = policy.name.clone();
+            let shadow = policy.mode == crate::PolicyMode::Shadow;
             policies.push(Compiled {
                 local: MemoryLimiter::new(
                     &policy,
@@ -168,13 +174,16 @@ impl RateLimitLayerBuilder {
                 policy_header: policy_header(&policy),
                 everywhere: policy.routes.is_empty() && policy.methods.is_empty(),
                 allowed: metrics::counter!(guardrail_core::metric::RATELIMIT_DECISIONS_TOTAL, "policy" => name.clone(), "outcome" => "allowed"),
-                limited: metrics::counter!(guardrail_core::metric::RATELIMIT_DECISIONS_TOTAL, "policy" => name.clone(), "outcome" => "limited"),
+                limited: metrics::counter!(guardrail_core::metric::RATELIMIT_DECISIONS_TOTAL, "policy" => name.clone(), "outcome" => if shadow { "shadow_limited" } else { "limited" }),
+                shadow,
                 policy,
             });
         }
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
-                by_ip: policies.iter().all(|c| c.policy.by_client_ip),
+                // Shadow policies report with the request's context: not on
+                // the fast path, which never borrows the request.
+                by_ip: policies.iter().all(|c| c.policy.by_client_ip && !c.shadow),
                 everywhere: policies.iter().all(|c| c.everywhere),
                 policies,
                 headers,

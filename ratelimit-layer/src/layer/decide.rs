@@ -21,7 +21,11 @@ pub(super) struct Compiled {
     pub(super) everywhere: bool,
     pub(super) local: MemoryLimiter,
     pub(super) allowed: metrics::Counter,
+    /// Rejections, or for a shadow policy the requests it would have
+    /// rejected (outcome `shadow_limited`).
     pub(super) limited: metrics::Counter,
+    /// A shadow policy: reports, never rejects, sends no headers.
+    pub(super) shadow: bool,
     /// `RateLimit-Policy` never changes: built once.
     pub(super) policy_header: http::HeaderValue,
 }
@@ -64,16 +68,10 @@ impl Shared {
         if decision.allowed {
             c.allowed.increment(1);
         } else {
-            c.limited.increment(1);
-            emit!(
-                WARN,
-                EventName::SECURITY_RATE_LIMITED,
-                from = extensions,
-                policy = %c.policy.name,
-                key_type = key.kind(),
-                key = %key.masked(&self.pseudonymizer),
-                retry_after_s = ceil_secs(decision.retry_after),
-            );
+            self.limited(c, key, &decision, extensions);
+        }
+        if c.shadow {
+            return;
         }
         if decision.allowed {
             if self.headers {
@@ -96,6 +94,24 @@ impl Shared {
                 .max(ceil_secs(decision.retry_after).max(1));
             verdict.denied = true;
         }
+    }
+
+    /// Counts and reports a refusal (for a shadow policy: one it would
+    /// have made).
+    #[cold]
+    #[inline(never)]
+    fn limited(&self, c: &Compiled, key: &Key, decision: &Decision, extensions: &http::Extensions) {
+        c.limited.increment(1);
+        emit!(
+            WARN,
+            EventName::SECURITY_RATE_LIMITED,
+            from = extensions,
+            policy = %c.policy.name,
+            key_type = key.kind(),
+            key = %key.masked(&self.pseudonymizer),
+            retry_after_s = ceil_secs(decision.retry_after),
+            shadow = c.shadow,
+        );
     }
 
     pub(super) fn local(&self, index: usize, key: &Key) -> Decision {
@@ -226,6 +242,10 @@ impl Shared {
             {
                 let decision = c.local.decide_ip(ip);
                 if !decision.allowed {
+                    if c.shadow {
+                        self.limited(c, &Key::Ip(ip), &decision, parts.extensions);
+                        continue;
+                    }
                     return Err(self.deny_locally(index, &Key::Ip(ip), decision, headers, parts));
                 }
                 self.pass(c, &decision, &mut headers);
@@ -234,6 +254,10 @@ impl Shared {
             let key = c.policy.key.key(parts).unwrap_or_else(unknown_key);
             let decision = c.local.decide(&key);
             if !decision.allowed {
+                if c.shadow {
+                    self.limited(c, &key, &decision, parts.extensions);
+                    continue;
+                }
                 return Err(self.deny_locally(index, &key, decision, headers, parts));
             }
             self.pass(c, &decision, &mut headers);
@@ -245,7 +269,7 @@ impl Shared {
     #[inline(always)]
     fn pass(&self, c: &Compiled, decision: &Decision, headers: &mut Headers) {
         c.allowed.increment(1);
-        if self.headers {
+        if self.headers && !c.shadow {
             write_headers(headers, &c.policy.name, &c.policy_header, decision);
         }
     }

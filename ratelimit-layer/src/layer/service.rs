@@ -143,20 +143,30 @@ impl<S> RateLimit<S> {
         let extensions = req.extensions().clone();
         let decide: Decide = Box::pin(async move {
             let mut verdict = Verdict::default();
-            for (index, key) in keys {
-                let decision = match redis.decide(&shared.policies[index].policy, &key).await {
-                    Ok(d) => d,
-                    Err(_) => match shared.on_redis_error {
-                        OnRedisError::Local => shared.local(index, &key),
-                        OnRedisError::Allow => continue,
-                        OnRedisError::Deny => {
-                            verdict.unavailable = true;
-                            verdict.denied = true;
-                            continue;
+            let policies: Vec<_> = keys
+                .iter()
+                .map(|(index, key)| (&shared.policies[*index].policy, key))
+                .collect();
+            // Every policy of this stage in one round trip.
+            match redis.decide_all(&policies).await {
+                Ok(decisions) => {
+                    for ((index, key), decision) in keys.iter().zip(decisions) {
+                        shared.record(*index, key, decision, &mut verdict, &extensions);
+                    }
+                }
+                Err(_) => match shared.on_redis_error {
+                    OnRedisError::Local => {
+                        for (index, key) in &keys {
+                            let decision = shared.local(*index, key);
+                            shared.record(*index, key, decision, &mut verdict, &extensions);
                         }
-                    },
-                };
-                shared.record(index, &key, decision, &mut verdict, &extensions);
+                    }
+                    OnRedisError::Allow => {}
+                    OnRedisError::Deny => {
+                        verdict.unavailable = true;
+                        verdict.denied = true;
+                    }
+                },
             }
             verdict
         });
