@@ -50,6 +50,8 @@ where
 }
 
 fn bench(c: &mut Criterion) {
+    // The limiter's counters as production pays for them.
+    let prometheus = ratelimit::install_prometheus();
     let rt = runtime();
     let _guard = rt.enter();
     let inner = || respond_with(Body::empty);
@@ -71,6 +73,14 @@ fn bench(c: &mut Criterion) {
         ratelimit::tower_governor_with_headers().layer(inner()),
     );
     group.finish();
+    if let Some(prometheus) = prometheus {
+        assert!(
+            prometheus
+                .render()
+                .contains("guardrails_ratelimit_decisions_total"),
+            "the recorder saw the decisions"
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -50,6 +50,8 @@ where
 }
 
 fn main() {
+    // The limiter's counters as production pays for them.
+    let prometheus = ratelimit::install_prometheus();
     let rt = runtime();
     let _guard = rt.enter();
     let inner = || respond_with(Body::empty);
@@ -116,6 +118,14 @@ fn main() {
             variants[ours].0,
             variants[theirs].0,
             median(diff)
+        );
+    }
+    if let Some(prometheus) = prometheus {
+        assert!(
+            prometheus
+                .render()
+                .contains("guardrails_ratelimit_decisions_total"),
+            "the recorder saw the decisions"
         );
     }
 }

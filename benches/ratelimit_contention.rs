@@ -82,6 +82,8 @@ where
 }
 
 fn main() {
+    // The limiter's counters as production pays for them.
+    let prometheus = ratelimit::install_prometheus();
     let rt = runtime();
     let _guard = rt.enter();
     let inner = || respond_with(Body::empty);
@@ -117,5 +119,13 @@ fn main() {
             let [ours, theirs] = [0, 1].map(|v| median(per_request[v].clone()));
             println!("{threads:<10} {keys:<15} {ours:>12.1} {theirs:>16.1}");
         }
+    }
+    if let Some(prometheus) = prometheus {
+        assert!(
+            prometheus
+                .render()
+                .contains("guardrails_ratelimit_decisions_total"),
+            "the recorder saw the decisions"
+        );
     }
 }

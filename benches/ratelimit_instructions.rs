@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Instructions per request through a layer = (variant − baseline) / N.
-//! Same requests, quota and inner service as `benches/ratelimit.rs`.
+//! Same requests, quota and inner service as `benches/ratelimit.rs`, with
+//! the Prometheus recorder installed as there (`BENCH_RECORDER=none`
+//! leaves it out).
 
 #![allow(missing_docs)]
 
@@ -39,6 +41,7 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let variant = args.next().unwrap_or_else(|| "baseline".into());
     let n: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let _prometheus = ratelimit::install_prometheus();
     let inner = || respond_with(Body::empty);
     let total = match variant.as_str() {
         "baseline" => drive(inner(), n),

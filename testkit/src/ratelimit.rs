@@ -34,6 +34,29 @@ use guardrail_core::ClientIp;
 use http::Request;
 use ratelimit_layer::{RateLimitLayer, RateLimitPolicy};
 
+/// Installs the Prometheus recorder as the global `metrics` recorder (once
+/// per process), so the limiter's counters cost what they cost in
+/// production; call it before building the layers. Returns the handle
+/// that renders the exposition, or `None` when `BENCH_RECORDER=none` asks
+/// for a run without a recorder (to see what the metrics cost).
+pub fn install_prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            if std::env::var("BENCH_RECORDER").is_ok_and(|v| v == "none") {
+                println!("BENCH_RECORDER=none: no metrics recorder installed");
+                return None;
+            }
+            Some(
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .install_recorder()
+                    .expect("no other metrics recorder is installed in a bench"),
+            )
+        })
+        .clone()
+}
+
 /// Requests per second and burst of the quota: more than any run sends.
 const NEVER: u32 = 1_000_000_000;
 
