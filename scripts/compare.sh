@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Side-by-side load comparison, run by hand (not in CI):
+#
+#   bash scripts/compare.sh                # ROUNDS=3 DURATION=6s CONNECTIONS=32
+#
+# Three servers answer GET /api/me with a bearer token and a small JSON
+# body: bare axum, the naive stack a user would assemble (tower_governor +
+# tower-http TraceLayer + a jsonwebtoken middleware; tools/loadcmp) and the
+# example service (examples/guarded_service.rs) with its config, rate
+# limits raised so they never trip. Each server writes its log lines to
+# /dev/null. wrk (-t1) loads one server at a time; the servers alternate
+# round by round; medians of the rounds are printed, with the ratio of each
+# to bare axum and to the naive stack.
+#
+# Two workloads: `one` (one token, one client: caches warm) and `many`
+# (10 000 tokens from 10 000 client addresses through a trusted proxy, so
+# no cache can carry the result).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-6s}
+CONNECTIONS=${CONNECTIONS:-32}
+USERS=${USERS:-10000}
+PORT=${PORT:-39391}
+WORK=$(mktemp -d /tmp/guardrails-compare.XXXXXX)
+trap 'rm -rf "$WORK"; [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || true' EXIT
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "== installing wrk (Debian's package)"
+  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+
+echo "== building (release)"
+cargo build -q --release -p floyo-loadcmp
+cargo build -q --release -p floyo-guardrails --all-features --example guarded_service --example mint_token
+BIN=target/release
+
+export GUARDRAILS_JWT_SECRET="compare-secret-0123456789-abcdefghijklmnop"
+export GUARDRAILS_LISTEN="127.0.0.1:$PORT"
+export RUST_LOG=info
+TOKEN=$("$BIN/examples/mint_token" --sub user-1)
+"$BIN/loadcmp" tokens "$USERS" > "$WORK/many.lua"
+
+# The example's config with limits no load run reaches.
+sed -e 's/^rate = .*/rate = 1000000000/' -e 's/^burst = .*/burst = 1000000000/' \
+  -e 's/^period = .*/period = "1s"/' examples/guardrails.toml > "$WORK/guardrails.toml"
+
+start() {
+  case "$1" in
+    bare) "$BIN/loadcmp" serve bare > /dev/null 2>&1 & ;;
+    naive) "$BIN/loadcmp" serve naive > /dev/null 2>&1 & ;;
+    guardrails)
+      GUARDRAILS_CONFIG="$WORK/guardrails.toml" \
+        GUARDRAILS__CLIENT_IP__TRUSTED_PROXIES='["127.0.0.1/32"]' \
+        "$BIN/examples/guarded_service" > /dev/null 2>&1 & ;;
+  esac
+  SERVER=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "$1 did not start" >&2
+  exit 1
+}
+
+stop() {
+  kill "$SERVER" 2>/dev/null || true
+  wait "$SERVER" 2>/dev/null || true
+  SERVER=
+}
+
+# "req/s p50_ms p99_ms" of one wrk run.
+load() {
+  local workload=$1 out
+  if [ "$workload" = one ]; then
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+      -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/me")
+  else
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/many.lua" \
+      "http://127.0.0.1:$PORT/api/me")
+  fi
+  if echo "$out" | grep -q "Non-2xx"; then
+    echo "non-2xx answers under load: $out" >&2
+    exit 1
+  fi
+  echo "$out" | awk '
+    function ms(v) {
+      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+      if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
+      return v
+    }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    $1 == "Requests/sec:" { rps = $2 }
+    END { printf "%s %s %s\n", rps, p50, p99 }'
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+for workload in one many; do
+  for round in $(seq "$ROUNDS"); do
+    for server in bare naive guardrails; do
+      start "$server"
+      # A short warm-up, not counted.
+      wrk -t1 -c"$CONNECTIONS" -d1s -H "Authorization: Bearer $TOKEN" \
+        "http://127.0.0.1:$PORT/api/me" > /dev/null
+      echo "$server $(load "$workload")" >> "$WORK/$workload.txt"
+      stop
+      echo "   $workload round $round: $server $(tail -1 "$WORK/$workload.txt" | cut -d' ' -f2-)"
+    done
+  done
+done
+
+echo
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS alternating rounds, medians; $(nproc) cores"
+for workload in one many; do
+  case $workload in
+    one) echo "## one token, one client" ;;
+    many) echo "## $USERS tokens from $USERS client addresses (trusted proxy)" ;;
+  esac
+  printf "| %-10s | %9s | %8s | %8s | %7s | %8s |\n" server "req/s" "p50 ms" "p99 ms" "vs bare" "vs naive"
+  printf "|%s|%s|%s|%s|%s|%s|\n" "------------" "-----------" "----------" "----------" "---------" "----------"
+  declare -A RPS=()
+  for server in bare naive guardrails; do
+    RPS[$server]=$(awk -v s="$server" '$1 == s { print $2 }' "$WORK/$workload.txt" | median)
+  done
+  for server in bare naive guardrails; do
+    p50=$(awk -v s="$server" '$1 == s { print $3 }' "$WORK/$workload.txt" | median)
+    p99=$(awk -v s="$server" '$1 == s { print $4 }' "$WORK/$workload.txt" | median)
+    awk -v s="$server" -v r="${RPS[$server]}" -v b="${RPS[bare]}" -v n="${RPS[naive]}" \
+      -v p50="$p50" -v p99="$p99" \
+      'BEGIN { printf "| %-10s | %9.0f | %8.2f | %8.2f | %7.2f | %8.2f |\n", s, r, p50, p99, r / b, r / n }'
+  done
+  unset RPS
+  echo
+done
