@@ -15,6 +15,10 @@
 # Two workloads: `one` (one token, one client: caches warm) and `many`
 # (10 000 tokens from 10 000 client addresses through a trusted proxy, so
 # no cache can carry the result).
+#
+# BEFORE=/path/to/guarded_service adds that build of the example (say, of
+# the commit before a change) as a fourth server, `before`, alternating
+# with the others: a change's before/after in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,10 +54,12 @@ start() {
   case "$1" in
     bare) "$BIN/loadcmp" serve bare > /dev/null 2>&1 & ;;
     naive) "$BIN/loadcmp" serve naive > /dev/null 2>&1 & ;;
-    guardrails)
+    guardrails | before)
+      local bin="$BIN/examples/guarded_service"
+      [ "$1" = before ] && bin=$BEFORE
       GUARDRAILS_CONFIG="$WORK/guardrails.toml" \
         GUARDRAILS__CLIENT_IP__TRUSTED_PROXIES='["127.0.0.1/32"]' \
-        "$BIN/examples/guarded_service" > /dev/null 2>&1 & ;;
+        "$bin" > /dev/null 2>&1 & ;;
   esac
   SERVER=$!
   for _ in $(seq 100); do
@@ -97,11 +103,14 @@ load() {
     END { printf "%s %s %s\n", rps, p50, p99 }'
 }
 
+SERVERS="bare naive guardrails"
+[ -n "${BEFORE:-}" ] && SERVERS="$SERVERS before"
+
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 for workload in one many; do
   for round in $(seq "$ROUNDS"); do
-    for server in bare naive guardrails; do
+    for server in $SERVERS; do
       start "$server"
       # A short warm-up, not counted.
       wrk -t1 -c"$CONNECTIONS" -d1s -H "Authorization: Bearer $TOKEN" \
@@ -123,10 +132,10 @@ for workload in one many; do
   printf "| %-10s | %9s | %8s | %8s | %7s | %8s |\n" server "req/s" "p50 ms" "p99 ms" "vs bare" "vs naive"
   printf "|%s|%s|%s|%s|%s|%s|\n" "------------" "-----------" "----------" "----------" "---------" "----------"
   declare -A RPS=()
-  for server in bare naive guardrails; do
+  for server in $SERVERS; do
     RPS[$server]=$(awk -v s="$server" '$1 == s { print $2 }' "$WORK/$workload.txt" | median)
   done
-  for server in bare naive guardrails; do
+  for server in $SERVERS; do
     p50=$(awk -v s="$server" '$1 == s { print $3 }' "$WORK/$workload.txt" | median)
     p99=$(awk -v s="$server" '$1 == s { print $4 }' "$WORK/$workload.txt" | median)
     awk -v s="$server" -v r="${RPS[$server]}" -v b="${RPS[bare]}" -v n="${RPS[naive]}" \

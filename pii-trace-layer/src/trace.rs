@@ -196,7 +196,7 @@ impl<S> Trace<S> {
 
 /// What the event reports, gathered when the request arrives.
 struct Facts {
-    method: http::Method,
+    method: &'static str,
     route: String,
     path: Option<String>,
     query: Option<String>,
@@ -204,6 +204,49 @@ struct Facts {
     user_agent: Option<String>,
     request_id: String,
     headers: Vec<(HeaderName, String)>,
+    /// No span was current when the request arrived, so this layer's span
+    /// has no parent: its line prints no one else's fields.
+    alone: bool,
+}
+
+/// The method as OpenTelemetry reports it: a standard method by name, any
+/// other as `_OTHER` (a client's made-up method is free text).
+fn method_name(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+thread_local! {
+    /// Set while this layer writes an `api.request` whose span has no
+    /// parent (see [`is_prescrubbed`]).
+    static PRESCRUBBED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the event being written is this layer's own `api.request`, in
+/// this layer's span and no other: then every value on the line was
+/// scrubbed (or is a route template, a standard method, a status, a
+/// duration, a masked address or a pseudonym) when the layer gathered it,
+/// and the log writer need not scan the line again. Known from the
+/// callsite and a flag the layer sets around the event on this thread —
+/// out of band, never from text a client could write. Inside any other
+/// span (whose fields the line would print) the writer scans as usual.
+pub(crate) fn is_prescrubbed(meta: &tracing::Metadata<'_>) -> bool {
+    PRESCRUBBED.get()
+        && meta.is_event()
+        && meta.module_path() == Some(module_path!())
+        && meta.target() == guardrail_core::event::TARGET
+        && meta.fields().field("latency_ms").is_some()
 }
 
 fn route_of<B>(req: &Request<B>) -> String {
@@ -244,7 +287,7 @@ where
         };
         let route = route_of(&req);
         let facts = Facts {
-            method: req.method().clone(),
+            method: method_name(req.method()),
             // With a matched route, its template says it all; the concrete
             // path would carry ids (`/users/8c1f…/profile`) no pattern can
             // recognise as personal. Unmatched paths are logged scrubbed.
@@ -259,7 +302,9 @@ where
                 .headers()
                 .get(header::USER_AGENT)
                 .map(|v| scrub(&String::from_utf8_lossy(v.as_bytes()))),
-            request_id: request_id.to_string(),
+            // A client may choose its request id (`trust_incoming`): it is
+            // scrubbed like any other text it sends.
+            request_id: scrub(request_id.as_str()),
             headers: s
                 .headers
                 .iter()
@@ -268,6 +313,7 @@ where
                     Some((name.clone(), scrub(&String::from_utf8_lossy(v.as_bytes()))))
                 })
                 .collect(),
+            alone: Span::current().is_none(),
         };
         // The event carries every field; the span only what correlates the
         // handler's own events with it (formatting fields twice is most of
@@ -276,7 +322,7 @@ where
             target: guardrail_core::event::TARGET,
             "api.request",
             request_id = %facts.request_id,
-            "http.request.method" = %facts.method,
+            "http.request.method" = facts.method,
             "http.route" = %facts.route,
         );
         let future = span.in_scope(|| self.inner.call(req));
@@ -312,7 +358,7 @@ pin_project! {
             if let Some(facts) = this.facts.take() {
                 let _entered = this.span.enter();
                 let level = this.shared.levels[1];
-                record(&facts, level, None, this.start, this.caller, Some("cancelled"));
+                record(&facts, this.span, level, None, this.start, this.caller, Some("cancelled"));
             }
         }
     }
@@ -321,6 +367,7 @@ pin_project! {
 /// Writes the request's `api.request` event.
 fn record(
     f: &Facts,
+    span: &Span,
     level: Level,
     status: Option<u16>,
     start: &Instant,
@@ -336,10 +383,14 @@ fn record(
             .collect::<Vec<_>>()
             .join(" ")
     });
+    // Only this layer's values on the line: its own span is the current
+    // one, with no parent.
+    let prescrubbed = f.alone && span.id().is_some() && Span::current().id() == span.id();
+    PRESCRUBBED.set(prescrubbed);
     emit!(
         level = level,
         EventName::API_REQUEST,
-        "http.request.method" = %f.method,
+        "http.request.method" = f.method,
         "http.route" = %f.route,
         "url.path" = f.path.as_deref(),
         "url.query" = f.query.as_deref(),
@@ -352,6 +403,7 @@ fn record(
         latency_ms = latency_ms,
         "error.type" = error,
     );
+    PRESCRUBBED.set(false);
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
@@ -380,7 +432,7 @@ where
         };
         if let Some(f) = this.facts.take() {
             let error = result.is_err().then_some("service_error");
-            record(&f, level, status, this.start, this.caller, error);
+            record(&f, this.span, level, status, this.start, this.caller, error);
         }
         Poll::Ready(result)
     }

@@ -2,7 +2,10 @@
 //!
 //! [`ScrubbingMakeWriter`] wraps any `tracing-subscriber` writer: each
 //! formatted event (one line) is collected, passed through the [`Scrubber`]
-//! and then written whole. A `tracing::info!(email = %e)` in a dependency is
+//! and then written whole. One line is not scanned twice: the trace layer's
+//! own `api.request`, when it is inside that layer's span and no other, was
+//! scrubbed field by field as the layer gathered it (known from its
+//! callsite, never from its text), so it is written as formatted. A `tracing::info!(email = %e)` in a dependency is
 //! scrubbed like one of ours. JSON output stays valid JSON: the scrubber's
 //! replacements never break it. Use it without ANSI colours (JSON output
 //! has none): colour codes between a key and its value hide the pair from
@@ -77,6 +80,7 @@ where
             scrubber: Arc::clone(&self.scrubber),
             inner: self.inner.make_writer(),
             buf: Vec::new(),
+            prescrubbed: false,
         }
     }
 
@@ -86,6 +90,8 @@ where
             scrubber: Arc::clone(&self.scrubber),
             inner: self.inner.make_writer_for(meta),
             buf: Vec::new(),
+            // The trace layer's own line, whose values it scrubbed already.
+            prescrubbed: crate::trace::is_prescrubbed(meta),
         }
     }
 }
@@ -96,6 +102,7 @@ pub struct ScrubbingWriter<W: io::Write> {
     scrubber: Arc<Scrubber>,
     inner: W,
     buf: Vec<u8>,
+    prescrubbed: bool,
 }
 
 impl<W: io::Write> fmt::Debug for ScrubbingWriter<W> {
@@ -110,6 +117,11 @@ impl<W: io::Write> ScrubbingWriter<W> {
     fn emit(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
+        }
+        if self.prescrubbed {
+            let result = self.inner.write_all(&self.buf);
+            self.buf.clear();
+            return result;
         }
         let text = String::from_utf8_lossy(&self.buf);
         let clean = self.scrubber.scrub(&text);
@@ -199,5 +211,72 @@ mod tests {
         });
         assert_eq!(out.lines().count(), 3);
         assert!(out.lines().all(|l| l.contains("[email]")), "{out}");
+    }
+
+    /// One request through the trace layer (scrubbing with the default
+    /// rules) into a writer whose scrubber also rewrites `api.request`
+    /// wherever it scans, so a scanned line is visible in the output.
+    async fn traced(request_id: &str, method: &str, user_span: bool) -> serde_json::Value {
+        use guardrail_core::{Pseudonymizer, SetRequestIdLayer};
+        use std::convert::Infallible;
+        use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+        let mut config = crate::ScrubConfig::default();
+        config
+            .rules
+            .push(toml::from_str("name = \"scanned\"\npattern = \"api\\\\.request\"").unwrap());
+        let writer_scrubber =
+            Arc::new(Scrubber::with_config(Pseudonymizer::new(b"k"), &config).unwrap());
+        let (_guard, logs) = guardrails_testkit::capture::json_through(|sink| {
+            ScrubbingMakeWriter::new(writer_scrubber, sink)
+        });
+        let svc = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new())
+            .layer(crate::TraceLayer::new(Arc::new(Scrubber::new(
+                Pseudonymizer::new(b"k"),
+            ))))
+            .service(service_fn(|_req: http::Request<()>| async {
+                Ok::<_, Infallible>(http::Response::new(()))
+            }));
+        let req = http::Request::builder()
+            .method(method)
+            .uri("/orders")
+            .header("x-request-id", request_id)
+            .body(())
+            .unwrap();
+        let span = tracing::info_span!("handler_span", customer = "jane@example.com");
+        let call = svc.oneshot(req);
+        if user_span {
+            tracing::Instrument::instrument(call, span).await.unwrap();
+        } else {
+            call.await.unwrap();
+        }
+        let line = logs
+            .lines()
+            .into_iter()
+            .find(|l| l["http.route"] == "unmatched")
+            .expect("the api.request line");
+        let text = logs.text();
+        assert!(!text.contains("jane@example.com"), "{text}");
+        line
+    }
+
+    #[tokio::test]
+    async fn the_trace_layers_own_line_is_not_scanned_twice_and_holds_no_pii() {
+        // An SSN as the request id, a made-up method: the layer scrubbed
+        // and normalised them itself, so the writer didn't scan the line.
+        let line = traced("078-05-1120", "JANEDOE", false).await;
+        assert_eq!(line["event"], "api.request", "not scanned again: {line}");
+        assert_eq!(line["request_id"], "[ssn]");
+        assert_eq!(line["http.request.method"], "_OTHER");
+    }
+
+    #[tokio::test]
+    async fn inside_another_span_the_trace_line_is_scanned_as_usual() {
+        // A span of the application around the request: its fields are on
+        // the line too, so the writer scans it.
+        let line = traced("req-1", "GET", true).await;
+        assert_eq!(line["event"], "[scanned]", "{line}");
+        assert_eq!(line["http.request.method"], "GET");
     }
 }
