@@ -76,7 +76,11 @@ stop() {
   SERVER=
 }
 
-# "req/s p50_ms p99_ms" of one wrk run.
+# CPU time the server has used so far, in clock ticks (user + system).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# "req/s p50_ms p99_ms requests" of one wrk run.
 load() {
   local workload=$1 out
   if [ "$workload" = one ]; then
@@ -100,7 +104,8 @@ load() {
     $1 == "50%" { p50 = ms($2) }
     $1 == "99%" { p99 = ms($2) }
     $1 == "Requests/sec:" { rps = $2 }
-    END { printf "%s %s %s\n", rps, p50, p99 }'
+    / requests in / { n = $1 }
+    END { printf "%s %s %s %s\n", rps, p50, p99, n }'
 }
 
 SERVERS="bare naive guardrails"
@@ -115,9 +120,15 @@ for workload in one many; do
       # A short warm-up, not counted.
       wrk -t1 -c"$CONNECTIONS" -d1s -H "Authorization: Bearer $TOKEN" \
         "http://127.0.0.1:$PORT/api/me" > /dev/null
-      echo "$server $(load "$workload")" >> "$WORK/$workload.txt"
+      t0=$(cpu_ticks)
+      result=$(load "$workload")
+      t1=$(cpu_ticks)
+      # The server's CPU time per request, in µs (what it costs whatever
+      # share of the two cores the load generator leaves it).
+      cpu=$(echo "$result" | awk -v t=$((t1 - t0)) -v hz="$TICK" '{ printf "%.2f", t * 1e6 / hz / $4 }')
+      echo "$server $result $cpu" >> "$WORK/$workload.txt"
       stop
-      echo "   $workload round $round: $server $(tail -1 "$WORK/$workload.txt" | cut -d' ' -f2-)"
+      echo "   $workload round $round: $server $(tail -1 "$WORK/$workload.txt" | cut -d' ' -f2-) (req/s p50 p99 requests cpu-us/req)"
     done
   done
 done
@@ -129,8 +140,8 @@ for workload in one many; do
     one) echo "## one token, one client" ;;
     many) echo "## $USERS tokens from $USERS client addresses (trusted proxy)" ;;
   esac
-  printf "| %-10s | %9s | %8s | %8s | %7s | %8s |\n" server "req/s" "p50 ms" "p99 ms" "vs bare" "vs naive"
-  printf "|%s|%s|%s|%s|%s|%s|\n" "------------" "-----------" "----------" "----------" "---------" "----------"
+  printf "| %-10s | %9s | %8s | %8s | %7s | %8s | %12s |\n" server "req/s" "p50 ms" "p99 ms" "vs bare" "vs naive" "CPU µs/req"
+  printf "|%s|%s|%s|%s|%s|%s|%s|\n" "------------" "-----------" "----------" "----------" "---------" "----------" "--------------"
   declare -A RPS=()
   for server in $SERVERS; do
     RPS[$server]=$(awk -v s="$server" '$1 == s { print $2 }' "$WORK/$workload.txt" | median)
@@ -138,9 +149,10 @@ for workload in one many; do
   for server in $SERVERS; do
     p50=$(awk -v s="$server" '$1 == s { print $3 }' "$WORK/$workload.txt" | median)
     p99=$(awk -v s="$server" '$1 == s { print $4 }' "$WORK/$workload.txt" | median)
+    cpu=$(awk -v s="$server" '$1 == s { print $6 }' "$WORK/$workload.txt" | median)
     awk -v s="$server" -v r="${RPS[$server]}" -v b="${RPS[bare]}" -v n="${RPS[naive]}" \
-      -v p50="$p50" -v p99="$p99" \
-      'BEGIN { printf "| %-10s | %9.0f | %8.2f | %8.2f | %7.2f | %8.2f |\n", s, r, p50, p99, r / b, r / n }'
+      -v p50="$p50" -v p99="$p99" -v cpu="$cpu" \
+      'BEGIN { printf "| %-10s | %9.0f | %8.2f | %8.2f | %7.2f | %8.2f | %12.2f |\n", s, r, p50, p99, r / b, r / n, cpu }'
   done
   unset RPS
   echo
