@@ -68,14 +68,23 @@ fn bench(c: &mut Criterion) {
         b.iter(|| status(&mut bare, request(&hs_token)))
     });
 
-    let mut hs = AuthenticateLayer::new(verifier(KeySource::hs256(secret))).layer(inner());
+    // Verified every time: the token cache off.
+    let mut hs =
+        AuthenticateLayer::new(verifier(KeySource::hs256(secret)).token_cache(0)).layer(inner());
     assert_eq!(status(&mut hs, request(&hs_token)), 200);
     group.bench_function("hs256_through_layer", |b| {
         b.iter(|| status(&mut hs, request(&hs_token)))
     });
 
+    // The same token again, with the token cache (the default).
+    let mut cached = AuthenticateLayer::new(verifier(KeySource::hs256(secret))).layer(inner());
+    assert_eq!(status(&mut cached, request(&hs_token)), 200);
+    group.bench_function("hs256_cached_through_layer", |b| {
+        b.iter(|| status(&mut cached, request(&hs_token)))
+    });
+
     let es_keys = KeySource::from_pem(Algorithm::ES256, ec_pub.as_bytes()).unwrap();
-    let mut es = AuthenticateLayer::new(verifier(es_keys)).layer(inner());
+    let mut es = AuthenticateLayer::new(verifier(es_keys).token_cache(0)).layer(inner());
     assert_eq!(status(&mut es, request(&es_token)), 200);
     group.bench_function("es256_through_layer", |b| {
         b.iter(|| status(&mut es, request(&es_token)))

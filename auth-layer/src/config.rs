@@ -46,6 +46,11 @@ pub struct AuthConfig {
     pub leeway: Duration,
     /// Largest accepted token in bytes (default 8192).
     pub max_token_bytes: usize,
+    /// Verified tokens kept so a repeated token skips the signature check
+    /// (default 4096, at most 1000000; 0 turns it off). An entry serves
+    /// only the identical token, under the key set that verified it, with
+    /// `exp`/`nbf` checked on every use; failures are never kept.
+    pub token_cache: usize,
     /// Routes that need no authentication: exact paths and `/prefix/*`.
     pub public: Vec<String>,
     /// Roles that count as administrator (default `["admin"]`).
@@ -78,6 +83,7 @@ impl Default for AuthConfig {
             audience: None,
             leeway: DEFAULT_LEEWAY,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            token_cache: crate::DEFAULT_TOKEN_CACHE,
             public: Vec::new(),
             admin_roles: vec!["admin".into()],
             admin_requires_mfa: true,
@@ -325,6 +331,9 @@ impl AuthConfig {
         if self.leeway > Duration::from_secs(300) {
             problem("auth.leeway", "must be at most 5m".into());
         }
+        if self.token_cache > 1_000_000 {
+            problem("auth.token_cache", "must be at most 1000000 tokens".into());
+        }
         if !(1024..=65536).contains(&self.max_token_bytes) {
             problem(
                 "auth.max_token_bytes",
@@ -444,7 +453,7 @@ impl AuthConfig {
         if let Some(aud) = &self.audience {
             verifier = verifier.audience(aud.clone());
         }
-        Ok(verifier)
+        Ok(verifier.token_cache(self.token_cache))
     }
 
     /// [`RequireLayer::mfa`] with `mfa_max_age`: for sensitive operations.

@@ -234,6 +234,9 @@ struct Inner {
 }
 
 struct Snapshot {
+    /// Which fetch this is (from 1): verified-token cache entries belong
+    /// to one.
+    generation: u64,
     by_kid: HashMap<String, VerificationKey>,
     /// The key for tokens without `kid`, when the set has exactly one key.
     only: Option<VerificationKey>,
@@ -378,6 +381,18 @@ impl Jwks {
         }
     }
 
+    /// The key set in use, while it is usable: tokens verified under
+    /// another (older) one are verified again.
+    pub(crate) fn generation(&self) -> Option<u64> {
+        let now = Instant::now();
+        self.inner
+            .cache
+            .load()
+            .as_ref()
+            .filter(|s| now.saturating_duration_since(s.fetched_at) < self.inner.stale_limit)
+            .map(|s| s.generation)
+    }
+
     pub(crate) fn lookup(&self, kid: Option<&str>, may_refresh: bool) -> Lookup {
         let now = Instant::now();
         let usable = self
@@ -473,7 +488,9 @@ impl Jwks {
             Err(_) => Err("timed out"),
         };
         match result {
-            Ok(snapshot) => {
+            Ok(mut snapshot) => {
+                let previous = self.inner.cache.load().as_ref().map_or(0, |s| s.generation);
+                snapshot.generation = previous + 1;
                 self.inner.cache.store(Some(Arc::new(snapshot)));
                 if self.inner.failing.swap(false, Ordering::Relaxed) {
                     emit!(
@@ -584,6 +601,7 @@ impl Jwks {
         }
         let only = (keys.len() == 1).then(|| keys.remove(0));
         Ok(Snapshot {
+            generation: 0,
             by_kid,
             only,
             fetched_at: Instant::now(),

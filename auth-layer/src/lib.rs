@@ -62,6 +62,7 @@
 //! ```
 
 pub mod authenticate;
+mod cache;
 pub mod claims;
 mod config;
 mod error;
@@ -73,6 +74,7 @@ pub mod require;
 pub mod webhook;
 
 pub use authenticate::{Authenticate, AuthenticateLayer};
+pub use cache::DEFAULT_TOKEN_CACHE;
 pub use claims::{ClaimsMapper, SupabaseClaims};
 pub use config::{AuthConfig, AuthConfigError, JwksConfig, WebhookConfig};
 pub use error::{AuthError, Denial, StepUp};
