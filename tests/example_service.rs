@@ -718,7 +718,8 @@ fn an_in_flight_request_finishes_after_the_shutdown_signal() {
     let mut svc = Running::start(command());
     // A request whose body is still arriving when SIGTERM comes: with a
     // signature header, the webhook layer reads the whole body before it
-    // answers.
+    // answers. `Expect: 100-continue` makes the server say when it has
+    // accepted the connection, read the head and begun reading the body.
     let mut stream = TcpStream::connect(&svc.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -727,13 +728,18 @@ fn an_in_flight_request_finishes_after_the_shutdown_signal() {
     let (first, rest) = body.split_at(10);
     write!(
         stream,
-        "POST /api/webhooks/stripe HTTP/1.1\r\nHost: test\r\nStripe-Signature: t={},v1={}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        "POST /api/webhooks/stripe HTTP/1.1\r\nHost: test\r\nStripe-Signature: t={},v1={}\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n{first}",
         jsonwebtoken::get_current_timestamp(),
         "0".repeat(64),
         body.len()
     )
     .unwrap();
     stream.flush().unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut interim = String::new();
+    reader.read_line(&mut interim).unwrap();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    reader.read_line(&mut interim).unwrap();
     let pid = svc.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -758,7 +764,7 @@ fn an_in_flight_request_finishes_after_the_shutdown_signal() {
     }
     stream.write_all(rest.as_bytes()).unwrap();
     let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
+    reader.read_to_string(&mut raw).unwrap();
     // Answered (400: the signature doesn't match), within the grace period.
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
     assert!(raw.contains("application/problem+json"), "{raw}");
