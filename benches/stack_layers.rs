@@ -8,8 +8,10 @@
 //! Every variant gets the same fresh request (`GET /api/me` with an HS256
 //! bearer token, a user agent and the peer address), driven to completion
 //! with a no-op waker, and writes its log lines as the example does: the
-//! JSON subscriber of `init_json_logging` with the scrubbing writer, to a
-//! sink. Subtract `baseline` for a layer's own cost.
+//! JSON lines of `init_json_logging` with the scrubbing writer, to a sink
+//! (`BENCH_LOG_FORMAT=tracing-json` uses tracing-subscriber's own JSON
+//! format instead, for comparison). Subtract `baseline` for a layer's own
+//! cost.
 
 #![allow(missing_docs)]
 
@@ -21,7 +23,7 @@ use guardrails::{
     GuardrailsConfig, GuardrailsLayer,
     auth_layer::{AuthenticateLayer, JwtVerifier, KeySource},
     guardrail_core::{ClientIpConfig, Pseudonymizer, ResolveClientIpLayer, SetRequestIdLayer},
-    pii_trace_layer::{Scrubber, ScrubbingMakeWriter, TraceLayer},
+    pii_trace_layer::{JsonFields, JsonLines, Scrubber, ScrubbingMakeWriter, TraceLayer},
     ratelimit_layer::{RateLimitLayer, RateLimitPolicy},
 };
 use guardrails_testkit::bench::{respond_with, runtime, status};
@@ -112,17 +114,25 @@ fn main() {
     let _guard = rt.enter();
     let scrubber = Arc::new(Scrubber::new(Pseudonymizer::new(b"bench")));
     // As init_json_logging, to a sink.
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(ScrubbingMakeWriter::new(
-            Arc::clone(&scrubber),
-            std::io::sink,
-        ))
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let writer = ScrubbingMakeWriter::new(Arc::clone(&scrubber), std::io::sink);
+    let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO);
+    if std::env::var("BENCH_LOG_FORMAT").is_ok_and(|f| f == "tracing-json") {
+        println!("BENCH_LOG_FORMAT=tracing-json: tracing-subscriber's JSON format");
+        let subscriber = builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(writer)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    } else {
+        let subscriber = builder
+            .event_format(JsonLines::default())
+            .fmt_fields(JsonFields)
+            .with_writer(writer)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    }
 
     let token = token();
     let inner = || respond_with(Body::empty);

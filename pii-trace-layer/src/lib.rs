@@ -23,6 +23,7 @@
 mod config;
 mod error;
 pub mod events;
+pub mod json_format;
 pub mod scrub;
 pub mod trace;
 pub mod writer;
@@ -30,6 +31,7 @@ pub mod writer;
 pub use config::{LevelName, TraceConfig};
 pub use error::TraceError;
 pub use events::Events;
+pub use json_format::{JsonFields, JsonLines};
 pub use scrub::{Class, CustomRule, Finding, LineScrubber, ScrubConfig, Scrubber};
 pub use trace::{Trace, TraceLayer};
 pub use writer::{ScrubbingMakeWriter, ScrubbingWriter, init_json_logging};

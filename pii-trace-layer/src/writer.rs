@@ -150,15 +150,16 @@ impl<W: io::Write> Drop for ScrubbingWriter<W> {
     }
 }
 
-/// Installs the global subscriber: JSON lines on stdout, `RUST_LOG`
+/// Installs the global subscriber: JSON lines on stdout
+/// ([`JsonLines`](crate::JsonLines): tracing-subscriber's JSON shape with
+/// flattened events, written without re-parsing span fields), `RUST_LOG`
 /// filtering (default `info`), every line scrubbed by `scrubber`.
 pub fn init_json_logging(scrubber: Arc<Scrubber>) -> Result<(), crate::TraceError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
+        .event_format(crate::JsonLines::default())
+        .fmt_fields(crate::JsonFields)
         .with_env_filter(filter)
         .with_writer(ScrubbingMakeWriter::new(scrubber, io::stdout))
         .try_init()
