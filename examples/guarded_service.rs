@@ -51,9 +51,11 @@ async fn main() -> ExitCode {
         Ok((_, guardrails)) => Arc::clone(&guardrails.scrubber),
         Err(_) => Arc::new(Scrubber::new(Pseudonymizer::random())),
     };
+    // Lines are written in batches off the request path; the guard writes
+    // what is queued when `main` returns, so no line is lost on shutdown.
     let logging = init_json_logging(scrubber).map_err(|e| e.to_string());
-    let (config, guardrails) = match (built, logging) {
-        (Ok(built), Ok(())) => built,
+    let (config, guardrails, _log_guard) = match (built, logging) {
+        (Ok((config, guardrails)), Ok(guard)) => (config, guardrails, guard),
         (Err(message), _) | (Ok(_), Err(message)) => {
             eprintln!("guarded_service: refusing to start: {message}");
             tracing::error!(error = %message, "refusing to start: invalid configuration");

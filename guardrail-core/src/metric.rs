@@ -11,15 +11,21 @@
 //! assert!(metric::ALL.iter().all(|name| name.starts_with("guardrails_")));
 //! ```
 
-/// Rate-limit decisions, by `policy` and `outcome` (`allowed`, `limited`).
+/// Rate-limit decisions, by `policy` and `outcome` (`allowed`, `limited`,
+/// `shadow_limited`).
 pub const RATELIMIT_DECISIONS_TOTAL: &str = "guardrails_ratelimit_decisions_total";
 /// Keys held in memory, by `policy`.
 pub const RATELIMIT_KEYS: &str = "guardrails_ratelimit_keys";
 /// Failed calls to a rate-limit backend, by `backend`.
 pub const RATELIMIT_BACKEND_ERRORS_TOTAL: &str = "guardrails_ratelimit_backend_errors_total";
 
+/// Log lines dropped because the log writer's queue was full (never WARN
+/// or above).
+pub const LOG_LINES_DROPPED_TOTAL: &str = "guardrails_log_lines_dropped_total";
+
 /// Every metric name above.
 pub const ALL: &[&str] = &[
+    LOG_LINES_DROPPED_TOTAL,
     RATELIMIT_DECISIONS_TOTAL,
     RATELIMIT_KEYS,
     RATELIMIT_BACKEND_ERRORS_TOTAL,

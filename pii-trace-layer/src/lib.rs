@@ -20,6 +20,7 @@
 //! assert_eq!(s.scrub("login failed for ann@example.com"), "login failed for [email]");
 //! ```
 
+pub mod batched;
 mod config;
 mod error;
 pub mod events;
@@ -28,10 +29,11 @@ pub mod scrub;
 pub mod trace;
 pub mod writer;
 
+pub use batched::{BatchedWriter, BatchedWriterGuard};
 pub use config::{LevelName, TraceConfig};
 pub use error::TraceError;
 pub use events::Events;
 pub use json_format::{JsonFields, JsonLines};
 pub use scrub::{Class, CustomRule, Finding, LineScrubber, ScrubConfig, Scrubber};
 pub use trace::{Trace, TraceLayer};
-pub use writer::{ScrubbingMakeWriter, ScrubbingWriter, init_json_logging};
+pub use writer::{LogGuard, ScrubbingMakeWriter, ScrubbingWriter, init_json_logging};

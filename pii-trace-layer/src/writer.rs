@@ -153,19 +153,52 @@ impl<W: io::Write> Drop for ScrubbingWriter<W> {
 /// Installs the global subscriber: JSON lines on stdout
 /// ([`JsonLines`](crate::JsonLines): tracing-subscriber's JSON shape with
 /// flattened events, written without re-parsing span fields), `RUST_LOG`
-/// filtering (default `info`), every line scrubbed by `scrubber`.
-pub fn init_json_logging(scrubber: Arc<Scrubber>) -> Result<(), crate::TraceError> {
+/// filtering (default `info`), every line scrubbed by `scrubber`, written
+/// in batches off the request path ([`BatchedWriter`](crate::BatchedWriter):
+/// WARN and above never dropped, other lines dropped and counted only when
+/// the queue is full).
+///
+/// Keep the returned guard until the service exits: dropping it writes
+/// every queued line.
+pub fn init_json_logging(scrubber: Arc<Scrubber>) -> Result<LogGuard, crate::TraceError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) =
+        crate::BatchedWriter::new(io::stdout(), crate::batched::DEFAULT_QUEUE_LINES);
     tracing_subscriber::fmt()
         .event_format(crate::JsonLines::default())
         .fmt_fields(crate::JsonFields)
         .with_env_filter(filter)
-        .with_writer(ScrubbingMakeWriter::new(scrubber, io::stdout))
+        .with_writer(ScrubbingMakeWriter::new(scrubber, writer.clone()))
         .try_init()
         .map_err(|e| crate::TraceError::Subscriber {
             message: e.to_string(),
-        })
+        })?;
+    Ok(LogGuard {
+        writer,
+        _guard: guard,
+    })
+}
+
+/// The running log writer of [`init_json_logging`]; dropping it writes
+/// every queued line.
+#[derive(Debug)]
+#[must_use = "dropping the guard stops the log writer; keep it until the service exits"]
+pub struct LogGuard {
+    writer: crate::BatchedWriter,
+    _guard: crate::BatchedWriterGuard,
+}
+
+impl LogGuard {
+    /// Lines dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.writer.dropped()
+    }
+
+    /// The `logging` component of the health report.
+    pub fn health_source(&self) -> Arc<dyn guardrail_core::health::HealthSource> {
+        self.writer.health_source()
+    }
 }
 
 #[cfg(test)]
