@@ -20,10 +20,10 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::{body::Body, extract::ConnectInfo};
 use criterion::{BatchSize, BenchmarkGroup, Criterion, measurement::WallTime};
 use guardrails::{
-    GuardrailsConfig, GuardrailsLayer,
+    Guardrails, GuardrailsConfig, GuardrailsLayer,
     auth_layer::{AuthenticateLayer, JwtVerifier, KeySource},
-    guardrail_core::{ClientIpConfig, Pseudonymizer, ResolveClientIpLayer, SetRequestIdLayer},
-    pii_trace_layer::{JsonFields, JsonLines, Scrubber, ScrubbingMakeWriter, TraceLayer},
+    guardrail_core::{ClientIpConfig, ResolveClientIpLayer, SetRequestIdLayer},
+    pii_trace_layer::{JsonFields, JsonLines, ScrubbingMakeWriter, TraceLayer},
     ratelimit_layer::{RateLimitLayer, RateLimitPolicy},
 };
 use guardrails_testkit::bench::{respond_with, runtime, status};
@@ -80,7 +80,7 @@ where
 
 /// The example's config with its secret in a file and limits that never
 /// trip.
-fn example_stack() -> GuardrailsLayer {
+fn example_stack() -> Guardrails {
     let secret = std::env::temp_dir().join(format!("guardrails-bench-{}", std::process::id()));
     std::fs::write(&secret, SECRET).unwrap();
     let text = include_str!("../examples/guardrails.toml")
@@ -104,7 +104,7 @@ fn example_stack() -> GuardrailsLayer {
         .unwrap()
         .validate()
         .unwrap();
-    let stack = GuardrailsLayer::from_config(&config).unwrap().layer;
+    let stack = GuardrailsLayer::from_config(&config).unwrap();
     std::fs::remove_file(secret).unwrap();
     stack
 }
@@ -112,7 +112,10 @@ fn example_stack() -> GuardrailsLayer {
 fn main() {
     let rt = runtime();
     let _guard = rt.enter();
-    let scrubber = Arc::new(Scrubber::new(Pseudonymizer::new(b"bench")));
+    // The stack's scrubber is the log writer's, as in the example (the
+    // writer trusts only lines scrubbed by its own scrubber).
+    let stack = example_stack();
+    let scrubber = Arc::clone(&stack.scrubber);
     // As init_json_logging, to a sink.
     let writer = ScrubbingMakeWriter::new(Arc::clone(&scrubber), std::io::sink);
     let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO);
@@ -189,7 +192,7 @@ fn main() {
         &mut group,
         "example_stack",
         &token,
-        example_stack().layer(inner()),
+        stack.layer.layer(inner()),
     );
     group.finish();
     criterion.final_summary();

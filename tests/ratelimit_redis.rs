@@ -191,6 +191,11 @@ async fn unreachable_redis_falls_back_as_configured() {
     let (s, headers) = status(&mut deny, "203.0.113.9").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers["retry-after"], "1");
+
+    // A shadow policy never rejects, not even when Redis is down.
+    let shadow = policy().mode(ratelimit_layer::PolicyMode::Shadow);
+    let mut shadow = replica(backend(), shadow, OnRedisError::Deny);
+    assert_eq!(status(&mut shadow, "203.0.113.9").await.0, StatusCode::OK);
 }
 
 /// A TCP proxy to Redis that can be cut and restored.

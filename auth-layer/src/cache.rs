@@ -10,6 +10,9 @@
 //!   verifier's leeway, so an entry never outlives its token;
 //! - an entry belongs to the key set it was verified with: a JWKS refresh
 //!   (rotation, a removed key) makes every older entry a miss;
+//! - an entry belongs to the verifier settings it was verified under:
+//!   changing the issuer, audience, claims mapper or size cap of a verifier
+//!   (or of a clone) gives it a cache of its own;
 //! - it is bounded: at most `capacity` entries (expired ones are dropped
 //!   first, then arbitrary ones), tokens over 4 KiB are never stored.
 //!
@@ -35,6 +38,7 @@ pub const DEFAULT_TOKEN_CACHE: usize = 4096;
 
 pub(crate) struct TokenCache {
     shards: Box<[Mutex<Shard>]>,
+    capacity: usize,
     per_shard: usize,
     hasher: foldhash::fast::RandomState,
 }
@@ -63,14 +67,21 @@ impl TokenCache {
     pub(crate) fn new(capacity: usize) -> Option<Self> {
         (capacity > 0).then(|| Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            capacity,
             per_shard: capacity.div_ceil(SHARDS),
             hasher: foldhash::fast::RandomState::default(),
         })
     }
 
+    /// An empty cache of the same size.
+    pub(crate) fn emptied(&self) -> Self {
+        Self::new(self.capacity).expect("a cache has a capacity of at least 1")
+    }
+
     fn slot(&self, token: &str) -> (u64, &Mutex<Shard>) {
         let hash = self.hasher.hash_one(token);
-        (hash, &self.shards[(hash >> 59) as usize % SHARDS])
+        // Middle bits: the map inside uses the low ones and the top seven.
+        (hash, &self.shards[(hash >> 32) as usize % SHARDS])
     }
 
     /// The principal of `token` if it was verified under key set

@@ -198,6 +198,9 @@ impl JwtVerifier {
         // Copies only if this verifier was cloned before being configured.
         let settings = Arc::make_mut(&mut self.settings);
         f(settings);
+        // Tokens verified under the old settings (another audience, issuer,
+        // mapper or size cap) are not this verifier's to serve.
+        self.cache = self.cache.as_ref().map(|c| Arc::new(c.emptied()));
         self
     }
 
@@ -213,9 +216,11 @@ impl JwtVerifier {
         self.update(|s| s.audience = Some(audience))
     }
 
-    /// Sets the clock-skew allowance for `exp` and `nbf`.
-    pub fn leeway(self, leeway: Duration) -> Self {
-        self.update(|s| s.leeway = leeway)
+    /// Sets the clock-skew allowance for `exp` and `nbf`. Cached tokens are
+    /// checked against it on every hit, so the cache stays shared.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        Arc::make_mut(&mut self.settings).leeway = leeway;
+        self
     }
 
     /// Sets the largest accepted token, in bytes.

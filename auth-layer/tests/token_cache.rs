@@ -56,8 +56,9 @@ async fn an_altered_token_is_never_served_from_the_cache() {
 #[tokio::test]
 async fn a_cached_token_still_expires() {
     // Expired 20 s ago: inside the default 30 s leeway, so accepted and
-    // kept. A clone with a 5 s leeway shares the cache, and the entry's
-    // own `exp` is checked on the hit: refused, as uncached.
+    // kept. A clone with a 5 s leeway shares the cache (the leeway is
+    // checked on every hit), and the entry's own `exp` is checked on the
+    // hit: refused, as uncached.
     let verifier = verifier();
     let mut c = claims("user-7");
     c["exp"] = json!(now() - 20);
@@ -66,6 +67,7 @@ async fn a_cached_token_still_expires() {
     assert_eq!(verifier.cached_tokens(), 1);
     let strict = verifier.clone().leeway(Duration::from_secs(5));
     assert_eq!(strict.verify(&token).await.unwrap_err(), AuthError::Expired);
+    assert_eq!(strict.cached_tokens(), 1, "the same cache");
 
     // Not yet valid (nbf 20 s ahead, inside the leeway): the same.
     let mut c = claims("user-8");
@@ -76,4 +78,26 @@ async fn a_cached_token_still_expires() {
         strict.verify(&token).await.is_err(),
         "nbf is checked on a hit"
     );
+}
+
+#[tokio::test]
+async fn a_reconfigured_clone_never_serves_the_originals_entries() {
+    // Verified for `authenticated` by one verifier; a clone that wants
+    // another audience (or issuer) must refuse it, cache or not.
+    let user = verifier();
+    let token = hs256(&claims("user-7"));
+    user.verify(&token).await.unwrap();
+    let admin = user.clone().audience("admin-api");
+    assert_eq!(
+        admin.verify(&token).await.unwrap_err(),
+        AuthError::WrongAudience
+    );
+    let other_issuer = user.clone().issuer("https://other.example/auth/v1");
+    assert_eq!(
+        other_issuer.verify(&token).await.unwrap_err(),
+        AuthError::WrongIssuer
+    );
+    // The original still serves it from its cache.
+    assert!(user.verify(&token).await.is_ok());
+    assert_eq!(user.cached_tokens(), 1);
 }

@@ -41,8 +41,8 @@ use std::{
     fmt,
     io::{self, Write},
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
     },
     thread::JoinHandle,
@@ -71,7 +71,10 @@ struct Shared {
     /// The output; the thread locks it per batch, and after shutdown lines
     /// are written to it directly.
     out: Mutex<Box<dyn Write + Send>>,
-    closed: AtomicBool,
+    /// Whether lines go to the thread. A line is queued under the read
+    /// lock; shutdown takes the write lock, so every line queued is queued
+    /// before the shutdown message, and none after it.
+    open: RwLock<bool>,
     dropped: AtomicU64,
     dropped_metric: metrics::Counter,
 }
@@ -110,7 +113,7 @@ impl BatchedWriter {
         let shared = Arc::new(Shared {
             tx,
             out: Mutex::new(Box::new(out)),
-            closed: AtomicBool::new(false),
+            open: RwLock::new(true),
             dropped: AtomicU64::new(0),
             dropped_metric: metrics::counter!(guardrail_core::metric::LOG_LINES_DROPPED_TOTAL),
         });
@@ -123,7 +126,7 @@ impl BatchedWriter {
         };
         if thread.is_none() {
             // No thread: every line is written directly.
-            shared.closed.store(true, Ordering::Release);
+            *shared.open.write().unwrap_or_else(|e| e.into_inner()) = false;
         }
         (
             Self {
@@ -191,11 +194,6 @@ fn run(shared: &Shared, rx: &Receiver<Msg>) {
             std::thread::sleep(GATHER);
         }
     }
-    shared.closed.store(true, Ordering::Release);
-    // Lines queued between the last drain and `closed`.
-    while let Ok(Msg::Line(line)) = rx.try_recv() {
-        batch.extend_from_slice(&line);
-    }
     write_batch(shared, &mut batch);
 }
 
@@ -210,7 +208,9 @@ fn write_batch(shared: &Shared, batch: &mut Vec<u8>) {
 impl Drop for BatchedWriterGuard {
     fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
-            // Room is made by the thread, which is still draining.
+            // Waits for lines being queued (the thread, still draining,
+            // makes room for them); later ones are written directly.
+            *self.shared.open.write().unwrap_or_else(|e| e.into_inner()) = false;
             let _ = self.shared.tx.send(Msg::Shutdown);
             let _ = thread.join();
         }
@@ -271,7 +271,9 @@ impl Drop for LineWriter {
         }
         let line = std::mem::take(&mut self.buf);
         let shared = &self.shared;
-        if shared.closed.load(Ordering::Acquire) {
+        let open = shared.open.read().unwrap_or_else(|e| e.into_inner());
+        if !*open {
+            drop(open);
             let mut out = shared.out.lock().unwrap_or_else(|e| e.into_inner());
             let _ = out.write_all(&line);
             let _ = out.flush();
@@ -292,6 +294,7 @@ impl Drop for LineWriter {
             // The thread is gone: written here instead.
             Err(TrySendError::Disconnected(msg)) => msg,
         };
+        drop(open);
         if let Msg::Line(line) = unsent {
             let mut out = shared.out.lock().unwrap_or_else(|e| e.into_inner());
             let _ = out.write_all(&line);

@@ -124,11 +124,18 @@ impl<'writer> FormatFields<'writer> for JsonFields {
         current: &'writer mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        // Pairs after the ones already there, comma-separated.
-        let first = current.fields.is_empty();
+        // Pairs after the ones already there, comma-separated. A value
+        // whose formatting fails leaves the fragment as it was, so every
+        // later line of the span stays valid JSON.
+        let before = current.fields.len();
+        let first = before == 0;
         let mut pairs = Pairs::new(current.as_writer(), !first);
         fields.record(&mut pairs);
-        pairs.result
+        let result = pairs.result;
+        if result.is_err() {
+            current.fields.truncate(before);
+        }
+        result
     }
 }
 

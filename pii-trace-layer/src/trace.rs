@@ -207,6 +207,12 @@ struct Facts {
     /// No span was current when the request arrived, so this layer's span
     /// has no parent: its line prints no one else's fields.
     alone: bool,
+    /// The length of the span's formatted fields once made (with
+    /// [`JsonFields`](crate::JsonFields)): a value recorded on the span
+    /// later, by anyone, changes it, and the line is scanned again.
+    span_fields: Option<usize>,
+    /// Which scrubber scrubbed these facts (its address).
+    scrubber: usize,
 }
 
 /// The method as OpenTelemetry reports it: a standard method by name, any
@@ -230,7 +236,27 @@ fn method_name(method: &http::Method) -> &'static str {
 thread_local! {
     /// Set while this layer writes an `api.request` whose span has no
     /// parent (see [`is_prescrubbed`]).
-    static PRESCRUBBED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PRESCRUBBED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn scrubber_id(scrubber: &Arc<Scrubber>) -> usize {
+    Arc::as_ptr(scrubber) as usize
+}
+
+/// The length of `span`'s fields as [`JsonFields`](crate::JsonFields)
+/// formatted them; `None` when they weren't (another formatter, another
+/// subscriber, a disabled span).
+fn formatted_len(span: &Span) -> Option<usize> {
+    use tracing_subscriber::registry::{LookupSpan, SpanData};
+    let id = span.id()?;
+    tracing::dispatcher::get_default(|dispatch| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let data = registry.span_data(&id)?;
+        let extensions = data.extensions();
+        extensions
+            .get::<tracing_subscriber::fmt::FormattedFields<crate::JsonFields>>()
+            .map(|fields| fields.fields.len())
+    })
 }
 
 /// Whether the event being written is this layer's own `api.request`, in
@@ -241,8 +267,9 @@ thread_local! {
 /// callsite and a flag the layer sets around the event on this thread —
 /// out of band, never from text a client could write. Inside any other
 /// span (whose fields the line would print) the writer scans as usual.
-pub(crate) fn is_prescrubbed(meta: &tracing::Metadata<'_>) -> bool {
-    PRESCRUBBED.get()
+pub(crate) fn is_prescrubbed(meta: &tracing::Metadata<'_>, scrubber: &Arc<Scrubber>) -> bool {
+    // Scrubbed by the writer's own scrubber (the same rules), not another.
+    PRESCRUBBED.get() == scrubber_id(scrubber)
         && meta.is_event()
         && meta.module_path() == Some(module_path!())
         && meta.target() == guardrail_core::event::TARGET
@@ -286,7 +313,7 @@ where
             }
         };
         let route = route_of(&req);
-        let facts = Facts {
+        let mut facts = Facts {
             method: method_name(req.method()),
             // With a matched route, its template says it all; the concrete
             // path would carry ids (`/users/8c1f…/profile`) no pattern can
@@ -314,6 +341,8 @@ where
                 })
                 .collect(),
             alone: Span::current().is_none(),
+            span_fields: None,
+            scrubber: scrubber_id(&s.scrubber),
         };
         // The event carries every field; the span only what correlates the
         // handler's own events with it (formatting fields twice is most of
@@ -325,6 +354,9 @@ where
             "http.request.method" = facts.method,
             "http.route" = %facts.route,
         );
+        if facts.alone {
+            facts.span_fields = formatted_len(&span);
+        }
         let future = span.in_scope(|| self.inner.call(req));
         ResponseFuture {
             inner: future,
@@ -384,9 +416,13 @@ fn record(
             .join(" ")
     });
     // Only this layer's values on the line: its own span is the current
-    // one, with no parent.
-    let prescrubbed = f.alone && span.id().is_some() && Span::current().id() == span.id();
-    PRESCRUBBED.set(prescrubbed);
+    // one, with no parent, and nothing was recorded on it since it was made.
+    let prescrubbed = f.alone
+        && span.id().is_some()
+        && Span::current().id() == span.id()
+        && f.span_fields.is_some()
+        && formatted_len(span) == f.span_fields;
+    PRESCRUBBED.set(if prescrubbed { f.scrubber } else { 0 });
     emit!(
         level = level,
         EventName::API_REQUEST,
@@ -403,7 +439,7 @@ fn record(
         latency_ms = latency_ms,
         "error.type" = error,
     );
-    PRESCRUBBED.set(false);
+    PRESCRUBBED.set(0);
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {

@@ -91,7 +91,7 @@ where
             inner: self.inner.make_writer_for(meta),
             buf: Vec::new(),
             // The trace layer's own line, whose values it scrubbed already.
-            prescrubbed: crate::trace::is_prescrubbed(meta),
+            prescrubbed: crate::trace::is_prescrubbed(meta, &self.scrubber),
         }
     }
 }
@@ -247,29 +247,68 @@ mod tests {
         assert!(out.lines().all(|l| l.contains("[email]")), "{out}");
     }
 
-    /// One request through the trace layer (scrubbing with the default
-    /// rules) into a writer whose scrubber also rewrites `api.request`
-    /// wherever it scans, so a scanned line is visible in the output.
-    async fn traced(request_id: &str, method: &str, user_span: bool) -> serde_json::Value {
+    /// How the request of [`traced`] goes.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Case {
+        /// Nothing around the trace layer.
+        Plain,
+        /// An application span with PII around the request.
+        InUserSpan,
+        /// The handler records raw text on the trace layer's span.
+        Rerecorded,
+        /// The writer and the trace layer scrub with different scrubbers.
+        OtherScrubber,
+    }
+
+    /// One request through the trace layer into a scrubbing writer, both
+    /// with a scrubber that also rewrites `api.request` wherever it scans
+    /// (so a scanned line shows in the output), with the JSON lines of
+    /// `init_json_logging`.
+    async fn traced(request_id: &str, method: &str, case: Case) -> serde_json::Value {
         use guardrail_core::{Pseudonymizer, SetRequestIdLayer};
         use std::convert::Infallible;
+        use std::sync::Mutex;
         use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
 
         let mut config = crate::ScrubConfig::default();
         config
             .rules
             .push(toml::from_str("name = \"scanned\"\npattern = \"api\\\\.request\"").unwrap());
-        let writer_scrubber =
-            Arc::new(Scrubber::with_config(Pseudonymizer::new(b"k"), &config).unwrap());
-        let (_guard, logs) = guardrails_testkit::capture::json_through(|sink| {
-            ScrubbingMakeWriter::new(writer_scrubber, sink)
-        });
+        let scrubber = Arc::new(Scrubber::with_config(Pseudonymizer::new(b"k"), &config).unwrap());
+        let writer_scrubber = if case == Case::OtherScrubber {
+            Arc::new(Scrubber::with_config(Pseudonymizer::new(b"k"), &config).unwrap())
+        } else {
+            Arc::clone(&scrubber)
+        };
+        let sink = Sink::default();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(crate::JsonLines::default())
+            .fmt_fields(crate::JsonFields)
+            .with_writer(ScrubbingMakeWriter::new(writer_scrubber, {
+                let sink = sink.clone();
+                move || sink.clone()
+            }))
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
         let svc = ServiceBuilder::new()
             .layer(SetRequestIdLayer::new())
-            .layer(crate::TraceLayer::new(Arc::new(Scrubber::new(
-                Pseudonymizer::new(b"k"),
-            ))))
-            .service(service_fn(|_req: http::Request<()>| async {
+            .layer(crate::TraceLayer::new(scrubber))
+            .service(service_fn(move |_req: http::Request<()>| async move {
+                if case == Case::Rerecorded {
+                    tracing::Span::current().record("http.route", "/users/jane@example.com");
+                }
                 Ok::<_, Infallible>(http::Response::new(()))
             }));
         let req = http::Request::builder()
@@ -280,26 +319,24 @@ mod tests {
             .unwrap();
         let span = tracing::info_span!("handler_span", customer = "jane@example.com");
         let call = svc.oneshot(req);
-        if user_span {
+        if case == Case::InUserSpan {
             tracing::Instrument::instrument(call, span).await.unwrap();
         } else {
             call.await.unwrap();
         }
-        let line = logs
-            .lines()
-            .into_iter()
-            .find(|l| l["http.route"] == "unmatched")
-            .expect("the api.request line");
-        let text = logs.text();
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         assert!(!text.contains("jane@example.com"), "{text}");
-        line
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|l| l["url.path"] == "/orders")
+            .expect("the api.request line")
     }
 
     #[tokio::test]
     async fn the_trace_layers_own_line_is_not_scanned_twice_and_holds_no_pii() {
         // An SSN as the request id, a made-up method: the layer scrubbed
         // and normalised them itself, so the writer didn't scan the line.
-        let line = traced("078-05-1120", "JANEDOE", false).await;
+        let line = traced("078-05-1120", "JANEDOE", Case::Plain).await;
         assert_eq!(line["event"], "api.request", "not scanned again: {line}");
         assert_eq!(line["request_id"], "[ssn]");
         assert_eq!(line["http.request.method"], "_OTHER");
@@ -309,8 +346,23 @@ mod tests {
     async fn inside_another_span_the_trace_line_is_scanned_as_usual() {
         // A span of the application around the request: its fields are on
         // the line too, so the writer scans it.
-        let line = traced("req-1", "GET", true).await;
+        let line = traced("req-1", "GET", Case::InUserSpan).await;
         assert_eq!(line["event"], "[scanned]", "{line}");
         assert_eq!(line["http.request.method"], "GET");
+    }
+
+    #[tokio::test]
+    async fn a_value_recorded_on_the_trace_span_later_gets_the_line_scanned() {
+        // The handler writes raw text into the layer's span: the line
+        // prints it, so the writer scans the line.
+        let line = traced("req-2", "GET", Case::Rerecorded).await;
+        assert_eq!(line["event"], "[scanned]", "{line}");
+    }
+
+    #[tokio::test]
+    async fn with_another_scrubber_in_the_writer_the_line_is_scanned() {
+        // The writer's rules may differ from the layer's: it scans.
+        let line = traced("req-3", "GET", Case::OtherScrubber).await;
+        assert_eq!(line["event"], "[scanned]", "{line}");
     }
 }

@@ -61,6 +61,7 @@ const PROBE_EVERY_MS: u64 = 1_000;
 /// KEYS: the buckets. ARGV: per bucket, its emission interval and burst.
 /// Returns per bucket {allowed (0/1), remaining, retry_after_us, reset_us}.
 const GCRA: &str = r"
+redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}

@@ -162,10 +162,16 @@ impl<S> RateLimit<S> {
                         }
                     }
                     OnRedisError::Allow => {}
-                    OnRedisError::Deny => {
+                    // Shadow policies never reject, not even for an outage.
+                    OnRedisError::Deny
+                        if keys
+                            .iter()
+                            .any(|(index, _)| !shared.policies[*index].shadow) =>
+                    {
                         verdict.unavailable = true;
                         verdict.denied = true;
                     }
+                    OnRedisError::Deny => {}
                 },
             }
             verdict
