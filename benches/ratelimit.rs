@@ -73,14 +73,7 @@ fn bench(c: &mut Criterion) {
         ratelimit::tower_governor_with_headers().layer(inner()),
     );
     group.finish();
-    if let Some(prometheus) = prometheus {
-        assert!(
-            prometheus
-                .render()
-                .contains("guardrails_ratelimit_decisions_total"),
-            "the recorder saw the decisions"
-        );
-    }
+    ratelimit::assert_decisions_recorded(prometheus.as_ref());
 }
 
 criterion_group!(benches, bench);

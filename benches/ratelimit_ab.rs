@@ -120,12 +120,5 @@ fn main() {
             median(diff)
         );
     }
-    if let Some(prometheus) = prometheus {
-        assert!(
-            prometheus
-                .render()
-                .contains("guardrails_ratelimit_decisions_total"),
-            "the recorder saw the decisions"
-        );
-    }
+    ratelimit::assert_decisions_recorded(prometheus.as_ref());
 }

@@ -120,12 +120,5 @@ fn main() {
             println!("{threads:<10} {keys:<15} {ours:>12.1} {theirs:>16.1}");
         }
     }
-    if let Some(prometheus) = prometheus {
-        assert!(
-            prometheus
-                .render()
-                .contains("guardrails_ratelimit_decisions_total"),
-            "the recorder saw the decisions"
-        );
-    }
+    ratelimit::assert_decisions_recorded(prometheus.as_ref());
 }

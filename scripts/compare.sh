@@ -30,10 +30,9 @@ PORT=${PORT:-39391}
 WORK=$(mktemp -d /tmp/guardrails-compare.XXXXXX)
 trap 'rm -rf "$WORK"; [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || true' EXIT
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "== installing wrk (Debian's package)"
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+# shellcheck source=scripts/load-common.sh
+. scripts/load-common.sh
+need_wrk
 
 echo "== building (release)"
 cargo build -q --release -p floyo-loadcmp
@@ -46,9 +45,7 @@ export RUST_LOG=info
 TOKEN=$("$BIN/examples/mint_token" --sub user-1)
 "$BIN/loadcmp" tokens "$USERS" > "$WORK/many.lua"
 
-# The example's config with limits no load run reaches.
-sed -e 's/^rate = .*/rate = 1000000000/' -e 's/^burst = .*/burst = 1000000000/' \
-  -e 's/^period = .*/period = "1s"/' examples/guardrails.toml > "$WORK/guardrails.toml"
+never_limiting_config "$WORK/guardrails.toml"
 
 start() {
   case "$1" in
@@ -62,12 +59,7 @@ start() {
         "$bin" > /dev/null 2>&1 & ;;
   esac
   SERVER=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "$1 did not start" >&2
-  exit 1
+  wait_for_port "$PORT" || { echo "$1 did not start" >&2; exit 1; }
 }
 
 stop() {

@@ -17,19 +17,20 @@ PORT=${PORT:-39396}
 WORK=$(mktemp -d /tmp/guardrails-memory.XXXXXX)
 trap 'rm -rf "$WORK"; [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || true' EXIT
 
-command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+# shellcheck source=scripts/load-common.sh
+. scripts/load-common.sh
+need_wrk
 cargo build -q --release -p floyo-loadcmp
 cargo build -q --release -p floyo-guardrails --all-features --example guarded_service
 export GUARDRAILS_JWT_SECRET="memory-secret-0123456789-abcdefghijklmnop"
 target/release/loadcmp tokens "$USERS" > "$WORK/many.lua"
-sed -e 's/^rate = .*/rate = 1000000000/' -e 's/^burst = .*/burst = 1000000000/' \
-  -e 's/^period = .*/period = "1s"/' examples/guardrails.toml > "$WORK/guardrails.toml"
+never_limiting_config "$WORK/guardrails.toml"
 
 GUARDRAILS_CONFIG="$WORK/guardrails.toml" GUARDRAILS_LISTEN="127.0.0.1:$PORT" RUST_LOG=info \
   GUARDRAILS__CLIENT_IP__TRUSTED_PROXIES='["127.0.0.1/32"]' \
   target/release/examples/guarded_service > /dev/null 2>&1 &
 SERVER=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+wait_for_port "$PORT" || { echo "the example did not start" >&2; exit 1; }
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$SERVER/status"; }
 # One request first, so everything built lazily on the first request is
 # in the base.

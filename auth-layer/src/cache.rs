@@ -20,14 +20,11 @@
 //! mappers are): a cached principal is what the mapper returned when the
 //! token was first seen.
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasher, BuildHasherDefault, Hasher},
-    sync::Mutex,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, hash::BuildHasher, sync::Mutex, time::Duration};
 
 use guardrail_core::Principal;
+
+use crate::jwt::{check_window, now_secs};
 
 /// Tokens longer than this are verified every time (and not held).
 const MAX_CACHED_TOKEN: usize = 4096;
@@ -43,7 +40,7 @@ pub(crate) struct TokenCache {
     hasher: foldhash::fast::RandomState,
 }
 
-type Shard = HashMap<u64, Entry, BuildHasherDefault<PassThrough>>;
+type Shard = HashMap<u64, Entry, foldhash::fast::FixedState>;
 
 struct Entry {
     token: Box<str>,
@@ -93,12 +90,9 @@ impl TokenCache {
         let (hash, shard) = self.slot(token);
         let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
         let entry = shard.get(&hash)?;
-        let now = now_secs();
-        let leeway = leeway.as_secs_f64();
         (*entry.token == *token
             && entry.generation == generation
-            && now < entry.exp + leeway
-            && entry.nbf.is_none_or(|nbf| now >= nbf - leeway))
+            && check_window(entry.exp, entry.nbf, leeway, now_secs()).is_ok())
         .then(|| entry.principal.clone())
     }
 
@@ -136,32 +130,5 @@ impl TokenCache {
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
-    }
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The map's keys are already hashes (seeded per cache): used as they are.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used for u64 keys; fold anything else in.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }

@@ -138,6 +138,32 @@ impl fmt::Debug for JwtVerifier {
     }
 }
 
+/// Seconds since the epoch, now.
+pub(crate) fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Whether a token with `exp` and `nbf` is usable at `now` (seconds), with
+/// `leeway` either way: the check of every verification and of every
+/// verified-token cache hit.
+pub(crate) fn check_window(
+    exp: f64,
+    nbf: Option<f64>,
+    leeway: Duration,
+    now: f64,
+) -> Result<(), AuthError> {
+    let leeway = leeway.as_secs_f64();
+    if exp + leeway <= now {
+        return Err(AuthError::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now + leeway) {
+        return Err(AuthError::NotYetValid);
+    }
+    Ok(())
+}
+
 /// The result of verifying without waiting on the network.
 pub(crate) enum Attempt {
     Done(Result<Principal, AuthError>),
@@ -390,17 +416,10 @@ impl JwtVerifier {
         aud: Option<&OneOrMany<'_>>,
     ) -> Result<f64, AuthError> {
         let s = &self.settings;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let now = now_secs();
         let leeway = s.leeway.as_secs_f64();
         let exp = exp.ok_or(AuthError::MissingClaim)?;
-        if exp + leeway <= now {
-            return Err(AuthError::Expired);
-        }
-        if nbf.is_some_and(|nbf| nbf > now + leeway) {
-            return Err(AuthError::NotYetValid);
-        }
+        check_window(exp, nbf, s.leeway, now)?;
         if iat.is_some_and(|iat| iat > now + leeway) {
             return Err(AuthError::IssuedInFuture);
         }

@@ -198,11 +198,16 @@ fn run(shared: &Shared, rx: &Receiver<Msg>) {
 }
 
 fn write_batch(shared: &Shared, batch: &mut Vec<u8>) {
+    write_out(shared, batch);
+    batch.clear();
+}
+
+/// Writes `bytes` to the output and flushes it.
+fn write_out(shared: &Shared, bytes: &[u8]) {
     let mut out = shared.out.lock().unwrap_or_else(|e| e.into_inner());
     // Nowhere to report a failed log write; losing lines beats a panic.
-    let _ = out.write_all(batch);
+    let _ = out.write_all(bytes);
     let _ = out.flush();
-    batch.clear();
 }
 
 impl Drop for BatchedWriterGuard {
@@ -274,9 +279,7 @@ impl Drop for LineWriter {
         let open = shared.open.read().unwrap_or_else(|e| e.into_inner());
         if !*open {
             drop(open);
-            let mut out = shared.out.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = out.write_all(&line);
-            let _ = out.flush();
+            write_out(shared, &line);
             return;
         }
         let unsent = match shared.tx.try_send(Msg::Line(line)) {
@@ -296,9 +299,7 @@ impl Drop for LineWriter {
         };
         drop(open);
         if let Msg::Line(line) = unsent {
-            let mut out = shared.out.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = out.write_all(&line);
-            let _ = out.flush();
+            write_out(shared, &line);
         }
     }
 }

@@ -204,12 +204,11 @@ struct Facts {
     user_agent: Option<String>,
     request_id: String,
     headers: Vec<(HeaderName, String)>,
-    /// No span was current when the request arrived, so this layer's span
-    /// has no parent: its line prints no one else's fields.
-    alone: bool,
     /// The length of the span's formatted fields once made (with
-    /// [`JsonFields`](crate::JsonFields)): a value recorded on the span
-    /// later, by anyone, changes it, and the line is scanned again.
+    /// [`JsonFields`](crate::JsonFields)), when the span has no parent (no
+    /// span was current as the request arrived), so its line prints no one
+    /// else's fields: a value recorded on the span later, by anyone,
+    /// changes the length, and the line is scanned again. `None`: scanned.
     span_fields: Option<usize>,
     /// Which scrubber scrubbed these facts (its address).
     scrubber: usize,
@@ -313,6 +312,7 @@ where
             }
         };
         let route = route_of(&req);
+        let alone = Span::current().is_none();
         let mut facts = Facts {
             method: method_name(req.method()),
             // With a matched route, its template says it all; the concrete
@@ -340,7 +340,6 @@ where
                     Some((name.clone(), scrub(&String::from_utf8_lossy(v.as_bytes()))))
                 })
                 .collect(),
-            alone: Span::current().is_none(),
             span_fields: None,
             scrubber: scrubber_id(&s.scrubber),
         };
@@ -354,7 +353,7 @@ where
             "http.request.method" = facts.method,
             "http.route" = %facts.route,
         );
-        if facts.alone {
+        if alone {
             facts.span_fields = formatted_len(&span);
         }
         let future = span.in_scope(|| self.inner.call(req));
@@ -417,10 +416,8 @@ fn record(
     });
     // Only this layer's values on the line: its own span is the current
     // one, with no parent, and nothing was recorded on it since it was made.
-    let prescrubbed = f.alone
-        && span.id().is_some()
+    let prescrubbed = f.span_fields.is_some()
         && Span::current().id() == span.id()
-        && f.span_fields.is_some()
         && formatted_len(span) == f.span_fields;
     PRESCRUBBED.set(if prescrubbed { f.scrubber } else { 0 });
     emit!(

@@ -203,11 +203,12 @@ impl RedisBackend {
     /// The Redis key of a policy's bucket for `key`:
     /// `<prefix>:{<kind>_<keyed hash>}:<policy>`.
     pub fn bucket_key(&self, policy: &str, key: &Key) -> String {
-        format!(
-            "{}:{{{}}}:{policy}",
-            self.inner.prefix,
-            self.client_tag(key)
-        )
+        self.bucket(policy, &self.client_tag(key))
+    }
+
+    /// The bucket of `policy` for the client whose tag is `tag`.
+    fn bucket(&self, policy: &str, tag: &str) -> String {
+        format!("{}:{{{tag}}}:{policy}", self.inner.prefix)
     }
 
     /// The keyed hash standing for the client in bucket names.
@@ -296,7 +297,7 @@ impl RedisBackend {
             .iter()
             .map(|(policy, key)| {
                 let tag = self.client_tag(key);
-                let bucket = format!("{}:{{{tag}}}:{}", self.inner.prefix, policy.name);
+                let bucket = self.bucket(&policy.name, &tag);
                 let interval_us = (policy.emission_interval().as_micros() as u64).max(1);
                 (tag, bucket, interval_us, policy.burst)
             })

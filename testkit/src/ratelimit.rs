@@ -57,6 +57,21 @@ pub fn install_prometheus() -> Option<metrics_exporter_prometheus::PrometheusHan
         .clone()
 }
 
+/// Asserts the recorder of [`install_prometheus`] (if one was installed)
+/// saw the limiter's decisions: the bench measured with real counters.
+pub fn assert_decisions_recorded(
+    prometheus: Option<&metrics_exporter_prometheus::PrometheusHandle>,
+) {
+    if let Some(prometheus) = prometheus {
+        assert!(
+            prometheus
+                .render()
+                .contains(guardrail_core::metric::RATELIMIT_DECISIONS_TOTAL),
+            "the recorder saw the decisions"
+        );
+    }
+}
+
 /// Requests per second and burst of the quota: more than any run sends.
 const NEVER: u32 = 1_000_000_000;
 

@@ -80,11 +80,7 @@ impl PrivateRedis {
 
     /// Every key on the server.
     pub fn keys(&self) -> Vec<String> {
-        self.cli(&["--scan"])
-            .lines()
-            .map(str::to_owned)
-            .filter(|k| !k.is_empty())
-            .collect()
+        key_list(&self.cli(&["--scan"]))
     }
 }
 
@@ -191,14 +187,7 @@ impl RedisCluster {
     pub fn keys(&self) -> Vec<String> {
         self.ports
             .iter()
-            .flat_map(|p| {
-                self.try_cli(*p, &["--scan"])
-                    .unwrap_or_default()
-                    .lines()
-                    .map(str::to_owned)
-                    .filter(|k| !k.is_empty())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|p| key_list(&self.try_cli(*p, &["--scan"]).unwrap_or_default()))
             .collect()
     }
 }
@@ -211,6 +200,14 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The keys `redis-cli --scan` printed, one a line.
+fn key_list(scan: &str) -> Vec<String> {
+    scan.lines()
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `calls=N` of `cmdstat_<command>` in an `INFO commandstats` answer.
