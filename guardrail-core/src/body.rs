@@ -148,6 +148,38 @@ impl RejectionBody for axum::body::Body {
     }
 }
 
+/// The most bytes a request's body may carry (a request extension), set by
+/// the body limit guard for the request's route. A layer that buffers the
+/// body itself (webhook verification) reads no more than this, so one
+/// setting limits every reader.
+///
+/// ```
+/// use guardrail_core::BodyLimit;
+///
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(BodyLimit::new(1024));
+/// assert_eq!(req.extensions().get::<BodyLimit>().map(|l| l.max_bytes()), Some(1024));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BodyLimit(u64);
+
+impl BodyLimit {
+    /// At most `max_bytes`.
+    pub fn new(max_bytes: u64) -> Self {
+        Self(max_bytes)
+    }
+
+    /// The limit in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.0
+    }
+
+    /// The limit as a `usize` (saturating), for buffers.
+    pub fn max_len(&self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
 impl<B> Default for GuardBody<B> {
     fn default() -> Self {
         Self::empty()

@@ -2,7 +2,7 @@
 //!
 //! Every decision a layer makes is a `tracing` event whose `event` field is a
 //! stable [`EventName`] from the taxonomy: `user.*`, `api.*`, `database.*`,
-//! `security.*`, `integration.*`, `flag.*`, `alert.*`. Crates emit through
+//! `security.*`, `integration.*`, `flag.*`, `alert.*`, `error.*`. Crates emit through
 //! [`emit!`](crate::emit) so the name, target and field layout are the same
 //! everywhere, and log pipelines can filter on `event` without parsing
 //! messages. Values that identify a person (user ids, IPs) are pseudonymized
@@ -46,10 +46,13 @@ pub enum Category {
     /// `alert.{severity}`: `alert.p0` critical, `alert.p1` warning,
     /// `alert.p2` info.
     Alert,
+    /// `error.{kind}`: failures the service caught (a handler's panic, a
+    /// 5xx body replaced before it reached the client).
+    Error,
 }
 
 impl Category {
-    const ALL: [(Category, &'static str); 7] = [
+    const ALL: [(Category, &'static str); 8] = [
         (Category::User, "user."),
         (Category::Api, "api."),
         (Category::Database, "database."),
@@ -57,6 +60,7 @@ impl Category {
         (Category::Integration, "integration."),
         (Category::Flag, "flag."),
         (Category::Alert, "alert."),
+        (Category::Error, "error."),
     ];
 }
 
@@ -67,6 +71,12 @@ pub struct EventName(&'static str);
 impl EventName {
     /// One per request, written by the trace layer.
     pub const API_REQUEST: Self = Self("api.request");
+    /// A request was not answered by its deadline (answered 504 or 503).
+    pub const API_DEADLINE_EXCEEDED: Self = Self("api.deadline_exceeded");
+    /// A request was refused because too many were in flight.
+    pub const API_LOAD_SHED: Self = Self("api.load_shed");
+    /// A request body was over its limit (answered 413).
+    pub const API_BODY_TOO_LARGE: Self = Self("api.body_too_large");
     /// A request could not be authenticated.
     pub const SECURITY_AUTH_FAILED: Self = Self("security.auth_failed");
     /// An authenticated caller lacks the required level, role or ownership.
@@ -95,6 +105,12 @@ impl EventName {
     pub const ALERT_P1: Self = Self("alert.p1");
     /// P2, info.
     pub const ALERT_P2: Self = Self("alert.p2");
+    /// A handler panicked; the client got a 500 problem and the service
+    /// kept serving.
+    pub const ERROR_PANIC: Self = Self("error.panic");
+    /// A handler's 5xx response that was not a problem document was
+    /// replaced by one (its body logged, scrubbed and truncated).
+    pub const ERROR_RESPONSE_REPLACED: Self = Self("error.response_replaced");
 
     /// A name of one of the taxonomy's families, e.g. `"user.login"`.
     ///
@@ -113,7 +129,7 @@ impl EventName {
             i += 1;
         }
         panic!(
-            "event names are `<category>.<action>`: user, api, database, security, integration, flag or alert"
+            "event names are `<category>.<action>`: user, api, database, security, integration, flag, alert or error"
         );
     }
 
@@ -312,6 +328,7 @@ mod tests {
             (EventName::INTEGRATION_CIRCUIT_OPENED, Category::Integration),
             (EventName::FLAG_KILL_SWITCH_ACTIVATED, Category::Flag),
             (EventName::ALERT_P0, Category::Alert),
+            (EventName::ERROR_PANIC, Category::Error),
             (EventName::new("database.insert"), Category::Database),
         ] {
             assert_eq!(name.category(), cat, "{name}");

@@ -16,6 +16,9 @@
 //!   [`metric`]: every metric name.
 //! - [`BackgroundTasks`]: work a layer needs done besides requests, run and
 //!   stopped by the service.
+//! - [`Deadline`] and [`BodyLimit`]: the request's deadline and body limit,
+//!   set by the inbound guards and read by whatever needs them.
+//! - [`Scrub`]: what a layer needs to scrub text it logs.
 //!
 //! # Example
 //!
@@ -48,6 +51,7 @@ mod background;
 mod body;
 pub mod client_ip;
 pub mod config;
+mod deadline;
 pub mod event;
 mod future;
 mod header;
@@ -58,13 +62,15 @@ pub mod problem;
 mod pseudonym;
 pub mod redis;
 pub mod request_id;
+mod scrub;
 mod secret;
 
 pub use background::{BackgroundTasks, RunningTasks};
-pub use body::{GuardBody, RejectionBody};
+pub use body::{BodyLimit, GuardBody, RejectionBody};
 pub use client_ip::{
     ClientIp, ClientIpConfig, ForwardedHeader, ResolveClientIp, ResolveClientIpLayer,
 };
+pub use deadline::Deadline;
 pub use event::EventName;
 pub use future::{BoxDecision, Decided, GuardFuture, Pass, PassHeaders, PendingDecision};
 pub use header::{RepeatedHeader, single_header};
@@ -75,6 +81,7 @@ pub use pseudonym::Pseudonymizer;
 pub use redis::RedisHandle;
 pub use redis::{RedisConfig, RedisConnection, RedisError};
 pub use request_id::{RequestId, RequestIdConfig, SetRequestId, SetRequestIdLayer};
+pub use scrub::Scrub;
 pub use secret::{Secret, SecretError, SecretRef};
 
 #[doc(hidden)]

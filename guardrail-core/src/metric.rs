@@ -23,8 +23,24 @@ pub const RATELIMIT_BACKEND_ERRORS_TOTAL: &str = "guardrails_ratelimit_backend_e
 /// or above).
 pub const LOG_LINES_DROPPED_TOTAL: &str = "guardrails_log_lines_dropped_total";
 
+/// Requests refused by load shedding (`max_in_flight` reached).
+pub const LOAD_SHED_TOTAL: &str = "guardrails_load_shed_total";
+/// Requests in flight through the load shedder.
+pub const IN_FLIGHT_REQUESTS: &str = "guardrails_in_flight_requests";
+/// Requests answered 504 (or 503) at their deadline.
+pub const DEADLINE_EXCEEDED_TOTAL: &str = "guardrails_deadline_exceeded_total";
+/// Requests refused for a body over the limit.
+pub const BODY_LIMIT_REJECTED_TOTAL: &str = "guardrails_body_limit_rejected_total";
+/// Handler panics caught by the error boundary.
+pub const PANICS_TOTAL: &str = "guardrails_panics_total";
+
 /// Every metric name above.
 pub const ALL: &[&str] = &[
+    BODY_LIMIT_REJECTED_TOTAL,
+    DEADLINE_EXCEEDED_TOTAL,
+    IN_FLIGHT_REQUESTS,
+    LOAD_SHED_TOTAL,
+    PANICS_TOTAL,
     LOG_LINES_DROPPED_TOTAL,
     RATELIMIT_DECISIONS_TOTAL,
     RATELIMIT_KEYS,

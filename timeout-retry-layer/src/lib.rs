@@ -1,12 +1,60 @@
-//! Inbound request deadlines and, for outbound calls, per-try timeouts, retry with backoff, jitter and budget, circuit breaking and bulkheads.
+//! Inbound protection for tower services — request deadlines, an error
+//! boundary, body limits and load shedding — each a layer that answers
+//! problem+json on core's one rejection path, so axum takes it without a
+//! `HandleErrorLayer`. (Outbound resilience — retry, circuit breaking,
+//! bulkheads for calls to other services — joins this crate next.)
 //!
-//! **Not implemented yet.** This crate reserves its place in the workspace
-//! (and the `timeout-retry-layer` feature of the `guardrails` umbrella crate); it exports
-//! nothing until its issue lands.
+//! | layer | refuses with | config section |
+//! |---|---|---|
+//! | [`ErrorBoundaryLayer`] | 500 for a handler's panic; bare 5xx bodies replaced | `[error_boundary]` |
+//! | [`LoadShedLayer`] | 503 + `Retry-After: 1` beyond `max_in_flight`, at once | `[load_shed]` |
+//! | [`RequestDeadlineLayer`] | 504 (or 503) at the deadline, handler future dropped | `[timeout]` |
+//! | [`RequestBodyLimitLayer`] | 413 for a body over the limit, before it is read | `[body_limit]` |
+//!
+//! The umbrella crate's `GuardrailsLayer` stacks them in this order,
+//! outermost first, inside the request id, client IP and trace layers
+//! and outside the rate limits and authentication.
 //!
 //! # Example
 //!
 //! ```
-//! // The crate links, and the shared vocabulary it will build on is reachable.
-//! assert_eq!(guardrail_core::EventName::API_REQUEST.as_str(), "api.request");
+//! use std::{convert::Infallible, time::Duration};
+//! use http::{Request, Response};
+//! use timeout_retry_layer::{
+//!     ErrorBoundaryLayer, LimitedBody, LoadShedLayer, RequestBodyLimitLayer, RequestDeadlineLayer,
+//! };
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(ErrorBoundaryLayer::new())
+//!     .layer(LoadShedLayer::new(512))
+//!     .layer(RequestDeadlineLayer::new(Duration::from_secs(10)))
+//!     .layer(RequestBodyLimitLayer::new(1024 * 1024))
+//!     .service(service_fn(|_req: Request<LimitedBody<String>>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("hello")))
+//!     }));
+//! let res = svc.oneshot(Request::new(String::new())).await.unwrap();
+//! assert_eq!(res.status(), 200);
+//! assert_eq!(res.body(), "hello");
+//! # }
 //! ```
+
+mod body_limit;
+mod boundary;
+mod config;
+mod deadline;
+mod load_shed;
+mod routes;
+
+pub use body_limit::{
+    BodyTooLarge, LimitedBody, RequestBodyLimit, RequestBodyLimitLayer, Tripwire,
+};
+pub use boundary::{Caught, ErrorBoundary, ErrorBoundaryLayer, install_panic_hook};
+pub use config::{
+    BodyLimitConfig, BodyLimitRoute, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT,
+    ErrorBoundaryConfig, LoadShedConfig, TimeoutConfig, TimeoutRoute,
+};
+pub use deadline::{RequestDeadline, RequestDeadlineLayer, Timed};
+pub use load_shed::{InFlight, LoadShed, LoadShedLayer};
