@@ -25,6 +25,9 @@ use guardrails::{
     guardrail_core::{ClientIpConfig, ResolveClientIpLayer, SetRequestIdLayer},
     pii_trace_layer::{JsonFields, JsonLines, ScrubbingMakeWriter, TraceLayer},
     ratelimit_layer::{RateLimitLayer, RateLimitPolicy},
+    timeout_retry_layer::{
+        ErrorBoundaryLayer, LoadShedLayer, RequestBodyLimitLayer, RequestDeadlineLayer,
+    },
 };
 use guardrails_testkit::bench::{respond_with, runtime, status};
 use http::{Request, Response};
@@ -190,9 +193,35 @@ fn main() {
     );
     measure(
         &mut group,
+        "error_boundary",
+        &token,
+        ErrorBoundaryLayer::new()
+            .scrubber(scrubber.clone())
+            .layer(inner()),
+    );
+    measure(
+        &mut group,
+        "load_shed",
+        &token,
+        LoadShedLayer::new(10_000).layer(inner()),
+    );
+    measure(
+        &mut group,
+        "deadline",
+        &token,
+        RequestDeadlineLayer::default().layer(inner()),
+    );
+    measure(
+        &mut group,
+        "body_limit",
+        &token,
+        RequestBodyLimitLayer::default().layer(respond_with(Body::empty)),
+    );
+    measure(
+        &mut group,
         "example_stack",
         &token,
-        stack.layer.layer(inner()),
+        stack.layer.layer(respond_with(Body::empty)),
     );
     group.finish();
     criterion.final_summary();

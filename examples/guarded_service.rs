@@ -146,7 +146,7 @@ fn app(
     redis: Option<RedisConnection>,
 ) -> Router {
     let auth = &config.auth;
-    Router::new()
+    let router = Router::new()
         .route("/api/health", get(health))
         .route("/api/me", get(me))
         .route(
@@ -165,7 +165,40 @@ fn app(
             "/api/webhooks/stripe",
             post(stripe_webhook).route_layer(VerifyWebhookLayer::from_config(&auth.webhook, redis)),
         )
-        .fallback(not_found)
+        .fallback(not_found);
+    if config.server.debug_routes {
+        // Development only (validation refuses it in production): routes
+        // that misbehave on purpose, to watch the inbound guards work.
+        router
+            .route("/api/debug/panic", get(debug_panic))
+            .route("/api/debug/slow", get(debug_slow))
+            .route("/api/debug/echo", post(debug_echo))
+    } else {
+        router
+    }
+}
+
+/// Panics (the error boundary answers 500 and the service serves on). The
+/// message holds a card number, which the log line must not.
+async fn debug_panic() -> &'static str {
+    panic!("debug route panicked on purpose for card 4111 1111 1111 1111")
+}
+
+/// Sleeps `ms` milliseconds (at most a minute): past `[timeout] request`
+/// the deadline answers 504; several at once fill `[load_shed]`.
+async fn debug_slow(
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, u64>>,
+) -> impl IntoResponse {
+    let ms = q.get("ms").copied().unwrap_or(1000).min(60_000);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    Json(json!({ "slept_ms": ms }))
+}
+
+/// Reads the whole body (the body limit stops one that is too large before
+/// this runs, or cuts it off while this reads).
+async fn debug_echo(body: axum::body::Bytes) -> impl IntoResponse {
+    tracing::info!(bytes = body.len(), "debug echo read the body");
+    Json(json!({ "bytes": body.len() }))
 }
 
 /// Public liveness.

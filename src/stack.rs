@@ -76,8 +76,13 @@ guardrail_stack! {
     client_ip: ResolveClientIpLayer = ResolveClientIpLayer::new(w.config.client_ip.clone());
     trace if "pii-trace-layer": pii_trace_layer::TraceLayer =
         pii_trace_layer::TraceLayer::from_config(&w.config.trace, w.scrubber.clone())?;
-    // The inbound request deadline takes this place when it lands.
-    deadline if "timeout-retry-layer": Identity = Identity::new();
+    error_boundary if "timeout-retry-layer": timeout_retry_layer::ErrorBoundaryLayer =
+        w.error_boundary();
+    load_shed if "timeout-retry-layer": timeout_retry_layer::LoadShedLayer = w.load_shed();
+    deadline if "timeout-retry-layer": timeout_retry_layer::RequestDeadlineLayer =
+        timeout_retry_layer::RequestDeadlineLayer::from_config(&w.config.timeout);
+    body_limit if "timeout-retry-layer": timeout_retry_layer::RequestBodyLimitLayer =
+        timeout_retry_layer::RequestBodyLimitLayer::from_config(&w.config.body_limit);
     limit_before_auth if "ratelimit-layer": ratelimit_layer::RateLimitLayer =
         w.rate_limits()?.before_auth;
     auth if "auth-layer": auth_layer::AuthenticateLayer = w.auth()?;
@@ -125,6 +130,30 @@ struct Wiring<'a> {
 }
 
 impl Wiring<'_> {
+    /// The error boundary, logging through the one scrubber (when the
+    /// trace layer is built in) and keeping caught panics off stderr.
+    #[cfg(feature = "timeout-retry-layer")]
+    fn error_boundary(&mut self) -> timeout_retry_layer::ErrorBoundaryLayer {
+        timeout_retry_layer::install_panic_hook();
+        let layer = timeout_retry_layer::ErrorBoundaryLayer::from_config(
+            &self.config.error_boundary,
+            self.config.profile(),
+        );
+        #[cfg(feature = "pii-trace-layer")]
+        let layer = layer.scrubber(self.scrubber.clone());
+        layer
+    }
+
+    /// Load shedding, its count in the health report.
+    #[cfg(feature = "timeout-retry-layer")]
+    fn load_shed(&mut self) -> timeout_retry_layer::LoadShedLayer {
+        let layer = timeout_retry_layer::LoadShedLayer::from_config(&self.config.load_shed);
+        if layer.max_in_flight().is_some() {
+            self.health.register_arc(layer.health_source());
+        }
+        layer
+    }
+
     /// The shared `[redis]` connection, prepared once, if a layer uses it.
     fn redis(
         &mut self,
@@ -177,11 +206,20 @@ impl Wiring<'_> {
 
 /// Layer that applies every configured guardrail in the recommended order
 /// (outermost first): request id → client IP resolution → scrubbed
-/// request tracing (one `api.request` per request) → rate limits of
-/// stage `before_auth` (per IP: protects the authenticator) →
-/// authentication (deny by default) → rate limits of stage `after_auth`
-/// (per principal). Route-level requirements (`RequireLayer`) go on the
-/// routes themselves. Later guardrails join this stack as their crates land.
+/// request tracing (one `api.request` per request) → error boundary
+/// (panics and bare 5xx become problems) → load shedding (when
+/// `load_shed.max_in_flight` is set) → request deadline → body limit →
+/// rate limits of stage `before_auth` (per IP: protects the
+/// authenticator) → authentication (deny by default) → rate limits of
+/// stage `after_auth` (per principal). Route-level requirements
+/// (`RequireLayer`) go on the routes themselves. Later guardrails join
+/// this stack as their crates land.
+///
+/// With the `timeout-retry-layer` feature the inner service receives the
+/// request body wrapped in a
+/// [`LimitedBody`](timeout_retry_layer::LimitedBody) (axum's router takes
+/// any body), and building the layer installs
+/// [`install_panic_hook`](timeout_retry_layer::install_panic_hook).
 #[derive(Clone)]
 pub struct GuardrailsLayer {
     layers: Layers,

@@ -14,7 +14,7 @@ use crate::{
     ReplayStore, RequireLayer, StepUp, SupabaseClaims, VerifyWebhookLayer,
     jwt::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES},
     webhook::Stripe,
-    webhook::{DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_CAPACITY, DEFAULT_TOLERANCE},
+    webhook::{DEFAULT_REPLAY_CAPACITY, DEFAULT_TOLERANCE},
 };
 
 /// Production's shortest HS256 secret, in bytes.
@@ -151,8 +151,10 @@ pub struct WebhookConfig {
     /// How far a signed timestamp may be from now (default `"5m"`).
     #[serde(with = "humantime_serde")]
     pub tolerance: Duration,
-    /// Largest accepted body in bytes (default 1 MiB).
-    pub max_body_bytes: usize,
+    /// Moved: the webhook route's body limit is a per-route override of
+    /// the one body limit (`[[body_limit.routes]]`); setting this key is
+    /// a validation problem that says so.
+    pub max_body_bytes: Option<usize>,
     /// Accepted signatures remembered to refuse replays (default 10000).
     pub replay_capacity: usize,
     /// Where accepted deliveries are remembered: `"local"` (default, this
@@ -176,7 +178,7 @@ impl Default for WebhookConfig {
         Self {
             secrets: Vec::new(),
             tolerance: DEFAULT_TOLERANCE,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_body_bytes: None,
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
             replay_store: ReplayStore::Local,
             redis_failure: ReplayFallback::Refuse,
@@ -376,8 +378,13 @@ impl AuthConfig {
                 "must be more than 0s and at most 1h".into(),
             );
         }
-        if self.webhook.max_body_bytes == 0 {
-            problem("auth.webhook.max_body_bytes", "must be at least 1".into());
+        if let Some(max) = self.webhook.max_body_bytes {
+            problem(
+                "auth.webhook.max_body_bytes",
+                format!(
+                    "moved to the one request body limit: remove it and add [[body_limit.routes]] with prefix = \"<your webhook route>\" and max_bytes = {max}"
+                ),
+            );
         }
         if self.webhook.replay_capacity == 0 {
             problem("auth.webhook.replay_capacity", "must be at least 1".into());
@@ -507,7 +514,6 @@ impl VerifyWebhookLayer<Stripe> {
             .collect();
         let layer = VerifyWebhookLayer::stripe(secrets)
             .tolerance(config.tolerance)
-            .max_body_bytes(config.max_body_bytes)
             .replay_capacity(config.replay_capacity);
         match config.replay_store {
             ReplayStore::Redis => layer.replay_store(redis, config.redis_failure),

@@ -90,8 +90,30 @@ pub struct GuardrailsConfig {
     /// `[trace]`: the `pii-trace-layer` feature is off.
     #[cfg(not(feature = "pii-trace-layer"))]
     pub trace: EmptySection,
-    /// `[timeout]`: deadlines and retries (no keys yet).
+    /// `[timeout]`: the inbound request deadline.
+    #[cfg(feature = "timeout-retry-layer")]
+    pub timeout: timeout_retry_layer::TimeoutConfig,
+    /// `[timeout]`: the `timeout-retry-layer` feature is off.
+    #[cfg(not(feature = "timeout-retry-layer"))]
     pub timeout: EmptySection,
+    /// `[error_boundary]`: handler panics and bare 5xx bodies.
+    #[cfg(feature = "timeout-retry-layer")]
+    pub error_boundary: timeout_retry_layer::ErrorBoundaryConfig,
+    /// `[error_boundary]`: the `timeout-retry-layer` feature is off.
+    #[cfg(not(feature = "timeout-retry-layer"))]
+    pub error_boundary: EmptySection,
+    /// `[body_limit]`: the largest request body, per route.
+    #[cfg(feature = "timeout-retry-layer")]
+    pub body_limit: timeout_retry_layer::BodyLimitConfig,
+    /// `[body_limit]`: the `timeout-retry-layer` feature is off.
+    #[cfg(not(feature = "timeout-retry-layer"))]
+    pub body_limit: EmptySection,
+    /// `[load_shed]`: requests in flight at most.
+    #[cfg(feature = "timeout-retry-layer")]
+    pub load_shed: timeout_retry_layer::LoadShedConfig,
+    /// `[load_shed]`: the `timeout-retry-layer` feature is off.
+    #[cfg(not(feature = "timeout-retry-layer"))]
+    pub load_shed: EmptySection,
     /// `[flags]`: feature flags (no keys yet).
     pub flags: EmptySection,
     /// `[monitor]`: metrics and alerts (no keys yet).
@@ -112,12 +134,18 @@ pub struct ServerConfig {
     /// signal (default `"10s"`, at most 5 minutes).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Routes that misbehave on purpose, for trying the guards
+    /// (`/api/debug/panic`, `/api/debug/slow?ms=…`, `POST
+    /// /api/debug/echo`); the example service adds them when set.
+    /// Development profile only (default `false`).
+    pub debug_routes: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             shutdown_grace: Duration::from_secs(10),
+            debug_routes: false,
         }
     }
 }

@@ -118,6 +118,18 @@ impl GuardrailsConfig {
         self.rate_limit.validate(profile, &mut problems);
         #[cfg(feature = "auth-layer")]
         self.auth.validate(profile, &mut problems);
+        #[cfg(feature = "timeout-retry-layer")]
+        {
+            self.timeout.validate(&mut problems);
+            self.body_limit.validate(&mut problems);
+            self.load_shed.validate(&mut problems);
+        }
+        if self.server.debug_routes && profile == Profile::Production {
+            problems.push(ConfigProblem::new(
+                "server.debug_routes",
+                "is for development only (it adds routes that panic and stall on purpose)",
+            ));
+        }
 
         if problems.is_empty() {
             let strictest = if profile == Profile::Production || self.profile == Profile::Production

@@ -134,7 +134,10 @@ impl<Sch: SignatureScheme> VerifyWebhookLayer<Sch> {
         self
     }
 
-    /// The largest accepted body (default 1 MiB).
+    /// The largest accepted body when no body limit layer further out set
+    /// one for the request (default 1 MiB). Behind the umbrella stack the
+    /// request's [`BodyLimit`](guardrail_core::BodyLimit) — the one
+    /// `[body_limit]` setting, per route — applies instead.
     pub fn max_body_bytes(mut self, max: usize) -> Self {
         let s = self.shared_mut();
         s.max_body_bytes = max;

@@ -91,7 +91,13 @@ where
                 Ok(header) => header,
                 Err(e) => return reject(e),
             };
-            let bytes = match Limited::new(body, shared.max_body_bytes).collect().await {
+            // The request's own limit (the body limit layer's, per route)
+            // when one was set; this layer's otherwise.
+            let max = parts
+                .extensions
+                .get::<guardrail_core::BodyLimit>()
+                .map_or(shared.max_body_bytes, guardrail_core::BodyLimit::max_len);
+            let bytes = match Limited::new(body, max).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
                     return reject(WebhookError::TooLarge);

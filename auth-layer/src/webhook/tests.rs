@@ -192,6 +192,24 @@ async fn oversized_body_is_413() {
 }
 
 #[tokio::test]
+async fn the_requests_body_limit_set_further_out_applies_instead_of_the_layers() {
+    let header = stripe_header(b"whsec_a", now(), BODY);
+    let limited = |limit: u64, layer: VerifyWebhookLayer| {
+        let mut req = post(("stripe-signature", &header), BODY);
+        req.extensions_mut()
+            .insert(guardrail_core::BodyLimit::new(limit));
+        let svc = layer.layer(service_fn(|req: Request<Full<Bytes>>| async move {
+            Ok::<_, Infallible>(Response::new(req.into_body()))
+        }));
+        async move { svc.oneshot(req).await.unwrap().status().as_u16() }
+    };
+    // Smaller than the body: refused, though the layer's own is 1 MiB.
+    assert_eq!(limited(16, stripe_layer()).await, 413);
+    // Larger: accepted, though the layer's own would refuse.
+    assert_eq!(limited(1 << 20, stripe_layer().max_body_bytes(16)).await, 200);
+}
+
+#[tokio::test]
 async fn no_secrets_refuses_everything() {
     let layer = VerifyWebhookLayer::stripe([]);
     let header = stripe_header(b"", now(), BODY);

@@ -147,6 +147,14 @@ pub struct Scrubber {
     pseudonymizer: Pseudonymizer,
 }
 
+/// The scrubber as core's [`Scrub`](guardrail_core::Scrub), for layers that
+/// log text they did not write (the error boundary).
+impl guardrail_core::Scrub for Scrubber {
+    fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        Scrubber::scrub(self, text)
+    }
+}
+
 impl fmt::Debug for Scrubber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scrubber")
