@@ -879,3 +879,169 @@ fn a_webhook_accepted_by_one_replica_is_refused_by_the_other() {
         "{logs}"
     );
 }
+
+/// The example with its debug routes (development only), and a user's
+/// bearer header.
+fn debug_service(extra_env: &[(&str, &str)]) -> (Running, String) {
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__SERVER__DEBUG_ROUTES", "true");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let user = bearer(serde_json::json!({
+        "sub": "user-1", "aud": "authenticated", "exp": exp, "role": "authenticated",
+    }));
+    (Running::start(cmd), user)
+}
+
+#[test]
+fn a_panicking_route_answers_500_problem_and_the_next_request_is_served() {
+    let (mut svc, user) = debug_service(&[]);
+    let (status, head, body) = svc.get("/api/debug/panic", &user);
+    assert_eq!(status, 500);
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["status"], 500);
+    assert!(json["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(
+        !body.contains("4111") && !body.contains("panicked"),
+        "{body}"
+    );
+    // The service keeps serving.
+    assert_eq!(svc.get("/api/me", &user).0, 200);
+    let (_, logs) = svc.terminate();
+    let panic: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &serde_json::Value| l["event"] == "error.panic")
+        .expect("the panic is logged");
+    assert_eq!(panic["request_id"], json["request_id"]);
+    assert!(
+        panic["message"].as_str().unwrap().contains("[card]"),
+        "{panic}"
+    );
+    assert!(!logs.contains("4111"), "the card number reached the logs");
+    // Nor stderr: the boundary's panic hook keeps caught panics off it.
+    let mut err = String::new();
+    svc.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("4111") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_2_mib_body_gets_413_before_the_handler_runs() {
+    let (mut svc, user) = debug_service(&[]);
+    // Only the head, announcing 2 MiB and waiting for `100 Continue`: the
+    // answer comes without the body ever being asked for.
+    let mut stream = TcpStream::connect(&svc.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/debug/echo HTTP/1.1\r\nHost: test\r\n{user}Content-Type: application/octet-stream\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        2 * 1024 * 1024
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert!(!raw.contains("100 Continue"), "{raw}");
+    assert!(raw.contains("application/problem+json"), "{raw}");
+    assert!(raw.contains("\"max_bytes\":1048576"), "{raw}");
+    // A body within the limit reaches the handler.
+    let (status, _, body) = svc.send("POST", "/api/debug/echo", &user, &"x".repeat(1000));
+    assert_eq!((status, body.as_str()), (200, "{\"bytes\":1000}"));
+    let (_, logs) = svc.terminate();
+    let reads: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("debug echo read the body"))
+        .collect();
+    assert_eq!(
+        reads.len(),
+        1,
+        "only the small body reached the handler: {reads:?}"
+    );
+    assert!(logs.contains("\"event\":\"api.body_too_large\""));
+}
+
+#[test]
+fn with_max_in_flight_2_the_third_concurrent_slow_request_gets_503() {
+    let (mut svc, user) = debug_service(&[("GUARDRAILS__LOAD_SHED__MAX_IN_FLIGHT", "2")]);
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = svc.addr.clone();
+            let user = user.clone();
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(&addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                write!(
+                    stream,
+                    "GET /api/debug/slow?ms=3000 HTTP/1.1\r\nHost: test\r\n{user}Connection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut raw = String::new();
+                stream.read_to_string(&mut raw).unwrap();
+                raw
+            })
+        })
+        .collect();
+    // Once both are inside (they take 3 s), a third request is shed at once.
+    let mut third = None;
+    for _ in 0..100 {
+        let (status, head, body) = svc.get("/api/me", &user);
+        if status == 503 {
+            third = Some((head, body));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (head, body) = third.expect("a third request was shed while two were in flight");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(body.contains("\"status\":503"), "{body}");
+    for handle in slow {
+        let raw = handle.join().unwrap();
+        assert!(
+            raw.starts_with("HTTP/1.1 200"),
+            "the slow ones finish: {raw}"
+        );
+    }
+    // Room again.
+    assert_eq!(svc.get("/api/me", &user).0, 200);
+    let (_, logs) = svc.terminate();
+    assert!(logs.contains("\"event\":\"api.load_shed\""));
+}
+
+#[test]
+fn a_request_past_its_deadline_gets_504_problem() {
+    let (svc, user) = debug_service(&[("GUARDRAILS__TIMEOUT__REQUEST", "500ms")]);
+    let (status, head, body) = svc.get("/api/debug/slow?ms=5000", &user);
+    assert_eq!(status, 504);
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    assert!(body.contains("deadline-exceeded"), "{body}");
+    assert_eq!(svc.get("/api/debug/slow?ms=10", &user).0, 200);
+}
+
+#[test]
+fn debug_routes_are_refused_in_production() {
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__PROFILE", "production")
+        .env("GUARDRAILS__SERVER__DEBUG_ROUTES", "true");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.debug_routes"), "{err}");
+}

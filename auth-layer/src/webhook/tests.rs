@@ -206,7 +206,10 @@ async fn the_requests_body_limit_set_further_out_applies_instead_of_the_layers()
     // Smaller than the body: refused, though the layer's own is 1 MiB.
     assert_eq!(limited(16, stripe_layer()).await, 413);
     // Larger: accepted, though the layer's own would refuse.
-    assert_eq!(limited(1 << 20, stripe_layer().max_body_bytes(16)).await, 200);
+    assert_eq!(
+        limited(1 << 20, stripe_layer().max_body_bytes(16)).await,
+        200
+    );
 }
 
 #[tokio::test]
