@@ -23,6 +23,12 @@
 //! use http::{Request, Response};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
+//! // The handler; behind the stack its request body is the body limit's
+//! // `LimitedBody` around the server's body type.
+//! async fn hello<B>(_req: Request<B>) -> Result<Response<String>, std::convert::Infallible> {
+//!     Ok(Response::new(String::from("hello")))
+//! }
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let config = GuardrailsConfig::from_toml_str(r#"
@@ -38,16 +44,14 @@
 //! let guardrails = GuardrailsLayer::from_config(&config).unwrap();
 //! let svc = ServiceBuilder::new()
 //!     .layer(guardrails.layer)
-//!     .service(service_fn(|_req: Request<()>| async {
-//!         Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
-//!     }));
-//! let health = Request::get("/api/health").body(()).unwrap();
+//!     .service(service_fn(hello));
+//! let health = Request::get("/api/health").body(String::new()).unwrap();
 //! let res = svc.clone().oneshot(health).await.unwrap();
 //! assert_eq!(res.status(), 200);
 //! assert!(res.headers().contains_key("x-request-id"));
 //!
 //! // Every other route needs a bearer token.
-//! let me = Request::get("/api/me").body(()).unwrap();
+//! let me = Request::get("/api/me").body(String::new()).unwrap();
 //! assert_eq!(svc.oneshot(me).await.unwrap().status(), 401);
 //! # }
 //! ```

@@ -478,6 +478,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_streaming_body_is_cut_off_at_the_limit_and_answered_413() {
+        // Every test that reaches an event's callsite has a subscriber, so no
+        // thread caches the callsite as disabled for the others.
+        let (_guard, _logs) = capture::json();
         let calls = Arc::new(AtomicUsize::new(0));
         let svc = ServiceBuilder::new()
             .layer(RequestBodyLimitLayer::new(100))
@@ -500,6 +503,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_limited_body_never_hands_over_more_than_the_limit() {
+        // Every test that reaches an event's callsite has a subscriber, so no
+        // thread caches the callsite as disabled for the others.
+        let (_guard, _logs) = capture::json();
         let mut body = LimitedBody::new(streaming(&[10, 10, 10]), 25);
         let mut seen = 0;
         while let Some(frame) = body.frame().await {
@@ -516,6 +522,9 @@ mod tests {
 
     #[tokio::test]
     async fn route_overrides_and_the_extension_follow_the_path() {
+        // Every test that reaches an event's callsite has a subscriber, so no
+        // thread caches the callsite as disabled for the others.
+        let (_guard, _logs) = capture::json();
         let calls = Arc::new(AtomicUsize::new(0));
         let svc = ServiceBuilder::new()
             .layer(RequestBodyLimitLayer::from_config(&BodyLimitConfig {
@@ -540,6 +549,9 @@ mod tests {
 
     #[tokio::test]
     async fn bad_or_repeated_content_lengths_are_not_trusted_and_the_body_is_counted() {
+        // Every test that reaches an event's callsite has a subscriber, so no
+        // thread caches the callsite as disabled for the others.
+        let (_guard, _logs) = capture::json();
         let calls = Arc::new(AtomicUsize::new(0));
         let svc = ServiceBuilder::new()
             .layer(RequestBodyLimitLayer::new(10))

@@ -385,6 +385,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_handler_within_its_deadline_is_answered_and_sees_the_time_left() {
+        // Every test that reaches an event's callsite has a subscriber, so no
+        // thread caches the callsite as disabled for the others.
+        let (_guard, _logs) = capture::json();
         let dropped = Arc::new(AtomicBool::new(false));
         let svc = ServiceBuilder::new()
             .layer(RequestDeadlineLayer::new(Duration::from_secs(10)))
@@ -400,6 +403,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn route_overrides_apply_by_longest_prefix() {
+        // Every test that reaches an event's callsite has a subscriber, so no
+        // thread caches the callsite as disabled for the others.
+        let (_guard, _logs) = capture::json();
         let dropped = Arc::new(AtomicBool::new(false));
         let svc = ServiceBuilder::new()
             .layer(
@@ -432,6 +438,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_earlier_outer_deadline_is_kept_and_503_can_be_chosen() {
+        // Every test that reaches an event's callsite has a subscriber, so no
+        // thread caches the callsite as disabled for the others.
+        let (_guard, _logs) = capture::json();
         let dropped = Arc::new(AtomicBool::new(false));
         let svc = ServiceBuilder::new()
             .layer(
