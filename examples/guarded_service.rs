@@ -166,6 +166,9 @@ fn app(
             post(stripe_webhook).route_layer(VerifyWebhookLayer::from_config(&auth.webhook, redis)),
         )
         .fallback(not_found);
+    // The stack enforces `[body_limit]` (problem+json, per route); axum's
+    // own 2 MiB default for body extractors would answer plain text first.
+    let router = router.layer(axum::extract::DefaultBodyLimit::disable());
     if config.server.debug_routes {
         // Development only (validation refuses it in production): routes
         // that misbehave on purpose, to watch the inbound guards work.
@@ -190,6 +193,7 @@ async fn debug_slow(
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, u64>>,
 ) -> impl IntoResponse {
     let ms = q.get("ms").copied().unwrap_or(1000).min(60_000);
+    tracing::info!(ms, "debug slow started");
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     Json(json!({ "slept_ms": ms }))
 }

@@ -607,3 +607,56 @@ async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
     assert_eq!(running.running(), ["jwks_refresh"]);
     assert_eq!(running.shutdown().await, ["jwks_refresh"]);
 }
+
+#[test]
+fn inbound_guard_sections_are_validated_and_the_old_webhook_limit_says_where_it_moved() {
+    let c = GuardrailsConfig::from_toml_str(
+        r#"
+        profile = "development"
+        [server]
+        debug_routes = true
+        [auth.webhook]
+        max_body_bytes = 2048
+        [timeout]
+        request = "0s"
+        status = 502
+        [[timeout.routes]]
+        prefix = "reports"
+        request = "2h"
+        [body_limit]
+        max_bytes = 2147483648
+        [load_shed]
+        max_in_flight = 0
+        exempt = ["/*"]
+        "#,
+    )
+    .unwrap();
+    let err = c.validate_for(Profile::Development).unwrap_err();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            // (no key source configured)
+            "auth",
+            "auth.webhook.max_body_bytes",
+            "timeout.request",
+            "timeout.status",
+            "timeout.routes[0].prefix",
+            "timeout.routes[0].request",
+            "body_limit.max_bytes",
+            "load_shed.max_in_flight",
+            "load_shed.exempt[0]",
+        ]
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("[[body_limit.routes]]") && text.contains("max_bytes = 2048"),
+        "{text}"
+    );
+    // Debug routes only in development: either profile being production
+    // refuses them.
+    let mut prod = c.clone();
+    prod.profile = Profile::Production;
+    let err = prod.validate_for(Profile::Development).unwrap_err();
+    assert!(err.to_string().contains("server.debug_routes"), "{err}");
+}

@@ -996,17 +996,21 @@ fn with_max_in_flight_2_the_third_concurrent_slow_request_gets_503() {
             })
         })
         .collect();
-    // Once both are inside (they take 3 s), a third request is shed at once.
-    let mut third = None;
-    for _ in 0..100 {
-        let (status, head, body) = svc.get("/api/me", &user);
-        if status == 503 {
-            third = Some((head, body));
-            break;
+    // Once both handlers have started (their own log lines say so), a
+    // third request is shed at once; the probe is exempt and answers.
+    let stdout = svc.stdout.as_mut().unwrap();
+    let mut started = 0;
+    let mut line = String::new();
+    while started < 2 {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "exited");
+        if line.contains("\"debug slow started\"") {
+            started += 1;
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let (head, body) = third.expect("a third request was shed while two were in flight");
+    assert_eq!(svc.get("/api/health", "").0, 200, "the probe is never shed");
+    let (status, head, body) = svc.get("/api/me", &user);
+    assert_eq!(status, 503, "{head}{body}");
     assert!(head.contains("retry-after: 1"), "{head}");
     assert!(body.contains("\"status\":503"), "{body}");
     for handle in slow {

@@ -124,7 +124,11 @@ impl GuardrailsConfig {
             self.body_limit.validate(&mut problems);
             self.load_shed.validate(&mut problems);
         }
-        if self.server.debug_routes && profile == Profile::Production {
+        // Either profile being production refuses them: the stack is built
+        // for the stricter of the two.
+        if self.server.debug_routes
+            && (profile == Profile::Production || self.profile == Profile::Production)
+        {
             problems.push(ConfigProblem::new(
                 "server.debug_routes",
                 "is for development only (it adds routes that panic and stall on purpose)",

@@ -180,7 +180,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let limit = self.settings.limits.get(req.uri().path());
+        let mut limit = self.settings.limits.get(req.uri().path());
+        // A smaller limit set further out stays.
+        if let Some(outer) = req.extensions().get::<BodyLimit>() {
+            limit = limit.min(outer.max_bytes());
+        }
         let declared = content_length(&req);
         if declared.is_some_and(|len| len > limit) {
             let request_id = req.extensions().get::<RequestId>().cloned();
@@ -188,10 +192,10 @@ where
         }
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(BodyLimit::new(limit));
-        // A body whose length was declared (and checked) can't run past the
-        // limit through hyper, and an empty one can't at all: only other
-        // bodies need the tripwire that turns the handler's answer into 413.
-        let trip = (declared.is_none() && !body.is_end_stream()).then(|| {
+        // Any body that may still send data gets the tripwire that turns the
+        // handler's answer into 413 when it is cut off (hyper holds a body
+        // to its declared length, other transports may not).
+        let trip = (!body.is_end_stream()).then(|| {
             Arc::new(Trip {
                 tripped: AtomicBool::new(false),
                 request_id: parts.extensions.get::<RequestId>().cloned(),
@@ -319,12 +323,15 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        let hint = self.inner.size_hint();
-        match hint.exact() {
-            // Over the limit: all that will come is the error.
-            Some(n) if n > self.remaining => SizeHint::with_exact(self.remaining),
-            _ => hint,
+        let inner = self.inner.size_hint();
+        if inner.lower() <= self.remaining {
+            return inner;
         }
+        // More than the limit is coming: at most `remaining` bytes arrive,
+        // then the error, so promise no exact length.
+        let mut hint = SizeHint::new();
+        hint.set_upper(self.remaining);
+        hint
     }
 }
 
@@ -499,6 +506,46 @@ mod tests {
             .unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.body(), "read 100 of Some(100)");
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_its_declared_length_is_still_answered_413() {
+        let (_guard, _logs) = capture::json();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = ServiceBuilder::new()
+            .layer(RequestBodyLimitLayer::new(100))
+            .service(reader::<Chunks>(Arc::clone(&calls)));
+        // Declares 10 bytes, sends 150 (no hyper framing in between).
+        let req = Request::post("/")
+            .header("content-length", "10")
+            .body(streaming(&[50, 50, 50]))
+            .unwrap();
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), 413);
+    }
+
+    #[tokio::test]
+    async fn a_smaller_limit_set_further_out_stays() {
+        let (_guard, _logs) = capture::json();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = ServiceBuilder::new()
+            .layer(RequestBodyLimitLayer::new(1000))
+            .service(reader::<Full<Bytes>>(Arc::clone(&calls)));
+        let mut req = Request::post("/")
+            .header("content-length", "30")
+            .body(Full::new(Bytes::from(vec![b'x'; 30])))
+            .unwrap();
+        req.extensions_mut().insert(BodyLimit::new(20));
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), 413);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn the_size_hint_never_promises_more_than_the_limit() {
+        let body = LimitedBody::new(Full::new(Bytes::from(vec![b'x'; 30])), 20);
+        assert_eq!(body.size_hint().exact(), None);
+        assert_eq!(body.size_hint().upper(), Some(20));
+        let body = LimitedBody::new(Full::new(Bytes::from(vec![b'x'; 10])), 20);
+        assert_eq!(body.size_hint().exact(), Some(10));
     }
 
     #[tokio::test]

@@ -60,7 +60,6 @@
 
 use std::{
     any::Any,
-    borrow::Cow,
     cell::{Cell, RefCell},
     fmt,
     future::Future,
@@ -85,6 +84,12 @@ use crate::ErrorBoundaryConfig;
 
 /// Most bytes of a panic message or a replaced body that are logged.
 const LOGGED_BYTES: usize = 1024;
+/// Bytes read (and scrubbed) before cutting to [`LOGGED_BYTES`]: a secret
+/// that straddles the cut is scrubbed whole first, never logged as a
+/// fragment the scrubber would no longer recognise.
+const READ_BYTES: usize = 4 * LOGGED_BYTES;
+/// Most bytes of a panic message that are scrubbed.
+const MAX_MESSAGE_BYTES: usize = 64 * LOGGED_BYTES;
 
 /// Layer that applies [`ErrorBoundary`].
 #[derive(Clone)]
@@ -214,10 +219,9 @@ where
         let inner = &mut self.inner;
         match guarded(move || inner.call(req)) {
             Ok(future) => GuardFuture::pass(Caught {
-                inner: future,
+                inner: Some(future),
                 request_id,
                 settings: Arc::clone(&self.settings),
-                done: false,
             }),
             Err(panic) => GuardFuture::reject(panicked(&self.settings, &*panic, request_id)),
         }
@@ -225,21 +229,31 @@ where
 }
 
 pin_project! {
-    /// Response future for [`ErrorBoundary`]: the inner future, polled
-    /// inside the boundary.
+    /// Response future for [`ErrorBoundary`]: the inner future, polled —
+    /// and dropped — inside the boundary.
     pub struct Caught<F> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
         request_id: Option<RequestId>,
         settings: Arc<Settings>,
-        done: bool,
+    }
+
+    impl<F> PinnedDrop for Caught<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut inner = this.project().inner;
+            if inner.is_some() {
+                // A cancelled request: the handler's future may panic in
+                // its destructor; that stays inside the boundary too.
+                let _ = guarded(|| inner.set(None));
+            }
+        }
     }
 }
 
 impl<F> fmt::Debug for Caught<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Caught")
-            .field("done", &self.done)
+            .field("done", &self.inner.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -253,28 +267,36 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if *this.done {
-            // A future that panicked is never polled again.
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            // Polled after it finished (or panicked): never the handler again.
             return Poll::Ready(Ok(Problem::internal_error().into_response()));
-        }
-        let inner = this.inner;
-        let out = match guarded(|| inner.poll(&mut *cx)) {
+        };
+        let polled = match guarded(|| inner.poll(&mut *cx)) {
             Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(Ok(res)))
-                if this.settings.sanitize_5xx
+            Ok(Poll::Ready(out)) => Ok(out),
+            Err(panic) => Err(panic),
+        };
+        // Done: the handler's future is dropped inside the boundary.
+        let dropped = guarded(|| this.inner.set(None));
+        let settings = this.settings;
+        let request_id = this.request_id.take();
+        let out = match (polled, dropped) {
+            (Ok(Ok(res)), Ok(()))
+                if settings.sanitize_5xx
                     && res.status().is_server_error()
                     && !is_problem(res.headers()) =>
             {
-                Ok(replace(this.settings, res, cx, this.request_id.take()))
+                let fallback = request_id.clone();
+                guarded(|| replace(settings, res, cx, request_id))
+                    .unwrap_or_else(|panic| panicked(settings, &*panic, fallback).into_response())
             }
-            Ok(Poll::Ready(out)) => out,
-            Err(panic) => {
-                Ok(panicked(this.settings, &*panic, this.request_id.take()).into_response())
+            (Ok(out), Ok(())) => return Poll::Ready(out),
+            (Err(panic), _) | (_, Err(panic)) => {
+                panicked(settings, &*panic, request_id).into_response()
             }
         };
-        *this.done = true;
-        Poll::Ready(out)
+        Poll::Ready(Ok(out))
     }
 }
 
@@ -298,11 +320,14 @@ fn panicked(
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
     let logged = message.and_then(|m| scrubbed(settings, m));
-    let location = PANIC_LOCATION.with(|l| l.borrow_mut().take());
+    let location = PANIC_LOCATION
+        .try_with(|l| l.borrow_mut().take())
+        .ok()
+        .flatten();
     emit!(
         ERROR,
         EventName::ERROR_PANIC,
-        message = logged.as_deref(),
+        message = logged.as_ref().map(|(m, _)| m.as_str()),
         message_withheld = message.is_some() && logged.is_none(),
         location = location.as_deref(),
         request_id = request_id.as_ref().map(tracing::field::display),
@@ -329,13 +354,14 @@ fn replace<B: Body + RejectionBody>(
     let (bytes, complete) = read_ready(body, cx);
     let text = String::from_utf8_lossy(&bytes);
     let logged = scrubbed(settings, &text);
+    let cut = logged.as_ref().is_some_and(|(_, cut)| *cut);
     emit!(
         ERROR,
         EventName::ERROR_RESPONSE_REPLACED,
         status = parts.status.as_u16(),
-        body = logged.as_deref(),
+        body = logged.as_ref().map(|(b, _)| b.as_str()),
         body_withheld = !text.is_empty() && logged.is_none(),
-        body_truncated = !complete,
+        body_truncated = !complete || cut,
         request_id = request_id.as_ref().map(tracing::field::display),
     );
     let problem = match parts.status {
@@ -361,19 +387,19 @@ fn replace<B: Body + RejectionBody>(
     .into_response()
 }
 
-/// What of `body` is ready now, up to [`LOGGED_BYTES`], and whether that
+/// What of `body` is ready now, up to [`READ_BYTES`], and whether that
 /// is all of it.
 fn read_ready<B: Body>(body: B, cx: &mut Context<'_>) -> (Vec<u8>, bool) {
     let mut body = std::pin::pin!(body);
     let mut bytes = Vec::new();
-    while bytes.len() < LOGGED_BYTES {
+    while bytes.len() < READ_BYTES {
         let polled = guarded(|| body.as_mut().poll_frame(cx));
         match polled {
             Ok(Poll::Ready(Some(Ok(frame)))) => {
                 if let Ok(mut data) = frame.into_data() {
-                    while data.has_remaining() && bytes.len() < LOGGED_BYTES {
+                    while data.has_remaining() && bytes.len() < READ_BYTES {
                         let chunk = data.chunk();
-                        let take = chunk.len().min(LOGGED_BYTES - bytes.len());
+                        let take = chunk.len().min(READ_BYTES - bytes.len());
                         bytes.extend_from_slice(&chunk[..take]);
                         data.advance(take);
                     }
@@ -391,18 +417,26 @@ fn read_ready<B: Body>(body: B, cx: &mut Context<'_>) -> (Vec<u8>, bool) {
     (bytes, complete)
 }
 
-/// `text` cut to [`LOGGED_BYTES`] and scrubbed, or `None` without a
-/// scrubber: handler text is never logged unscrubbed.
-fn scrubbed(settings: &Settings, text: &str) -> Option<String> {
+/// `text` scrubbed, then cut to [`LOGGED_BYTES`] (with whether it was
+/// cut), or `None` without a scrubber: handler text is never logged
+/// unscrubbed.
+fn scrubbed(settings: &Settings, text: &str) -> Option<(String, bool)> {
     let scrubber = settings.scrubber.as_ref()?;
-    let mut end = text.len().min(LOGGED_BYTES);
+    let scrubbed = scrubber.scrub(prefix(text, MAX_MESSAGE_BYTES));
+    let cut = prefix(&scrubbed, LOGGED_BYTES);
+    Some((
+        cut.to_owned(),
+        cut.len() < scrubbed.len() || text.len() > MAX_MESSAGE_BYTES,
+    ))
+}
+
+/// The longest prefix of `text` of at most `max` bytes on a char boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    Some(match scrubber.scrub(&text[..end]) {
-        Cow::Borrowed(s) => s.to_owned(),
-        Cow::Owned(s) => s,
-    })
+    &text[..end]
 }
 
 thread_local! {
@@ -430,11 +464,18 @@ pub fn install_panic_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if INSIDE.get() {
+            // With panic = "abort" nothing unwinds to a boundary: the
+            // message must not be lost.
+            let caught = !cfg!(panic = "abort") && INSIDE.try_with(Cell::get).unwrap_or(false);
+            if caught {
                 let location = info
                     .location()
                     .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-                PANIC_LOCATION.with(|l| *l.borrow_mut() = location);
+                let _ = PANIC_LOCATION.try_with(|l| {
+                    if let Ok(mut slot) = l.try_borrow_mut() {
+                        *slot = location;
+                    }
+                });
             } else {
                 previous(info);
             }
@@ -444,7 +485,7 @@ pub fn install_panic_hook() {
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
+    use std::{borrow::Cow, convert::Infallible};
 
     use guardrails_testkit::capture;
     use http_body_util::{BodyExt, Full, StreamBody};
@@ -641,6 +682,37 @@ mod tests {
         assert_eq!(replaced[0]["body_truncated"], true);
         assert_eq!(replaced[1]["body"], "partial");
         assert_eq!(replaced[1]["body_truncated"], true);
+    }
+
+    /// Knows one secret, and only whole.
+    struct WholeToken;
+
+    impl Scrub for WholeToken {
+        fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+            Cow::Owned(text.replace("SECRET-TOKEN-XYZ", "[secret]"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_across_the_1_kib_cut_is_scrubbed_whole_before_cutting() {
+        let (_guard, logs) = capture::json();
+        let svc = ServiceBuilder::new()
+            .layer(ErrorBoundaryLayer::new().scrubber(Arc::new(WholeToken)))
+            .service(service_fn(|_req: Request<()>| async move {
+                let text = "a".repeat(LOGGED_BYTES - 9) + "SECRET-TOKEN-XYZ and more";
+                Ok::<_, Infallible>(Response::builder().status(500).body(text).unwrap())
+            }));
+        let res = svc.oneshot(request("/")).await.unwrap();
+        assert_eq!(res.status(), 500);
+        let lines = logs.lines();
+        let replaced = lines
+            .iter()
+            .find(|l| l["event"] == "error.response_replaced")
+            .unwrap();
+        let body = replaced["body"].as_str().unwrap();
+        assert!(!body.contains("SECRET"), "a fragment was logged: {body}");
+        assert!(body.len() <= LOGGED_BYTES);
+        assert_eq!(replaced["body_truncated"], true);
     }
 
     /// A stream with one frame ready and then pending forever.

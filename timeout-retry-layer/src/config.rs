@@ -10,6 +10,8 @@ use serde::Deserialize;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default request body limit: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// The largest body limit a config may set: 1 GiB.
+const MAX_BODY_LIMIT: u64 = 1024 * 1024 * 1024;
 
 /// `[timeout]`: the inbound request deadline.
 ///
@@ -142,9 +144,27 @@ impl Default for BodyLimitConfig {
 impl BodyLimitConfig {
     /// Adds every problem of this section to `problems`.
     pub fn validate(&self, problems: &mut Vec<ConfigProblem>) {
-        // Zero is allowed: a route that takes no body at all.
+        // Zero is allowed: a route that takes no body at all. Above 1 GiB
+        // a reader that buffers (webhook verification) could be made to
+        // hold more memory than a replica has.
+        let check = |path: String, max: u64, problems: &mut Vec<ConfigProblem>| {
+            if max > MAX_BODY_LIMIT {
+                problems.push(ConfigProblem::new(
+                    path,
+                    "must be at most 1073741824 (1 GiB)",
+                ));
+            }
+        };
+        check("body_limit.max_bytes".into(), self.max_bytes, problems);
         let prefixes = self.routes.iter().map(|r| r.prefix.as_str());
         check_prefixes("body_limit.routes", prefixes, problems);
+        for (i, route) in self.routes.iter().enumerate() {
+            check(
+                format!("body_limit.routes[{i}].max_bytes"),
+                route.max_bytes,
+                problems,
+            );
+        }
     }
 }
 
@@ -156,6 +176,9 @@ pub struct LoadShedConfig {
     /// Requests in flight at most; more are answered 503 with
     /// `Retry-After: 1` at once, never queued. Unset (the default): off.
     pub max_in_flight: Option<usize>,
+    /// Paths never counted nor shed (health probes): exact, or
+    /// `/prefix/*` for a path and everything under it.
+    pub exempt: Vec<String>,
 }
 
 impl LoadShedConfig {
@@ -166,6 +189,14 @@ impl LoadShedConfig {
                 "load_shed.max_in_flight",
                 "must be at least 1 (leave it unset to turn load shedding off)",
             ));
+        }
+        for (i, path) in self.exempt.iter().enumerate() {
+            if !path.starts_with('/') || path == "/*" {
+                problems.push(ConfigProblem::new(
+                    format!("load_shed.exempt[{i}]"),
+                    "must be a path (`/api/health`) or `/prefix/*`, not `/*`",
+                ));
+            }
         }
     }
 }
@@ -221,6 +252,7 @@ mod tests {
         timeout.validate(&mut problems);
         LoadShedConfig {
             max_in_flight: Some(0),
+            exempt: vec!["/*".into()],
         }
         .validate(&mut problems);
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
@@ -232,7 +264,8 @@ mod tests {
                 "timeout.routes[0].prefix",
                 "timeout.routes[2].prefix",
                 "timeout.routes[1].request",
-                "load_shed.max_in_flight"
+                "load_shed.max_in_flight",
+                "load_shed.exempt[0]"
             ]
         );
     }

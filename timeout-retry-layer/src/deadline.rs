@@ -214,8 +214,20 @@ where
         if let Some(outer) = req.extensions().get::<Deadline>() {
             deadline = deadline.min(*outer);
         }
+        // What the request really has (an earlier deadline may have won).
+        let timeout = deadline.remaining().min(timeout);
         req.extensions_mut().insert(deadline);
         let request_id = req.extensions().get::<RequestId>().cloned();
+        if timeout.is_zero() {
+            // Already past: the handler is not started at all.
+            return GuardFuture::pass(Timed {
+                inner: None,
+                sleep: tokio::time::sleep_until(deadline.instant()),
+                timeout,
+                request_id,
+                settings: Arc::clone(&self.settings),
+            });
+        }
         GuardFuture::pass(Timed {
             inner: Some(self.inner.call(req)),
             sleep: tokio::time::sleep_until(deadline.instant()),
@@ -456,6 +468,32 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(3));
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()["retry-after"], "1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_deadline_has_passed_never_reaches_the_handler() {
+        let (_guard, logs) = capture::json();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let svc = ServiceBuilder::new()
+            .layer(RequestDeadlineLayer::new(Duration::from_secs(10)))
+            .service(service_fn(move |_req: Request<()>| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(Response::new(String::new())) }
+            }));
+        let mut req = Request::get("/").body(()).unwrap();
+        req.extensions_mut()
+            .insert(Deadline::after(Duration::from_secs(1)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 504);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        let lines = logs.lines();
+        let event = lines
+            .iter()
+            .find(|e| e["event"] == "api.deadline_exceeded")
+            .unwrap();
+        assert_eq!(event["timeout_ms"], 0, "the effective deadline is logged");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct LoadShedLayer {
 struct State {
     /// `usize::MAX`: off.
     max_in_flight: usize,
+    /// Paths never counted nor shed: exact, or `/prefix/*`.
+    exempt: Vec<String>,
     in_flight: AtomicUsize,
     shed: AtomicU64,
     in_flight_gauge: metrics::Gauge,
@@ -103,13 +105,38 @@ impl LoadShedLayer {
 
     /// The layer of a validated `[load_shed]` section.
     pub fn from_config(config: &LoadShedConfig) -> Self {
-        config.max_in_flight.map_or_else(Self::disabled, Self::new)
+        config
+            .max_in_flight
+            .map_or_else(Self::disabled, Self::new)
+            .exempt(config.exempt.iter().cloned())
+    }
+
+    /// Paths never counted nor shed — health probes, say, so an orchestrator
+    /// doesn't restart a replica for being busy: exact paths, or
+    /// `/prefix/*` for a path and everything under it.
+    pub fn exempt<I, P>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let exempt: Vec<String> = paths.into_iter().map(Into::into).collect();
+        let state = &self.state;
+        self.state = Arc::new(State {
+            max_in_flight: state.max_in_flight,
+            exempt,
+            in_flight: AtomicUsize::new(0),
+            shed: AtomicU64::new(0),
+            in_flight_gauge: state.in_flight_gauge.clone(),
+            shed_counter: state.shed_counter.clone(),
+        });
+        self
     }
 
     fn with_max(max_in_flight: usize) -> Self {
         Self {
             state: Arc::new(State {
                 max_in_flight,
+                exempt: Vec::new(),
                 in_flight: AtomicUsize::new(0),
                 shed: AtomicU64::new(0),
                 in_flight_gauge: metrics::gauge!(guardrail_core::metric::IN_FLIGHT_REQUESTS),
@@ -214,21 +241,24 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = &self.state;
-        if state.max_in_flight == usize::MAX {
+        if state.max_in_flight == usize::MAX || state.is_exempt(req.uri().path()) {
             return GuardFuture::pass(InFlight {
                 inner: self.inner.call(req),
                 slot: None,
             });
         }
         let before = state.in_flight.fetch_add(1, Ordering::AcqRel);
+        // Taken before the inner call, so a panic in it (caught further
+        // out) still gives the place back.
+        let slot = Slot(Arc::clone(state));
         if before >= state.max_in_flight {
-            state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            drop(slot);
             return GuardFuture::reject(shed(state, req.extensions().get::<RequestId>()));
         }
         state.in_flight_gauge.set((before + 1) as f64);
         GuardFuture::pass(InFlight {
             inner: self.inner.call(req),
-            slot: Some(Slot(Arc::clone(state))),
+            slot: Some(slot),
         })
     }
 }
@@ -249,6 +279,19 @@ fn shed(state: &State, request_id: Option<&RequestId>) -> Problem {
     match request_id {
         Some(id) => problem.request_id(id.clone()),
         None => problem,
+    }
+}
+
+impl State {
+    fn is_exempt(&self, path: &str) -> bool {
+        self.exempt
+            .iter()
+            .any(|pattern| match pattern.strip_suffix("/*") {
+                Some(prefix) => path
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+                None => path == pattern,
+            })
     }
 }
 
@@ -359,6 +402,64 @@ mod tests {
         let _ = pending.await;
         assert_eq!(shed.in_flight(), 0);
         assert_eq!(svc.oneshot(Request::new(())).await.unwrap().status(), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exempt_paths_are_never_counted_nor_shed() {
+        let shed = LoadShedLayer::new(1).exempt(["/api/health", "/internal/*"]);
+        let svc = slow(shed.clone());
+        let busy = tokio::spawn(
+            svc.clone()
+                .oneshot(Request::get("/api/me").body(()).unwrap()),
+        );
+        tokio::task::yield_now().await;
+        assert_eq!(shed.in_flight(), 1);
+        // Shed at once while the one place is taken...
+        for path in ["/api/healthz", "/internals"] {
+            let res = svc
+                .clone()
+                .oneshot(Request::get(path).body(()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 503, "{path}");
+        }
+        // ...while exempt paths run beside it.
+        let exempt: Vec<_> = ["/api/health", "/internal", "/internal/metrics"]
+            .into_iter()
+            .map(|path| tokio::spawn(svc.clone().oneshot(Request::get(path).body(()).unwrap())))
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(shed.in_flight(), 1, "exempt requests are not counted");
+        for task in exempt {
+            assert_eq!(task.await.unwrap().unwrap().status(), 200);
+        }
+        assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_inner_call_gives_the_place_back() {
+        #[derive(Clone)]
+        struct PanicsInCall;
+        impl Service<Request<()>> for PanicsInCall {
+            type Response = Response<String>;
+            type Error = Infallible;
+            type Future = std::future::Ready<Result<Response<String>, Infallible>>;
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                Poll::Ready(Ok(()))
+            }
+            fn call(&mut self, _: Request<()>) -> Self::Future {
+                panic!("in call")
+            }
+        }
+        let shed = LoadShedLayer::new(1);
+        let mut svc = shed.layer(PanicsInCall);
+        for _ in 0..3 {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                drop(svc.call(Request::new(())));
+            }));
+            assert!(caught.is_err());
+            assert_eq!(shed.in_flight(), 0);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -36,7 +36,9 @@ pub(super) struct Shared<Sch> {
     pub(super) scheme: Arc<Sch>,
     secrets: Vec<HmacSha256>,
     tolerance: Duration,
-    pub(super) max_body_bytes: usize,
+    /// Set with [`VerifyWebhookLayer::max_body_bytes`]; `None`: the
+    /// request's `BodyLimit`, or the default without one.
+    pub(super) max_body_bytes: Option<usize>,
     replay_capacity: usize,
     /// Shared by every copy of the layer, whatever its settings.
     replay: Arc<Mutex<ReplayCache>>,
@@ -113,7 +115,7 @@ impl<Sch: SignatureScheme> VerifyWebhookLayer<Sch> {
                 scheme: Arc::new(scheme),
                 secrets,
                 tolerance: DEFAULT_TOLERANCE,
-                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                max_body_bytes: None,
                 replay_capacity: DEFAULT_REPLAY_CAPACITY,
                 replay: Arc::new(Mutex::new(ReplayCache::default())),
                 shared_replay: None,
@@ -134,14 +136,25 @@ impl<Sch: SignatureScheme> VerifyWebhookLayer<Sch> {
         self
     }
 
-    /// The largest accepted body when no body limit layer further out set
-    /// one for the request (default 1 MiB). Behind the umbrella stack the
-    /// request's [`BodyLimit`](guardrail_core::BodyLimit) — the one
-    /// `[body_limit]` setting, per route — applies instead.
+    /// The largest accepted body. Unset, the request's
+    /// [`BodyLimit`](guardrail_core::BodyLimit) applies — the one
+    /// `[body_limit]` setting for the route, set by the body limit layer
+    /// further out — or [`DEFAULT_MAX_BODY_BYTES`] without one. Set, the
+    /// smaller of this and the request's limit applies.
     pub fn max_body_bytes(mut self, max: usize) -> Self {
         let s = self.shared_mut();
-        s.max_body_bytes = max;
+        s.max_body_bytes = Some(max);
         self
+    }
+
+    /// The most bytes a request may make this layer buffer.
+    pub(super) fn body_limit_for(shared: &Shared<Sch>, request: Option<usize>) -> usize {
+        match (shared.max_body_bytes, request) {
+            (Some(own), Some(request)) => own.min(request),
+            (Some(own), None) => own,
+            (None, Some(request)) => request,
+            (None, None) => DEFAULT_MAX_BODY_BYTES,
+        }
     }
 
     /// Remembers accepted deliveries in Redis as well, so a delivery

@@ -91,12 +91,13 @@ where
                 Ok(header) => header,
                 Err(e) => return reject(e),
             };
-            // The request's own limit (the body limit layer's, per route)
-            // when one was set; this layer's otherwise.
-            let max = parts
+            // The request's limit (the body limit layer's, per route) and
+            // this layer's own, whichever is smaller.
+            let request_limit = parts
                 .extensions
                 .get::<guardrail_core::BodyLimit>()
-                .map_or(shared.max_body_bytes, guardrail_core::BodyLimit::max_len);
+                .map(guardrail_core::BodyLimit::max_len);
+            let max = VerifyWebhookLayer::body_limit_for(&shared, request_limit);
             let bytes = match Limited::new(body, max).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {

@@ -203,12 +203,22 @@ async fn the_requests_body_limit_set_further_out_applies_instead_of_the_layers()
         }));
         async move { svc.oneshot(req).await.unwrap().status().as_u16() }
     };
-    // Smaller than the body: refused, though the layer's own is 1 MiB.
+    // Smaller than the body: refused (the layer sets no limit of its own).
     assert_eq!(limited(16, stripe_layer()).await, 413);
-    // Larger: accepted, though the layer's own would refuse.
+    // Larger than the layer's default of 1 MiB: the request's limit is the one.
+    let big = BODY.repeat((1 << 20) / BODY.len() + 1);
+    let big_header = stripe_header(b"whsec_a", now(), &big);
+    let mut req = post(("stripe-signature", &big_header), &big);
+    req.extensions_mut()
+        .insert(guardrail_core::BodyLimit::new(4 << 20));
+    let svc = stripe_layer().layer(service_fn(|req: Request<Full<Bytes>>| async move {
+        Ok::<_, Infallible>(Response::new(req.into_body()))
+    }));
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+    // A limit set on the layer itself is never raised by the request's.
     assert_eq!(
         limited(1 << 20, stripe_layer().max_body_bytes(16)).await,
-        200
+        413
     );
 }
 
