@@ -222,7 +222,8 @@ where
             // Already past: the handler is not started at all.
             return GuardFuture::pass(Timed {
                 inner: None,
-                sleep: tokio::time::sleep_until(deadline.instant()),
+                deadline,
+                sleep: None,
                 timeout,
                 request_id,
                 settings: Arc::clone(&self.settings),
@@ -230,7 +231,8 @@ where
         }
         GuardFuture::pass(Timed {
             inner: Some(self.inner.call(req)),
-            sleep: tokio::time::sleep_until(deadline.instant()),
+            deadline,
+            sleep: None,
             timeout,
             request_id,
             settings: Arc::clone(&self.settings),
@@ -244,8 +246,11 @@ pin_project! {
     pub struct Timed<F> {
         #[pin]
         inner: Option<F>,
+        deadline: Deadline,
+        // Made when the handler first has to wait: one that answers at
+        // once never touches the timer.
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
         timeout: Duration,
         request_id: Option<RequestId>,
         settings: Arc<Settings>,
@@ -276,7 +281,13 @@ where
             if let Poll::Ready(out) = inner.poll(cx) {
                 return Poll::Ready(out);
             }
-            if this.sleep.poll(cx).is_pending() {
+            if this.sleep.is_none() {
+                this.sleep
+                    .set(Some(tokio::time::sleep_until(this.deadline.instant())));
+            }
+            if let Some(sleep) = this.sleep.as_mut().as_pin_mut()
+                && sleep.poll(cx).is_pending()
+            {
                 return Poll::Pending;
             }
             // Dropping the handler's future cancels what it waits on.
