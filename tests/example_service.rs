@@ -1049,3 +1049,11 @@ fn debug_routes_are_refused_in_production() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.debug_routes"), "{err}");
 }
+
+#[test]
+fn a_body_over_axums_2_mib_default_passes_where_the_body_limit_allows_it() {
+    let (svc, user) = debug_service(&[("GUARDRAILS__BODY_LIMIT__MAX_BYTES", "4194304")]);
+    let body = "x".repeat(3 * 1024 * 1024);
+    let (status, _, answer) = svc.send("POST", "/api/debug/echo", &user, &body);
+    assert_eq!((status, answer.as_str()), (200, "{\"bytes\":3145728}"));
+}
