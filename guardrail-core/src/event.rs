@@ -89,6 +89,8 @@ impl EventName {
     pub const INTEGRATION_RETRY: Self = Self("integration.retry");
     /// A circuit breaker opened.
     pub const INTEGRATION_CIRCUIT_OPENED: Self = Self("integration.circuit_opened");
+    /// A circuit breaker let its first probe through.
+    pub const INTEGRATION_CIRCUIT_HALF_OPEN: Self = Self("integration.circuit_half_open");
     /// A circuit breaker closed again.
     pub const INTEGRATION_CIRCUIT_CLOSED: Self = Self("integration.circuit_closed");
     /// A backend (Redis, JWKS endpoint, flag source) failed.

@@ -31,6 +31,8 @@ pub const IN_FLIGHT_REQUESTS: &str = "guardrails_in_flight_requests";
 pub const DEADLINE_EXCEEDED_TOTAL: &str = "guardrails_deadline_exceeded_total";
 /// Requests refused for a body over the limit.
 pub const BODY_LIMIT_REJECTED_TOTAL: &str = "guardrails_body_limit_rejected_total";
+/// Outbound calls in flight through bulkheads.
+pub const OUTBOUND_IN_FLIGHT: &str = "guardrails_outbound_in_flight";
 /// Handler panics caught by the error boundary.
 pub const PANICS_TOTAL: &str = "guardrails_panics_total";
 
@@ -40,6 +42,7 @@ pub const ALL: &[&str] = &[
     DEADLINE_EXCEEDED_TOTAL,
     IN_FLIGHT_REQUESTS,
     LOAD_SHED_TOTAL,
+    OUTBOUND_IN_FLIGHT,
     PANICS_TOTAL,
     LOG_LINES_DROPPED_TOTAL,
     RATELIMIT_DECISIONS_TOTAL,

@@ -139,7 +139,7 @@ impl<S> Layer<S> for RequestBodyLimitLayer {
 }
 
 /// Middleware that refuses request bodies over a limit with 413
-/// problem+json; see the [module docs](self).
+/// problem+json; see [`RequestBodyLimitLayer`].
 #[derive(Clone)]
 pub struct RequestBodyLimit<S> {
     inner: S,

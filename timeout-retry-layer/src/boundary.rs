@@ -175,7 +175,7 @@ impl<S> Layer<S> for ErrorBoundaryLayer {
 
 /// Middleware that turns the inner service's panics (and, optionally,
 /// bare 5xx responses) into problem+json answers; see the
-/// [module docs](self).
+/// [`ErrorBoundaryLayer`].
 #[derive(Clone)]
 pub struct ErrorBoundary<S> {
     inner: S,

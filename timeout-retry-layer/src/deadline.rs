@@ -168,7 +168,7 @@ impl<S> Layer<S> for RequestDeadlineLayer {
 
 /// Middleware that answers 504 (or 503) problem+json when the inner
 /// service has not answered by the request's deadline; see the
-/// [module docs](self).
+/// [`RequestDeadlineLayer`].
 #[derive(Clone)]
 pub struct RequestDeadline<S> {
     inner: S,

@@ -46,7 +46,9 @@ mod boundary;
 mod config;
 mod deadline;
 mod load_shed;
+mod outbound;
 mod routes;
+mod slots;
 
 pub use body_limit::{
     BodyTooLarge, LimitedBody, RequestBodyLimit, RequestBodyLimitLayer, Tripwire,
@@ -58,3 +60,7 @@ pub use config::{
 };
 pub use deadline::{RequestDeadline, RequestDeadlineLayer, Timed};
 pub use load_shed::{InFlight, LoadShed, LoadShedLayer};
+pub use outbound::{
+    BoxError, Bulkhead, BulkheadFuture, BulkheadLayer, CircuitBreaker, CircuitBreakerFuture,
+    CircuitBreakerLayer, CircuitState, OutboundError,
+};

@@ -48,7 +48,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
 };
@@ -62,7 +62,10 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::LoadShedConfig;
+use crate::{
+    LoadShedConfig,
+    slots::{Slot, Slots},
+};
 
 /// Layer that applies [`LoadShed`]. Clones share one count.
 #[derive(Clone)]
@@ -71,13 +74,11 @@ pub struct LoadShedLayer {
 }
 
 struct State {
-    /// `usize::MAX`: off.
-    max_in_flight: usize,
+    /// `max() == usize::MAX`: off.
+    slots: Arc<Slots>,
     /// Paths never counted nor shed: exact, or `/prefix/*`.
     exempt: Vec<String>,
-    in_flight: AtomicUsize,
     shed: AtomicU64,
-    in_flight_gauge: metrics::Gauge,
     shed_counter: metrics::Counter,
 }
 
@@ -122,11 +123,12 @@ impl LoadShedLayer {
         let exempt: Vec<String> = paths.into_iter().map(Into::into).collect();
         let state = &self.state;
         self.state = Arc::new(State {
-            max_in_flight: state.max_in_flight,
+            slots: Slots::new(
+                state.slots.max(),
+                metrics::gauge!(guardrail_core::metric::IN_FLIGHT_REQUESTS),
+            ),
             exempt,
-            in_flight: AtomicUsize::new(0),
             shed: AtomicU64::new(0),
-            in_flight_gauge: state.in_flight_gauge.clone(),
             shed_counter: state.shed_counter.clone(),
         });
         self
@@ -135,11 +137,12 @@ impl LoadShedLayer {
     fn with_max(max_in_flight: usize) -> Self {
         Self {
             state: Arc::new(State {
-                max_in_flight,
+                slots: Slots::new(
+                    max_in_flight,
+                    metrics::gauge!(guardrail_core::metric::IN_FLIGHT_REQUESTS),
+                ),
                 exempt: Vec::new(),
-                in_flight: AtomicUsize::new(0),
                 shed: AtomicU64::new(0),
-                in_flight_gauge: metrics::gauge!(guardrail_core::metric::IN_FLIGHT_REQUESTS),
                 shed_counter: metrics::counter!(guardrail_core::metric::LOAD_SHED_TOTAL),
             }),
         }
@@ -147,12 +150,13 @@ impl LoadShedLayer {
 
     /// The most requests in flight, `None` when shedding is off.
     pub fn max_in_flight(&self) -> Option<usize> {
-        (self.state.max_in_flight != usize::MAX).then_some(self.state.max_in_flight)
+        let max = self.state.slots.max();
+        (max != usize::MAX).then_some(max)
     }
 
     /// Requests in flight now (0 while shedding is off: nothing counts).
     pub fn in_flight(&self) -> usize {
-        self.state.in_flight.load(Ordering::Relaxed)
+        self.state.slots.in_flight()
     }
 
     /// Requests shed since start.
@@ -198,7 +202,7 @@ impl<S> Layer<S> for LoadShedLayer {
 }
 
 /// Middleware that answers 503 when too many requests are in flight; see
-/// the [module docs](self).
+/// [`LoadShedLayer`].
 #[derive(Clone)]
 pub struct LoadShed<S> {
     inner: S,
@@ -218,7 +222,7 @@ impl<S: fmt::Debug> fmt::Debug for LoadShed<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadShed")
             .field("inner", &self.inner)
-            .field("max_in_flight", &self.state.max_in_flight)
+            .field("max_in_flight", &self.state.slots.max())
             .finish()
     }
 }
@@ -241,21 +245,17 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = &self.state;
-        if state.max_in_flight == usize::MAX || state.is_exempt(req.uri().path()) {
+        if state.slots.max() == usize::MAX || state.is_exempt(req.uri().path()) {
             return GuardFuture::pass(InFlight {
                 inner: self.inner.call(req),
                 slot: None,
             });
         }
-        let before = state.in_flight.fetch_add(1, Ordering::AcqRel);
         // Taken before the inner call, so a panic in it (caught further
         // out) still gives the place back.
-        let slot = Slot(Arc::clone(state));
-        if before >= state.max_in_flight {
-            drop(slot);
+        let Some(slot) = state.slots.try_take() else {
             return GuardFuture::reject(shed(state, req.extensions().get::<RequestId>()));
-        }
-        state.in_flight_gauge.set((before + 1) as f64);
+        };
         GuardFuture::pass(InFlight {
             inner: self.inner.call(req),
             slot: Some(slot),
@@ -270,7 +270,7 @@ fn shed(state: &State, request_id: Option<&RequestId>) -> Problem {
     emit!(
         WARN,
         EventName::API_LOAD_SHED,
-        max_in_flight = state.max_in_flight,
+        max_in_flight = state.slots.max(),
         request_id = request_id.map(tracing::field::display),
     );
     let problem = Problem::service_unavailable(1)
@@ -292,16 +292,6 @@ impl State {
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
                 None => path == pattern,
             })
-    }
-}
-
-/// One request's place in the count, given back when dropped.
-struct Slot(Arc<State>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let left = self.0.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
-        self.0.in_flight_gauge.set(left as f64);
     }
 }
 

@@ -1,0 +1,16 @@
+//! Outbound resilience for calls to other services: the one error type,
+//! a circuit breaker and a bulkhead. Unlike the inbound guards, these
+//! don't answer for the service: they return [`OutboundError`], which the
+//! handler maps to its answer with [`OutboundError::to_problem`] (504,
+//! 502, or 503 with `Retry-After`) — the documented exception to
+//! "rejections are responses".
+
+mod breaker;
+mod bulkhead;
+mod error;
+
+pub use breaker::{
+    CircuitBreaker, CircuitBreakerLayer, CircuitState, ResponseFuture as CircuitBreakerFuture,
+};
+pub use bulkhead::{Bulkhead, BulkheadLayer, ResponseFuture as BulkheadFuture};
+pub use error::{BoxError, OutboundError};
