@@ -57,7 +57,10 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -107,7 +110,8 @@ struct Settings {
     name: Arc<str>,
     window: WindowKind,
     failure_rate: f64,
-    slow_call_rate: f64,
+    /// `None`: slow calls are not looked for (no clock read per call).
+    slow_call_rate: Option<f64>,
     slow_call: Duration,
     min_calls: u32,
     open_for: Duration,
@@ -131,7 +135,13 @@ pub struct CircuitBreakerLayer {
 struct Shared {
     settings: Settings,
     state: Mutex<State>,
+    /// The generation while closed, `u64::MAX` otherwise (kept beside the
+    /// locked state, changed only under its lock): a closed breaker lets a
+    /// call through without taking the lock.
+    closed_generation: AtomicU64,
 }
+
+const NOT_CLOSED: u64 = u64::MAX;
 
 impl fmt::Debug for CircuitBreakerLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -151,14 +161,15 @@ impl fmt::Debug for CircuitBreakerLayer {
 impl CircuitBreakerLayer {
     /// A breaker for the upstream `name` (used in events and the health
     /// report): a window of the last 20 calls, opening at a 50 % failure
-    /// rate after at least 10 calls, or when every call is slower than
-    /// 5 s; open for 30 s; 3 probes, each given 5 s.
+    /// rate after at least 10 calls (slow calls are not looked for until
+    /// [`slow_call_rate`](Self::slow_call_rate) is set); open for 30 s; 3
+    /// probes, each given 5 s.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
         let settings = Settings {
             name: name.into(),
             window: WindowKind::Calls(20),
             failure_rate: 0.5,
-            slow_call_rate: 1.0,
+            slow_call_rate: None,
             slow_call: Duration::from_secs(5),
             min_calls: 10,
             open_for: Duration::from_secs(30),
@@ -179,6 +190,7 @@ impl CircuitBreakerLayer {
                     generation: 0,
                     window,
                 }),
+                closed_generation: AtomicU64::new(0),
             }),
         }
     }
@@ -206,12 +218,14 @@ impl CircuitBreakerLayer {
     }
 
     /// Opens when at least this share of the window's calls were slower
-    /// than [`slow_call`](Self::slow_call) (in (0, 1]; default 1.0).
+    /// than [`slow_call`](Self::slow_call) (in (0, 1]). Off by default:
+    /// timing each call costs two clock reads.
     pub fn slow_call_rate(self, rate: f64) -> Self {
-        self.set(|s| s.slow_call_rate = rate.clamp(f64::MIN_POSITIVE, 1.0))
+        self.set(|s| s.slow_call_rate = Some(rate.clamp(f64::MIN_POSITIVE, 1.0)))
     }
 
-    /// A call taking this long or longer is slow (default 5 s).
+    /// A call taking this long or longer is slow (default 5 s; counted
+    /// once [`slow_call_rate`](Self::slow_call_rate) is set).
     pub fn slow_call(self, duration: Duration) -> Self {
         self.set(|s| s.slow_call = duration)
     }
@@ -358,6 +372,12 @@ impl Shared {
         state.generation += 1;
         state.window.clear();
         let to = state.phase.state();
+        let closed = if to == CircuitState::Closed {
+            state.generation
+        } else {
+            NOT_CLOSED
+        };
+        self.closed_generation.store(closed, Ordering::Release);
         if from == to {
             return;
         }
@@ -392,7 +412,23 @@ impl Shared {
     }
 
     /// Permission for a call now, or how long the circuit stays open.
-    fn acquire(self: &Arc<Self>, now: Instant) -> Result<Permit, Duration> {
+    #[inline]
+    fn acquire(self: &Arc<Self>) -> Result<Permit, Duration> {
+        let generation = self.closed_generation.load(Ordering::Acquire);
+        if generation != NOT_CLOSED {
+            return Ok(Permit {
+                shared: Arc::clone(self),
+                generation,
+                probe: false,
+                recorded: false,
+            });
+        }
+        self.acquire_slow(Instant::now())
+    }
+
+    /// Open, half-open or forced open: decided under the lock.
+    #[cold]
+    fn acquire_slow(self: &Arc<Self>, now: Instant) -> Result<Permit, Duration> {
         let mut state = self.lock();
         let probe = match state.phase {
             Phase::Closed => false,
@@ -445,11 +481,15 @@ impl Shared {
 
 impl Permit {
     /// Records how the call went.
-    fn record(mut self, failed: bool, slow: bool, now: Instant) {
+    fn record(mut self, failed: bool, slow: bool) {
         self.recorded = true;
         let shared = Arc::clone(&self.shared);
         let settings = &shared.settings;
         let mut state = shared.lock();
+        // Read only when something needs the time (a time window, a
+        // transition): a closed breaker with a count window never does.
+        let mut now_cache = None;
+        let mut now = || *now_cache.get_or_insert_with(Instant::now);
         if state.generation != self.generation {
             return;
         }
@@ -458,7 +498,7 @@ impl Permit {
             if failed || slow {
                 shared.open(
                     &mut state,
-                    now,
+                    now(),
                     if failed { "probe failed" } else { "probe slow" },
                 );
             } else if let Phase::HalfOpen { succeeded, .. } = &mut state.phase {
@@ -472,16 +512,17 @@ impl Permit {
         if !matches!(state.phase, Phase::Closed) {
             return;
         }
-        state.window.record(now, failed, slow);
-        let (calls, failures, slowed) = state.window.totals(now);
+        let (calls, failures, slowed) = state.window.record(&mut now, failed, slow);
         if calls < settings.min_calls {
             return;
         }
         let calls = f64::from(calls);
         if f64::from(failures) / calls >= settings.failure_rate {
-            shared.open(&mut state, now, "failure rate");
-        } else if f64::from(slowed) / calls >= settings.slow_call_rate {
-            shared.open(&mut state, now, "slow call rate");
+            shared.open(&mut state, now(), "failure rate");
+        } else if let Some(rate) = settings.slow_call_rate
+            && f64::from(slowed) / calls >= rate
+        {
+            shared.open(&mut state, now(), "slow call rate");
         }
     }
 }
@@ -559,7 +600,13 @@ impl Window {
         }
     }
 
-    fn record(&mut self, now: Instant, failed: bool, was_slow: bool) {
+    /// Adds one call; returns (calls, failures, slow) in the window.
+    fn record(
+        &mut self,
+        now: &mut impl FnMut() -> Instant,
+        failed: bool,
+        was_slow: bool,
+    ) -> (u32, u32, u32) {
         match self {
             Self::Calls {
                 capacity,
@@ -576,8 +623,10 @@ impl Window {
                 outcomes.push_back((failed, was_slow));
                 *failures += u32::from(failed);
                 *slow += u32::from(was_slow);
+                (outcomes.len() as u32, *failures, *slow)
             }
             Self::Time { bucket, buckets } => {
+                let now = now();
                 Self::expire(*bucket, buckets, now);
                 let current = match buckets.back_mut() {
                     Some(b) if now.saturating_duration_since(b.start) < *bucket => b,
@@ -594,6 +643,10 @@ impl Window {
                 current.calls += 1;
                 current.failures += u32::from(failed);
                 current.slow += u32::from(was_slow);
+                // Expired buckets are gone: the rest is the window.
+                buckets.iter().fold((0, 0, 0), |(c, f, s), b| {
+                    (c + b.calls, f + b.failures, s + b.slow)
+                })
             }
         }
     }
@@ -676,16 +729,17 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let now = Instant::now();
-        match self.shared.acquire(now) {
+        let settings = &self.shared.settings;
+        let started = settings.slow_call_rate.is_some().then(Instant::now);
+        match self.shared.acquire() {
             Ok(permit) => {
                 let probe_timer = permit
                     .probe
-                    .then(|| tokio::time::sleep_until(now + self.shared.settings.probe_timeout));
+                    .then(|| tokio::time::sleep(settings.probe_timeout));
                 ResponseFuture {
                     inner: Some(self.inner.call(req)),
                     permit: Some(permit),
-                    started: now,
+                    started,
                     probe_timer,
                     refused: None,
                 }
@@ -693,7 +747,7 @@ where
             Err(retry_after) => ResponseFuture {
                 inner: None,
                 permit: None,
-                started: now,
+                started: None,
                 probe_timer: None,
                 refused: Some(retry_after),
             },
@@ -709,7 +763,8 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         permit: Option<Permit>,
-        started: Instant,
+        // When the call began, if slow calls are looked for.
+        started: Option<Instant>,
         #[pin]
         probe_timer: Option<Sleep>,
         refused: Option<Duration>,
@@ -753,7 +808,6 @@ where
             }
         };
         if let Some(permit) = this.permit.take() {
-            let now = Instant::now();
             let counted = !matches!(
                 out,
                 Err(OutboundError::CircuitOpen { .. } | OutboundError::BulkheadFull)
@@ -761,9 +815,10 @@ where
             if counted {
                 let status = out.as_ref().ok().map(Response::status);
                 let failed = (permit.shared.settings.failure_when)(status);
-                let slow = now.saturating_duration_since(*this.started)
-                    >= permit.shared.settings.slow_call;
-                permit.record(failed, slow, now);
+                let slow = this
+                    .started
+                    .is_some_and(|started| started.elapsed() >= permit.shared.settings.slow_call);
+                permit.record(failed, slow);
             }
         }
         Poll::Ready(out)
