@@ -62,5 +62,5 @@ pub use deadline::{RequestDeadline, RequestDeadlineLayer, Timed};
 pub use load_shed::{InFlight, LoadShed, LoadShedLayer};
 pub use outbound::{
     BoxError, Bulkhead, BulkheadFuture, BulkheadLayer, CircuitBreaker, CircuitBreakerFuture,
-    CircuitBreakerLayer, CircuitState, OutboundError,
+    CircuitBreakerLayer, CircuitState, Idempotent, OutboundError, ReplayBody, Retry, RetryLayer,
 };

@@ -8,9 +8,11 @@
 mod breaker;
 mod bulkhead;
 mod error;
+mod retry;
 
 pub use breaker::{
     CircuitBreaker, CircuitBreakerLayer, CircuitState, ResponseFuture as CircuitBreakerFuture,
 };
 pub use bulkhead::{Bulkhead, BulkheadLayer, ResponseFuture as BulkheadFuture};
 pub use error::{BoxError, OutboundError};
+pub use retry::{Idempotent, ReplayBody, Retry, RetryLayer};
