@@ -660,3 +660,48 @@ fn inbound_guard_sections_are_validated_and_the_old_webhook_limit_says_where_it_
     let err = prod.validate_for(Profile::Development).unwrap_err();
     assert!(err.to_string().contains("server.debug_routes"), "{err}");
 }
+
+#[test]
+fn upstreams_are_read_validated_and_overridable_from_the_environment() {
+    let c = GuardrailsConfig::from_sources(
+        r#"
+        profile = "development"
+        [upstreams.weather]
+        url = "http://127.0.0.1:18089/weather"
+        timeout = "1s"
+        [upstreams.weather.circuit]
+        window = "30s"
+        [upstreams.billing]
+        url = "not a url"
+        [upstreams.billing.retry]
+        attempts = 0
+        "#,
+        "inline",
+        env(&[(
+            "GUARDRAILS__UPSTREAMS__WEATHER__URL",
+            "https://api.weather.example/now",
+        )]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.upstreams["weather"].url,
+        "https://api.weather.example/now"
+    );
+    let err = c.validate().unwrap_err();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert!(
+        paths.contains(&"upstreams.billing.url")
+            && paths.contains(&"upstreams.billing.retry.attempts"),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.iter().any(|p| p.starts_with("upstreams.weather")),
+        "{paths:?}"
+    );
+    // A plain-http upstream that is not loopback is refused in production.
+    let mut prod = c.clone();
+    prod.upstreams.remove("billing");
+    prod.upstreams.get_mut("weather").unwrap().url = "http://api.weather.example/now".into();
+    let err = prod.validate_for(Profile::Production).unwrap_err();
+    assert!(err.to_string().contains("upstreams.weather.url"), "{err}");
+}

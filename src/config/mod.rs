@@ -114,6 +114,13 @@ pub struct GuardrailsConfig {
     /// `[load_shed]`: the `timeout-retry-layer` feature is off.
     #[cfg(not(feature = "timeout-retry-layer"))]
     pub load_shed: EmptySection,
+    /// `[upstreams.<name>]`: the services this one calls, each with its
+    /// outbound stack (retry, circuit breaker, bulkhead).
+    #[cfg(feature = "timeout-retry-layer")]
+    pub upstreams: std::collections::BTreeMap<String, timeout_retry_layer::UpstreamConfig>,
+    /// `[upstreams]`: the `timeout-retry-layer` feature is off.
+    #[cfg(not(feature = "timeout-retry-layer"))]
+    pub upstreams: EmptySection,
     /// `[flags]`: feature flags (no keys yet).
     pub flags: EmptySection,
     /// `[monitor]`: metrics and alerts (no keys yet).

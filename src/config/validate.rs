@@ -38,6 +38,15 @@ impl std::error::Error for ValidationErrors {}
 
 const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(300);
 
+/// Production if either is.
+fn strictest(a: Profile, b: Profile) -> Profile {
+    if a == Profile::Production || b == Profile::Production {
+        Profile::Production
+    } else {
+        Profile::Development
+    }
+}
+
 /// A configuration that passed [`GuardrailsConfig::validate`]: the only
 /// thing [`GuardrailsLayer::from_config`](crate::GuardrailsLayer::from_config)
 /// accepts, so a stack can't be built from an unchecked config (say, with a
@@ -123,12 +132,13 @@ impl GuardrailsConfig {
             self.timeout.validate(&mut problems);
             self.body_limit.validate(&mut problems);
             self.load_shed.validate(&mut problems);
+            for (name, upstream) in &self.upstreams {
+                upstream.validate(name, strictest(profile, self.profile), &mut problems);
+            }
         }
         // Either profile being production refuses them: the stack is built
         // for the stricter of the two.
-        if self.server.debug_routes
-            && (profile == Profile::Production || self.profile == Profile::Production)
-        {
+        if self.server.debug_routes && strictest(profile, self.profile) == Profile::Production {
             problems.push(ConfigProblem::new(
                 "server.debug_routes",
                 "is for development only (it adds routes that panic and stall on purpose)",
@@ -136,15 +146,9 @@ impl GuardrailsConfig {
         }
 
         if problems.is_empty() {
-            let strictest = if profile == Profile::Production || self.profile == Profile::Production
-            {
-                Profile::Production
-            } else {
-                Profile::Development
-            };
             Ok(ValidConfig {
                 config: self.clone(),
-                profile: strictest,
+                profile: strictest(profile, self.profile),
             })
         } else {
             Err(ValidationErrors { profile, problems })

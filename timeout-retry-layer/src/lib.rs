@@ -62,5 +62,6 @@ pub use deadline::{RequestDeadline, RequestDeadlineLayer, Timed};
 pub use load_shed::{InFlight, LoadShed, LoadShedLayer};
 pub use outbound::{
     BoxError, Bulkhead, BulkheadFuture, BulkheadLayer, CircuitBreaker, CircuitBreakerFuture,
-    CircuitBreakerLayer, CircuitState, Idempotent, OutboundError, ReplayBody, Retry, RetryLayer,
+    CircuitBreakerLayer, CircuitState, CircuitWindow, Idempotent, OutboundError, ReplayBody, Retry,
+    RetryLayer, UpstreamCircuit, UpstreamConfig, UpstreamLayers, UpstreamRetry,
 };

@@ -7,6 +7,7 @@
 
 mod breaker;
 mod bulkhead;
+mod config;
 mod error;
 mod retry;
 
@@ -14,5 +15,6 @@ pub use breaker::{
     CircuitBreaker, CircuitBreakerLayer, CircuitState, ResponseFuture as CircuitBreakerFuture,
 };
 pub use bulkhead::{Bulkhead, BulkheadLayer, ResponseFuture as BulkheadFuture};
+pub use config::{CircuitWindow, UpstreamCircuit, UpstreamConfig, UpstreamLayers, UpstreamRetry};
 pub use error::{BoxError, OutboundError};
 pub use retry::{Idempotent, ReplayBody, Retry, RetryLayer};

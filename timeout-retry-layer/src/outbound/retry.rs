@@ -81,6 +81,8 @@ struct Settings {
     cap: Duration,
     retry_after_cap: Duration,
     per_try_timeout: Option<Duration>,
+    /// All attempts and waits together, from the call.
+    overall: Option<Duration>,
     max_replay_bytes: usize,
 }
 
@@ -113,6 +115,7 @@ impl RetryLayer {
                 cap: Duration::from_secs(2),
                 retry_after_cap: Duration::from_secs(30),
                 per_try_timeout: None,
+                overall: None,
                 max_replay_bytes: 64 * 1024,
             }),
             budget: Arc::new(Budget::new(0.2, 10)),
@@ -148,6 +151,13 @@ impl RetryLayer {
     /// [`OutboundError::Timeout`] and may be retried.
     pub fn per_try_timeout(self, timeout: Duration) -> Self {
         self.set(|s| s.per_try_timeout = Some(timeout))
+    }
+
+    /// All attempts and the waits between them end within `deadline` of
+    /// the call (or the request's own [`Deadline`], if earlier); past it
+    /// the call fails with [`OutboundError::Timeout`].
+    pub fn deadline(self, deadline: Duration) -> Self {
+        self.set(|s| s.overall = Some(deadline))
     }
 
     /// Bodies up to this many bytes are kept to send again.
@@ -338,7 +348,13 @@ where
         uri: parts.uri,
         version: parts.version,
         headers: parts.headers,
-        deadline: parts.extensions.get::<Deadline>().copied(),
+        deadline: match (
+            parts.extensions.get::<Deadline>().copied(),
+            settings.overall.map(Deadline::after),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
     };
     // Kept whole for replay, or (too large, not retryable) sent once.
     let (first_body, replay) = if retryable {
@@ -840,6 +856,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_overall_deadline_bounds_every_attempt_and_wait() {
+        let (_guard, _logs) = capture::json();
+        let up = Scripted::new(&[Step::Hang]);
+        let client = RetryLayer::new("weather")
+            .attempts(10)
+            .per_try_timeout(Duration::from_secs(2))
+            .deadline(Duration::from_secs(5))
+            .backoff(Duration::from_millis(1), Duration::from_millis(1))
+            .layer(up.service());
+        let start = Instant::now();
+        let err = client.oneshot(get()).await.unwrap_err();
+        assert!(matches!(err, OutboundError::Timeout), "{err:?}");
+        assert!(
+            start.elapsed() <= Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(up.calls(), 3, "2 s + 2 s + what was left");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn no_retry_starts_that_would_end_past_the_deadline() {
         let (_guard, _logs) = capture::json();
         let up = Scripted::new(&[Step::AnswerRetryAfter(503, "10"), Step::Answer(200)]);
@@ -861,6 +898,7 @@ mod tests {
             cap: Duration::from_secs(1),
             retry_after_cap: Duration::from_secs(30),
             per_try_timeout: None,
+            overall: None,
             max_replay_bytes: 0,
         };
         for attempt in 1..40 {
