@@ -74,7 +74,9 @@ async fn main() -> ExitCode {
     // Route coverage, visible at startup: everything else needs a token.
     let public: Vec<String> = authenticate.public_routes().patterns().collect();
     tracing::info!(public_routes = ?public, "authentication required on every route except these");
-    let app = app(&config, &pseudonymizer, redis).layer(layer);
+    let app = app(&config, &pseudonymizer, redis)
+        .merge(weather_route(&config))
+        .layer(layer);
 
     let listen = std::env::var("GUARDRAILS_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = match tokio::net::TcpListener::bind(&listen).await {
@@ -181,6 +183,77 @@ fn app(
     } else {
         router
     }
+}
+
+/// `GET /api/integrations/weather` (authenticated by the stack): calls
+/// `upstreams.weather.url` through its outbound stack (bulkhead → retry →
+/// circuit breaker) and answers the upstream's JSON. Nothing of the
+/// client's request is forwarded; the upstream gets what is left of the
+/// request's deadline. Without `[upstreams.weather]` the route answers 503.
+fn weather_route(config: &ValidConfig) -> Router {
+    use guardrails::timeout_retry_layer::OutboundError;
+    use tower::{Layer, ServiceExt};
+
+    type Body = guardrails::timeout_retry_layer::ReplayBody<http_body_util::Full<bytes::Bytes>>;
+    let upstream = config
+        .upstreams
+        .get("weather")
+        .and_then(|u| u.url.parse::<http::Uri>().ok().map(|url| (u, url)));
+    let Some((upstream, url)) = upstream else {
+        return Router::new().route(
+            "/api/integrations/weather",
+            get(|| async {
+                OutboundError::BulkheadFull
+                    .to_problem()
+                    .into_response::<axum::body::Body>()
+            }),
+        );
+    };
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Body>();
+    let client = upstream.layers("weather").layer(http);
+    let handler =
+        move |deadline: Option<axum::Extension<guardrails::guardrail_core::Deadline>>,
+              id: Option<axum::Extension<guardrails::guardrail_core::RequestId>>| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let with_id = |problem: Problem| match &id {
+                    Some(axum::Extension(id)) => problem.request_id(id.clone()),
+                    None => problem,
+                };
+                let mut req = http::Request::get(url)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("a GET to a parsed URI");
+                if let Some(axum::Extension(deadline)) = deadline {
+                    req.extensions_mut().insert(deadline);
+                }
+                let res = match client.oneshot(req).await {
+                    Ok(res) => res,
+                    Err(e) => return with_id(e.to_problem()).into_response::<axum::body::Body>(),
+                };
+                let status = res.status();
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    return with_id(Problem::service_unavailable(30)).into_response();
+                }
+                let failed = || with_id(OutboundError::from_inner("upstream answer").to_problem());
+                if !status.is_success() {
+                    return failed().into_response();
+                }
+                use http_body_util::BodyExt;
+                let body = http_body_util::Limited::new(res.into_body(), 1024 * 1024)
+                    .collect()
+                    .await;
+                match body
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b.to_bytes()).ok())
+                {
+                    Some(json) => Json(json).into_response(),
+                    None => failed().into_response(),
+                }
+            }
+        };
+    Router::new().route("/api/integrations/weather", get(handler))
 }
 
 /// On routes whose handlers read the body with an extractor: the stack

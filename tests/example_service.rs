@@ -1057,3 +1057,115 @@ fn a_body_over_axums_2_mib_default_passes_where_the_body_limit_allows_it() {
     let (status, _, answer) = svc.send("POST", "/api/debug/echo", &user, &body);
     assert_eq!((status, answer.as_str()), (200, "{\"bytes\":3145728}"));
 }
+
+/// A local upstream answering each connection by the next word of
+/// `script` (the last repeats): `ok` (200 JSON), or a status code. Returns
+/// its URL and the request heads it saw.
+fn scripted_upstream(
+    script: &'static [&'static str],
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/weather", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let heads = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            heads.lock().unwrap().push(head);
+            let word = script[i.min(script.len() - 1)];
+            let (status, body) = match word {
+                "ok" => ("200 OK", r#"{"temp_c":21}"#),
+                code => (code, r#"{"error":"upstream secret detail"}"#),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn the_weather_route_retries_a_503_and_answers_the_upstreams_json() {
+    let (url, seen) = scripted_upstream(&["503 Service Unavailable", "ok"]);
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__UPSTREAMS__WEATHER__URL", &url);
+    let svc = Running::start(cmd);
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let user = bearer(serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp}));
+    // Unauthenticated: refused before any call.
+    assert_eq!(svc.get("/api/integrations/weather", "").0, 401);
+    let (status, _, body) = svc.get(
+        "/api/integrations/weather?city=x",
+        &format!("{user}Cookie: c=1\r\n"),
+    );
+    assert_eq!((status, body.as_str()), (200, r#"{"temp_c":21}"#));
+    let heads = seen.lock().unwrap();
+    assert_eq!(heads.len(), 2, "one 503, then the retry");
+    for head in heads.iter() {
+        let lower = head.to_ascii_lowercase();
+        assert!(
+            head.starts_with("GET /weather HTTP/1.1"),
+            "no client query forwarded: {head}"
+        );
+        assert!(
+            !lower.contains("authorization") && !lower.contains("cookie"),
+            "{head}"
+        );
+    }
+}
+
+#[test]
+fn the_weather_route_maps_upstream_failures_and_opens_its_circuit() {
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let user = bearer(serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp}));
+    // Nothing listening: 502, quickly, and no address in the answer.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut cmd = command();
+    cmd.env(
+        "GUARDRAILS__UPSTREAMS__WEATHER__URL",
+        format!("http://127.0.0.1:{port}/weather"),
+    );
+    let svc = Running::start(cmd);
+    let (status, head, body) = svc.get("/api/integrations/weather", &user);
+    assert_eq!(status, 502, "{body}");
+    assert!(head.contains("application/problem+json"));
+    assert!(
+        !body.contains("127.0.0.1") && !body.contains(&port.to_string()),
+        "{body}"
+    );
+    drop(svc);
+
+    // Failing (500, not retried): after min_calls (10) the circuit opens
+    // and calls stop reaching the upstream.
+    let (url, seen) = scripted_upstream(&["500 Internal Server Error"]);
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__UPSTREAMS__WEATHER__URL", &url);
+    let svc = Running::start(cmd);
+    for _ in 0..10 {
+        let (status, _, body) = svc.get("/api/integrations/weather", &user);
+        assert_eq!(status, 502);
+        assert!(!body.contains("secret detail"), "{body}");
+    }
+    let (status, head, _) = svc.get("/api/integrations/weather", &user);
+    assert_eq!(status, 503);
+    assert!(head.contains("retry-after: 30"), "{head}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        10,
+        "the open circuit made no call"
+    );
+}
