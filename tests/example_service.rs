@@ -1169,3 +1169,27 @@ fn the_weather_route_maps_upstream_failures_and_opens_its_circuit() {
         "the open circuit made no call"
     );
 }
+
+#[test]
+fn the_resilient_client_template_answers_an_upstreams_json_or_a_problem() {
+    let bin = example_binary()
+        .with_file_name(format!("resilient_client{}", std::env::consts::EXE_SUFFIX));
+    let (url, seen) = scripted_upstream(&["503 Service Unavailable", "ok"]);
+    let out = Command::new(&bin).arg(&url).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("200 OK\n{\"temp_c\":21}"), "{stdout}");
+    assert_eq!(seen.lock().unwrap().len(), 2, "retried once");
+    // Nothing listening: the 502 problem, no address in it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = Command::new(&bin)
+        .arg(format!("http://127.0.0.1:{port}/x"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout.starts_with("502"), "{stdout}");
+    assert!(!stdout.contains(&port.to_string()), "{stdout}");
+}
