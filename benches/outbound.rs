@@ -17,19 +17,23 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, measurement::WallTime};
-use guardrails::timeout_retry_layer::{BulkheadLayer, CircuitBreakerLayer};
+use guardrails::timeout_retry_layer::{
+    BulkheadLayer, CircuitBreakerLayer, ReplayBody, UpstreamConfig,
+};
 use guardrails_testkit::{bench::respond_with, bench::runtime, ratelimit::install_prometheus};
 use http::{Request, Response};
+use http_body_util::Full;
 use tower::{Layer, Service};
 
-fn status<S, B, E>(svc: &mut S) -> u16
+fn status<S, Req, B, E>(svc: &mut S, req: Req) -> u16
 where
-    S: Service<Request<()>, Response = Response<B>, Error = E>,
+    S: Service<Req, Response = Response<B>, Error = E>,
     E: Debug,
 {
     let mut cx = Context::from_waker(Waker::noop());
-    let mut fut = pin!(svc.call(Request::new(())));
+    let mut fut = pin!(svc.call(req));
     match fut.as_mut().poll(&mut cx) {
         Poll::Ready(Ok(res)) => res.status().as_u16(),
         Poll::Ready(Err(e)) => panic!("the call failed: {e:?}"),
@@ -37,14 +41,26 @@ where
     }
 }
 
-fn measure<S, B, E>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S)
+fn measure<S, B, E>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, svc: S)
 where
     S: Service<Request<()>, Response = Response<B>, Error = E>,
     E: Debug,
 {
-    assert_eq!(status(&mut svc), 200, "{name} lets it through");
+    measure_with(group, name, svc, || Request::new(()));
+}
+
+fn measure_with<S, Req, B, E>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    mut svc: S,
+    request: impl Fn() -> Req,
+) where
+    S: Service<Req, Response = Response<B>, Error = E>,
+    E: Debug,
+{
+    assert_eq!(status(&mut svc, request()), 200, "{name} lets it through");
     group.bench_function(name, |b| {
-        b.iter_batched(|| (), |()| status(&mut svc), BatchSize::SmallInput)
+        b.iter_batched(&request, |req| status(&mut svc, req), BatchSize::SmallInput)
     });
 }
 
@@ -79,6 +95,28 @@ fn main() {
         &mut group,
         "bulkhead_and_breaker",
         BulkheadLayer::new(1024).layer(CircuitBreakerLayer::new("bench").layer(inner())),
+    );
+    // The whole stack of one upstream from its config (bulkhead → retry
+    // with a per-try timeout and an overall deadline → breaker) against
+    // the same inner client called directly; the retry layer's future is
+    // boxed and reads the body to keep it (empty here).
+    let get = || {
+        Request::get("http://upstream.test/")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    measure_with(&mut group, "direct_with_body", respond_with(|| ()), get);
+    let upstream: UpstreamConfig =
+        serde_json::from_value(serde_json::json!({ "url": "http://upstream.test/" })).unwrap();
+    measure_with(
+        &mut group,
+        "upstream_stack",
+        upstream
+            .layers("bench")
+            .layer(respond_with::<Request<ReplayBody<Full<Bytes>>>, _, _>(
+                || (),
+            )),
+        get,
     );
     // The breaker reads tokio's clock twice per call. This package's
     // dev-dependencies turn on tokio's `test-util` (for paused-clock

@@ -234,7 +234,15 @@ fn weather_route(config: &ValidConfig) -> Router {
                 };
                 let status = res.status();
                 if status == StatusCode::TOO_MANY_REQUESTS {
-                    return with_id(Problem::service_unavailable(30)).into_response();
+                    // The upstream's own wait (seconds), capped; 30 s without one.
+                    let wait = res
+                        .headers()
+                        .get(http::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(30)
+                        .clamp(1, 300);
+                    return with_id(Problem::service_unavailable(wait)).into_response();
                 }
                 let failed = || with_id(OutboundError::from_inner("upstream answer").to_problem());
                 if !status.is_success() {

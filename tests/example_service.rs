@@ -1127,6 +1127,34 @@ fn the_weather_route_retries_a_503_and_answers_the_upstreams_json() {
 }
 
 #[test]
+fn an_upstream_429_is_a_503_with_the_upstreams_retry_after() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/weather", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__UPSTREAMS__WEATHER__URL", &url);
+    let svc = Running::start(cmd);
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let user = bearer(serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp}));
+    let (status, head, _) = svc.get("/api/integrations/weather", &user);
+    assert_eq!(status, 503);
+    assert!(head.contains("retry-after: 7"), "{head}");
+}
+
+#[test]
 fn the_weather_route_maps_upstream_failures_and_opens_its_circuit() {
     let exp = jsonwebtoken::get_current_timestamp() + 600;
     let user = bearer(serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp}));
