@@ -1082,6 +1082,14 @@ fn scripted_upstream(
             }
             heads.lock().unwrap().push(head);
             let word = script[i.min(script.len() - 1)];
+            if word == "slow" {
+                // Never answers in time; the connection is dropped later.
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(10));
+                    drop(stream);
+                });
+                continue;
+            }
             let (status, body) = match word {
                 "ok" => ("200 OK", r#"{"temp_c":21}"#),
                 code => (code, r#"{"error":"upstream secret detail"}"#),
@@ -1220,4 +1228,81 @@ fn the_resilient_client_template_answers_an_upstreams_json_or_a_problem() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout.starts_with("502"), "{stdout}");
     assert!(!stdout.contains(&port.to_string()), "{stdout}");
+}
+
+#[test]
+fn a_slow_upstream_is_a_504_at_the_upstreams_deadline() {
+    let (url, seen) = scripted_upstream(&["slow"]);
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__UPSTREAMS__WEATHER__URL", &url)
+        .env("GUARDRAILS__UPSTREAMS__WEATHER__TIMEOUT", "200ms")
+        .env("GUARDRAILS__UPSTREAMS__WEATHER__DEADLINE", "1s");
+    let mut svc = Running::start(cmd);
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let user = bearer(serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp}));
+    let start = std::time::Instant::now();
+    let (status, head, body) = svc.get("/api/integrations/weather", &user);
+    let took = start.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    assert!(
+        took < Duration::from_secs(3),
+        "answered at the deadline, not the upstream's pace: {took:?}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "each attempt timed out and was retried"
+    );
+    let (_, logs) = svc.terminate();
+    assert!(
+        logs.contains("\"event\":\"integration.timeout\""),
+        "timeouts are logged"
+    );
+}
+
+#[test]
+fn an_open_circuit_recovers_when_its_probes_succeed() {
+    static SCRIPT: [&str; 11] = [
+        "500 Internal Server Error",
+        "500 Internal Server Error",
+        "500 Internal Server Error",
+        "500 Internal Server Error",
+        "500 Internal Server Error",
+        "500 Internal Server Error",
+        "500 Internal Server Error",
+        "500 Internal Server Error",
+        "500 Internal Server Error",
+        "500 Internal Server Error",
+        "ok",
+    ];
+    let (url, seen) = scripted_upstream(&SCRIPT);
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__UPSTREAMS__WEATHER__URL", &url)
+        .env("GUARDRAILS__UPSTREAMS__WEATHER__CIRCUIT__OPEN_FOR", "500ms");
+    let mut svc = Running::start(cmd);
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let user = bearer(serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp}));
+    for _ in 0..10 {
+        assert_eq!(svc.get("/api/integrations/weather", &user).0, 502);
+    }
+    assert_eq!(svc.get("/api/integrations/weather", &user).0, 503, "open");
+    std::thread::sleep(Duration::from_millis(600));
+    // Half-open: three probes succeed, then it is closed again.
+    for _ in 0..4 {
+        let (status, _, body) = svc.get("/api/integrations/weather", &user);
+        assert_eq!((status, body.as_str()), (200, r#"{"temp_c":21}"#));
+    }
+    assert_eq!(seen.lock().unwrap().len(), 14);
+    let (_, logs) = svc.terminate();
+    for event in [
+        "integration.circuit_opened",
+        "integration.circuit_half_open",
+        "integration.circuit_closed",
+    ] {
+        assert!(
+            logs.contains(&format!("\"event\":\"{event}\"")),
+            "{event} logged"
+        );
+    }
 }

@@ -89,6 +89,8 @@ impl EventName {
     pub const INTEGRATION_RETRY: Self = Self("integration.retry");
     /// A circuit breaker opened.
     pub const INTEGRATION_CIRCUIT_OPENED: Self = Self("integration.circuit_opened");
+    /// An outbound call (one attempt, or all of them) ran out of time.
+    pub const INTEGRATION_TIMEOUT: Self = Self("integration.timeout");
     /// A circuit breaker let its first probe through.
     pub const INTEGRATION_CIRCUIT_HALF_OPEN: Self = Self("integration.circuit_half_open");
     /// A circuit breaker closed again.

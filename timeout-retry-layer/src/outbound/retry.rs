@@ -452,7 +452,15 @@ where
     match limit {
         Some(limit) => match tokio::time::timeout(limit, call).await {
             Ok(out) => out.map_err(OutboundError::from_inner),
-            Err(_) => Err(OutboundError::Timeout),
+            Err(_) => {
+                emit!(
+                    WARN,
+                    EventName::INTEGRATION_TIMEOUT,
+                    upstream = &*settings.name,
+                    timeout_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                );
+                Err(OutboundError::Timeout)
+            }
         },
         None => call.await.map_err(OutboundError::from_inner),
     }
@@ -735,7 +743,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn per_try_timeouts_exhausting_the_attempts_are_a_timeout() {
-        let (_guard, _logs) = capture::json();
+        let (_guard, logs) = capture::json();
         let up = Scripted::new(&[Step::Hang]);
         let client = RetryLayer::new("weather")
             .attempts(3)
@@ -747,6 +755,12 @@ mod tests {
         assert!(matches!(err, OutboundError::Timeout), "{err:?}");
         assert_eq!(err.to_problem().status(), 504);
         assert_eq!(up.calls(), 3);
+        let timeouts = logs
+            .lines()
+            .into_iter()
+            .filter(|l| l["event"] == "integration.timeout" && l["timeout_ms"] == 1000)
+            .count();
+        assert_eq!(timeouts, 3, "one event per attempt that ran out of time");
         assert!(start.elapsed() >= Duration::from_secs(3));
         assert!(start.elapsed() <= Duration::from_millis(3020));
     }
