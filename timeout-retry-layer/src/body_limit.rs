@@ -70,7 +70,7 @@ pub struct RequestBodyLimitLayer {
     settings: Arc<Settings>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Settings {
     limits: RouteOverrides<u64>,
     rejected: metrics::Counter,
@@ -114,15 +114,9 @@ impl RequestBodyLimitLayer {
     /// Bodies of requests whose path starts with `prefix` may carry at
     /// most `max_bytes` (the longest matching prefix wins).
     pub fn route(mut self, prefix: impl Into<String>, max_bytes: u64) -> Self {
-        if Arc::get_mut(&mut self.settings).is_none() {
-            self.settings = Arc::new(Settings {
-                limits: self.settings.limits.clone(),
-                rejected: self.settings.rejected.clone(),
-            });
-        }
-        if let Some(settings) = Arc::get_mut(&mut self.settings) {
-            settings.limits.insert(prefix.into(), max_bytes);
-        }
+        Arc::make_mut(&mut self.settings)
+            .limits
+            .insert(prefix.into(), max_bytes);
         self
     }
 }

@@ -97,6 +97,7 @@ pub struct ErrorBoundaryLayer {
     settings: Arc<Settings>,
 }
 
+#[derive(Clone)]
 struct Settings {
     sanitize_5xx: bool,
     scrubber: Option<Arc<dyn Scrub>>,
@@ -150,15 +151,7 @@ impl ErrorBoundaryLayer {
     }
 
     fn settings_mut(&mut self) -> &mut Settings {
-        if Arc::get_mut(&mut self.settings).is_none() {
-            let s = &*self.settings;
-            self.settings = Arc::new(Settings {
-                sanitize_5xx: s.sanitize_5xx,
-                scrubber: s.scrubber.clone(),
-                panics: s.panics.clone(),
-            });
-        }
-        Arc::get_mut(&mut self.settings).expect("just made unique")
+        Arc::make_mut(&mut self.settings)
     }
 }
 

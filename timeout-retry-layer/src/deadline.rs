@@ -70,7 +70,7 @@ pub struct RequestDeadlineLayer {
     settings: Arc<Settings>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Settings {
     timeouts: RouteOverrides<Duration>,
     status: StatusCode,
@@ -143,15 +143,7 @@ impl RequestDeadlineLayer {
 
     fn settings_mut(&mut self) -> &mut Settings {
         // Builders run before the layer is shared; a clone is copied.
-        if Arc::get_mut(&mut self.settings).is_none() {
-            let s = &*self.settings;
-            self.settings = Arc::new(Settings {
-                timeouts: s.timeouts.clone(),
-                status: s.status,
-                metric: s.metric.clone(),
-            });
-        }
-        Arc::get_mut(&mut self.settings).expect("just made unique")
+        Arc::make_mut(&mut self.settings)
     }
 }
 
