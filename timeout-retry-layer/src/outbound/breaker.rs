@@ -407,7 +407,10 @@ impl Shared {
     }
 
     fn open(&self, state: &mut State, now: Instant, reason: &'static str) {
-        let until = now + self.settings.open_for;
+        // An open time too long for the clock is about 30 years.
+        let until = now
+            .checked_add(self.settings.open_for)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
         self.transition(state, Phase::Open { until }, reason);
     }
 
@@ -1097,6 +1100,18 @@ mod tests {
             CircuitState::Closed,
             "1 failure in 5 within the window"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_time_too_long_for_the_clock_does_not_panic() {
+        let (_guard, _logs) = capture::json();
+        let breaker = breaker().open_for(Duration::MAX);
+        let up = Upstream::default();
+        opened(&breaker, &up).await;
+        assert!(matches!(
+            call(&up.behind(&breaker)).await,
+            Err(OutboundError::CircuitOpen { .. })
+        ));
     }
 
     #[tokio::test(start_paused = true)]
