@@ -18,6 +18,7 @@
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
+use axum::Extension;
 use axum::{
     Json, Router,
     extract::Path,
@@ -28,8 +29,9 @@ use axum::{
 use guardrails::{
     Guardrails, GuardrailsConfig, GuardrailsLayer, ValidConfig,
     auth_layer::VerifyWebhookLayer,
-    guardrail_core::{Principal, Problem, Pseudonymizer, RedisConnection},
+    guardrail_core::{Deadline, Principal, Problem, Pseudonymizer, RedisConnection, RequestId},
     pii_trace_layer::{Scrubber, init_json_logging},
+    timeout_retry_layer::{OutboundError, ReplayBody, UpstreamLayers},
 };
 use serde_json::json;
 
@@ -69,13 +71,14 @@ async fn main() -> ExitCode {
         pseudonymizer,
         auth: authenticate,
         redis,
+        upstreams,
         ..
     } = guardrails;
     // Route coverage, visible at startup: everything else needs a token.
     let public: Vec<String> = authenticate.public_routes().patterns().collect();
     tracing::info!(public_routes = ?public, "authentication required on every route except these");
     let app = app(&config, &pseudonymizer, redis)
-        .merge(weather_route(&config))
+        .merge(weather_route(&config, upstreams.get("weather")))
         .layer(layer);
 
     let listen = std::env::var("GUARDRAILS_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
@@ -186,20 +189,23 @@ fn app(
 }
 
 /// `GET /api/integrations/weather` (authenticated by the stack): calls
-/// `upstreams.weather.url` through its outbound stack (bulkhead → retry →
-/// circuit breaker) and answers the upstream's JSON. Nothing of the
-/// client's request is forwarded; the upstream gets what is left of the
-/// request's deadline. Without `[upstreams.weather]` the route answers 503.
-fn weather_route(config: &ValidConfig) -> Router {
-    use guardrails::timeout_retry_layer::OutboundError;
+/// `upstreams.weather.url` through its outbound layers (status check →
+/// bulkhead → retry → circuit breaker, built by the stack from
+/// `[upstreams.weather]`, the breaker in its health report) and answers
+/// the upstream's JSON; every failure is one `OutboundError`, answered as
+/// its problem. Nothing of the client's request is forwarded; the upstream
+/// gets what is left of the request's deadline. Without
+/// `[upstreams.weather]` the route answers 503.
+fn weather_route(config: &ValidConfig, layers: Option<&UpstreamLayers>) -> Router {
+    use http_body_util::BodyExt;
     use tower::{Layer, ServiceExt};
 
-    type Body = guardrails::timeout_retry_layer::ReplayBody<http_body_util::Full<bytes::Bytes>>;
-    let upstream = config
+    type Body = ReplayBody<http_body_util::Full<bytes::Bytes>>;
+    let url = config
         .upstreams
         .get("weather")
-        .and_then(|u| u.url.parse::<http::Uri>().ok().map(|url| (u, url)));
-    let Some((upstream, url)) = upstream else {
+        .and_then(|u| u.url.parse::<http::Uri>().ok());
+    let (Some(url), Some(layers)) = (url, layers) else {
         return Router::new().route(
             "/api/integrations/weather",
             get(|| async {
@@ -211,56 +217,44 @@ fn weather_route(config: &ValidConfig) -> Router {
     };
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Body>();
-    let client = upstream.layers("weather").layer(http);
-    let handler =
-        move |deadline: Option<axum::Extension<guardrails::guardrail_core::Deadline>>,
-              id: Option<axum::Extension<guardrails::guardrail_core::RequestId>>| {
-            let client = client.clone();
-            let url = url.clone();
-            async move {
-                let with_id = |problem: Problem| match &id {
-                    Some(axum::Extension(id)) => problem.request_id(id.clone()),
+    let client = layers.layer(http);
+    let handler = move |deadline: Option<Extension<Deadline>>, id: Option<Extension<RequestId>>| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let failed = |e: OutboundError| {
+                let problem = e.to_problem();
+                match id {
+                    Some(Extension(id)) => problem.request_id(id),
                     None => problem,
-                };
-                let mut req = http::Request::get(url)
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .expect("a GET to a parsed URI");
-                if let Some(axum::Extension(deadline)) = deadline {
-                    req.extensions_mut().insert(deadline);
                 }
-                let res = match client.oneshot(req).await {
-                    Ok(res) => res,
-                    Err(e) => return with_id(e.to_problem()).into_response::<axum::body::Body>(),
-                };
-                let status = res.status();
-                if status == StatusCode::TOO_MANY_REQUESTS {
-                    // The upstream's own wait (seconds), capped; 30 s without one.
-                    let wait = res
-                        .headers()
-                        .get(http::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .unwrap_or(30)
-                        .clamp(1, 300);
-                    return with_id(Problem::service_unavailable(wait)).into_response();
-                }
-                let failed = || with_id(OutboundError::from_inner("upstream answer").to_problem());
-                if !status.is_success() {
-                    return failed().into_response();
-                }
-                use http_body_util::BodyExt;
-                let body = http_body_util::Limited::new(res.into_body(), 1024 * 1024)
-                    .collect()
-                    .await;
-                match body
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b.to_bytes()).ok())
-                {
-                    Some(json) => Json(json).into_response(),
-                    None => failed().into_response(),
-                }
+                .into_response::<axum::body::Body>()
+            };
+            let mut req = http::Request::get(url)
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("a GET to a parsed URI");
+            if let Some(Extension(deadline)) = deadline {
+                req.extensions_mut().insert(deadline);
             }
-        };
+            let res = match client.oneshot(req).await {
+                Ok(res) => res,
+                Err(e) => return failed(e),
+            };
+            // At most 1 MiB of JSON; anything else is the upstream failing.
+            let body = http_body_util::Limited::new(res.into_body(), 1024 * 1024)
+                .collect()
+                .await;
+            match body
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b.to_bytes()).ok())
+            {
+                Some(json) => Json(json).into_response(),
+                None => failed(OutboundError::from_inner(
+                    "the upstream's answer is not JSON",
+                )),
+            }
+        }
+    };
     Router::new().route("/api/integrations/weather", get(handler))
 }
 

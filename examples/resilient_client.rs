@@ -1,7 +1,9 @@
 //! A standalone outbound-client template: one call to a third-party API
-//! through a bulkhead, retries (backoff, budget, `Retry-After`, per-try
-//! timeout, overall deadline) and a circuit breaker, over hyper_util's
-//! client; a failure becomes the problem a service would answer.
+//! through a status check, a bulkhead, retries (backoff, budget,
+//! `Retry-After`, per-try timeout, overall deadline) and a circuit
+//! breaker, over hyper_util's client; a failure — a 4xx/5xx after the
+//! retries included — becomes the problem a service would answer. (From
+//! a config file, `UpstreamConfig::layers` builds the same stack.)
 //!
 //! ```text
 //! cargo run --example resilient_client -- http://127.0.0.1:18089/weather
@@ -14,7 +16,9 @@
 use std::{process::ExitCode, time::Duration};
 
 use bytes::Bytes;
-use guardrails::timeout_retry_layer::{BulkheadLayer, CircuitBreakerLayer, ReplayBody, RetryLayer};
+use guardrails::timeout_retry_layer::{
+    BulkheadLayer, CheckStatusLayer, CircuitBreakerLayer, ReplayBody, RetryLayer,
+};
 use http_body_util::{BodyExt, Full};
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -29,10 +33,12 @@ async fn main() -> ExitCode {
     };
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<ReplayBody<Full<Bytes>>>();
-    // Outermost first: the bulkhead limits calls (with their retries) in
-    // flight; every attempt passes the breaker, whose refusal is not
-    // retried.
+    // Outermost first: the final answer's status is checked once (a 4xx
+    // or 5xx becomes an error, reported as `integration.backend_failed`);
+    // the bulkhead limits calls (with their retries) in flight; every
+    // attempt passes the breaker, whose refusal is not retried.
     let client = ServiceBuilder::new()
+        .layer(CheckStatusLayer::new("api"))
         .layer(BulkheadLayer::new(16))
         .layer(
             RetryLayer::new("api")

@@ -154,6 +154,24 @@ impl Wiring<'_> {
         layer
     }
 
+    /// The outbound layers of each upstream, their breakers in the
+    /// health report.
+    #[cfg(feature = "timeout-retry-layer")]
+    fn upstreams(
+        &mut self,
+    ) -> std::collections::BTreeMap<String, timeout_retry_layer::UpstreamLayers> {
+        let config = self.config;
+        config
+            .upstreams
+            .iter()
+            .map(|(name, upstream)| {
+                let layers = upstream.layers(name);
+                self.health.register_arc(layers.circuit.health_source());
+                (name.clone(), layers)
+            })
+            .collect()
+    }
+
     /// The shared `[redis]` connection, prepared once, if a layer uses it.
     fn redis(
         &mut self,
@@ -258,6 +276,12 @@ pub struct Guardrails {
     /// it (Redis rate limits, `auth.webhook.replay_store = "redis"`): hand
     /// it to route layers (`VerifyWebhookLayer::from_config`).
     pub redis: Option<guardrail_core::RedisConnection>,
+    /// The outbound layers of every `[upstreams.<name>]`, by name, each
+    /// breaker registered in [`health`](Self::health) as `circuit:<name>`:
+    /// put them over the client that calls the upstream
+    /// (`guardrails.upstreams["weather"].layer(client)`).
+    #[cfg(feature = "timeout-retry-layer")]
+    pub upstreams: std::collections::BTreeMap<String, timeout_retry_layer::UpstreamLayers>,
 }
 
 impl GuardrailsLayer {
@@ -286,7 +310,11 @@ impl GuardrailsLayer {
         };
         let layers = build_layers(&mut wiring)?;
         let redis = wiring.redis(config.uses_redis())?;
+        #[cfg(feature = "timeout-retry-layer")]
+        let upstreams = wiring.upstreams();
         Ok(Guardrails {
+            #[cfg(feature = "timeout-retry-layer")]
+            upstreams,
             redis,
             #[cfg(feature = "auth-layer")]
             auth: wiring.auth()?,

@@ -586,6 +586,8 @@ async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
         name = "per_ip"
         rate = 10
         period = "1s"
+        [upstreams.weather]
+        url = "http://127.0.0.1:1/weather"
         "#
     ))
     .unwrap()
@@ -593,7 +595,10 @@ async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
     .unwrap();
     let guardrails = GuardrailsLayer::from_config(&c).unwrap();
     assert_eq!(guardrails.tasks.names(), ["jwks_refresh"]);
-    assert_eq!(guardrails.health.names(), ["rate_limit", "jwks"]);
+    assert_eq!(
+        guardrails.health.names(),
+        ["rate_limit", "jwks", "circuit:weather"]
+    );
     let report = guardrails.health.report();
     assert_eq!(report.status, HealthStatus::Fail, "no JWKS keys yet");
     let rate_limit = &report.components[0];
@@ -601,6 +606,14 @@ async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
     assert_eq!(rate_limit.health.details["backend"], "memory");
     assert_eq!(rate_limit.health.details["keys"]["per_ip"], 0);
     assert_eq!(report.components[1].health.status, HealthStatus::Fail);
+    // The upstream's breaker, the one its layers use: forced open, it is
+    // reported degraded (never `fail`: the service still serves).
+    let weather = &guardrails.upstreams["weather"];
+    assert_eq!(report.components[2].health.status, HealthStatus::Pass);
+    weather.circuit.force_open();
+    let report = guardrails.health.report();
+    assert_eq!(report.components[2].health.status, HealthStatus::Warn);
+    assert_eq!(report.components[2].health.details["state"], "forced_open");
 
     // Spawned and stopped like the example service does on SIGTERM.
     let running = guardrails.tasks.spawn();

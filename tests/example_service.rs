@@ -126,6 +126,17 @@ impl Running {
     }
 }
 
+/// The service's log lines (every stdout line is one JSON object).
+fn log_lines(logs: &str) -> impl Iterator<Item = serde_json::Value> + '_ {
+    logs.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+}
+
+/// The log lines of the event `name`, in order.
+fn events(logs: &str, name: &str) -> Vec<serde_json::Value> {
+    log_lines(logs).filter(|l| l["event"] == name).collect()
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         // A failed assertion must not leave the service running.
@@ -167,11 +178,7 @@ fn health_is_public_json_with_request_id() {
     }
     assert!(logs.contains("shutting down"), "{logs}");
     // One api.request line per request, with the id the client got.
-    let requests: Vec<serde_json::Value> = logs
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l["event"] == "api.request")
-        .collect();
+    let requests = events(&logs, "api.request");
     assert_eq!(requests.len(), 2, "{logs}");
     assert_eq!(requests[0]["request_id"], "client-id-1");
     assert_eq!(requests[0]["http.route"], "/api/health");
@@ -413,14 +420,9 @@ fn auth_routes_enforce_their_levels() {
         !logs.contains("user-1") && !logs.contains("admin-1"),
         "{logs}"
     );
-    let me = logs
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|l| {
-            l["event"] == "api.request"
-                && l["http.route"] == "/api/me"
-                && l["http.response.status_code"] == 200
-        })
+    let me = events(&logs, "api.request")
+        .into_iter()
+        .find(|l| l["http.route"] == "/api/me" && l["http.response.status_code"] == 200)
         .expect("an api.request line for /api/me");
     assert!(
         me["enduser.pseudo.id"]
@@ -703,9 +705,7 @@ fn background_tasks_run_and_stop_on_sigterm() {
 
     let (status, rest) = svc.terminate();
     assert!(status.success(), "{status:?}: {rest}");
-    let stopped: Vec<serde_json::Value> = rest
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let stopped: Vec<serde_json::Value> = log_lines(&rest)
         .filter(|l| l["message"] == "background task stopped")
         .collect();
     assert_eq!(stopped.len(), 1, "{rest}");
@@ -914,10 +914,9 @@ fn a_panicking_route_answers_500_problem_and_the_next_request_is_served() {
     // The service keeps serving.
     assert_eq!(svc.get("/api/me", &user).0, 200);
     let (_, logs) = svc.terminate();
-    let panic: serde_json::Value = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .find(|l: &serde_json::Value| l["event"] == "error.panic")
+    let panic = events(&logs, "error.panic")
+        .into_iter()
+        .next()
         .expect("the panic is logged");
     assert_eq!(panic["request_id"], json["request_id"]);
     assert!(
@@ -1163,6 +1162,39 @@ fn an_upstream_429_is_a_503_with_the_upstreams_retry_after() {
 }
 
 #[test]
+fn an_upstream_404_is_a_502_unless_the_upstream_forwards_client_errors() {
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let user = bearer(serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp}));
+    let (url, seen) = scripted_upstream(&["404 Not Found"]);
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__UPSTREAMS__WEATHER__URL", &url);
+    let mut svc = Running::start(cmd);
+    let (status, head, body) = svc.get("/api/integrations/weather", &user);
+    assert_eq!(status, 502, "{body}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    assert!(!body.contains("secret detail"), "{body}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "a 404 is not retried");
+    let (_, logs) = svc.terminate();
+    let failed = events(&logs, "integration.backend_failed");
+    assert_eq!(failed.len(), 1, "{logs}");
+    assert_eq!(failed[0]["backend"], "weather");
+    assert_eq!(failed[0]["reason"], "status");
+    assert_eq!(failed[0]["status"], 404);
+
+    // Forwarded: the caller gets the 404, as a problem, not the upstream's body.
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__UPSTREAMS__WEATHER__URL", &url)
+        .env("GUARDRAILS__UPSTREAMS__WEATHER__CLIENT_ERRORS", "forward");
+    let mut svc = Running::start(cmd);
+    let (status, head, body) = svc.get("/api/integrations/weather", &user);
+    assert_eq!(status, 404, "{body}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    assert!(!body.contains("secret detail"), "{body}");
+    let (_, logs) = svc.terminate();
+    assert!(!logs.contains("integration.backend_failed"), "{logs}");
+}
+
+#[test]
 fn the_weather_route_maps_upstream_failures_and_opens_its_circuit() {
     let exp = jsonwebtoken::get_current_timestamp() + 600;
     let user = bearer(serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp}));
@@ -1216,6 +1248,13 @@ fn the_resilient_client_template_answers_an_upstreams_json_or_a_problem() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.starts_with("200 OK\n{\"temp_c\":21}"), "{stdout}");
     assert_eq!(seen.lock().unwrap().len(), 2, "retried once");
+    // An upstream failure status: the 502 problem, not the upstream's body.
+    let (failing, _) = scripted_upstream(&["500 Internal Server Error"]);
+    let out = Command::new(&bin).arg(&failing).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with("502"), "{stdout}");
+    assert!(!stdout.contains("secret detail"), "{stdout}");
     // Nothing listening: the 502 problem, no address in it.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();

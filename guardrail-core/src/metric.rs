@@ -33,6 +33,9 @@ pub const DEADLINE_EXCEEDED_TOTAL: &str = "guardrails_deadline_exceeded_total";
 pub const BODY_LIMIT_REJECTED_TOTAL: &str = "guardrails_body_limit_rejected_total";
 /// Outbound calls in flight through bulkheads.
 pub const OUTBOUND_IN_FLIGHT: &str = "guardrails_outbound_in_flight";
+/// Outbound calls that failed at the upstream after their retries, by
+/// `upstream` and `reason` (`timeout`, `error`, `status`).
+pub const OUTBOUND_FAILURES_TOTAL: &str = "guardrails_outbound_failures_total";
 /// Handler panics caught by the error boundary.
 pub const PANICS_TOTAL: &str = "guardrails_panics_total";
 
@@ -43,6 +46,7 @@ pub const ALL: &[&str] = &[
     IN_FLIGHT_REQUESTS,
     LOAD_SHED_TOTAL,
     OUTBOUND_IN_FLIGHT,
+    OUTBOUND_FAILURES_TOTAL,
     PANICS_TOTAL,
     LOG_LINES_DROPPED_TOTAL,
     RATELIMIT_DECISIONS_TOTAL,

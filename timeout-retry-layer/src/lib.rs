@@ -1,8 +1,9 @@
 //! Inbound protection for tower services — request deadlines, an error
 //! boundary, body limits and load shedding — each a layer that answers
 //! problem+json on core's one rejection path, so axum takes it without a
-//! `HandleErrorLayer`. (Outbound resilience — retry, circuit breaking,
-//! bulkheads for calls to other services — joins this crate next.)
+//! `HandleErrorLayer`; and outbound resilience for the calls a service
+//! makes to others — retry, circuit breaking, a bulkhead — which return
+//! one error, [`OutboundError`], for the handler to map (see below).
 //!
 //! | layer | refuses with | config section |
 //! |---|---|---|
@@ -14,6 +15,17 @@
 //! The umbrella crate's `GuardrailsLayer` stacks them in this order,
 //! outermost first, inside the request id, client IP and trace layers
 //! and outside the rate limits and authentication.
+//!
+//! For calls to an upstream, over any `Service<http::Request<B>>` (e.g.
+//! `hyper_util`'s client), outermost first — [`UpstreamConfig::layers`]
+//! stacks them from `[upstreams.<name>]`:
+//!
+//! | layer | does | fails with |
+//! |---|---|---|
+//! | [`CheckStatusLayer`] | a 4xx/5xx answer becomes an error; failed calls reported (`integration.backend_failed`) | [`OutboundError::Status`] → 502, 503 for a 429, or the status forwarded |
+//! | [`BulkheadLayer`] | at most N calls at once, never queued | [`OutboundError::BulkheadFull`] → 503 + `Retry-After: 1` |
+//! | [`RetryLayer`] | per-try timeout, deadline, full-jitter backoff, budget, `Retry-After` | [`OutboundError::Timeout`] → 504, or the last failure |
+//! | [`CircuitBreakerLayer`] | closed / open / half-open over a count or time window | [`OutboundError::CircuitOpen`] → 503 + the remaining open time |
 //!
 //! # Example
 //!
@@ -61,7 +73,8 @@ pub use config::{
 pub use deadline::{RequestDeadline, RequestDeadlineLayer, Timed};
 pub use load_shed::{InFlight, LoadShed, LoadShedLayer};
 pub use outbound::{
-    BoxError, Bulkhead, BulkheadFuture, BulkheadLayer, CircuitBreaker, CircuitBreakerFuture,
-    CircuitBreakerLayer, CircuitState, CircuitWindow, Idempotent, OutboundError, ReplayBody, Retry,
-    RetryLayer, UpstreamCircuit, UpstreamConfig, UpstreamLayers, UpstreamRetry,
+    BoxError, Bulkhead, BulkheadFuture, BulkheadLayer, CheckStatus, CheckStatusFuture,
+    CheckStatusLayer, CircuitBreaker, CircuitBreakerFuture, CircuitBreakerLayer, CircuitState,
+    CircuitWindow, ClientErrors, Idempotent, OutboundError, ReplayBody, Retry, RetryLayer,
+    UpstreamCircuit, UpstreamConfig, UpstreamLayers, UpstreamRetry, UpstreamStatus,
 };

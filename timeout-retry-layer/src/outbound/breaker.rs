@@ -75,7 +75,7 @@ use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{BoxError, OutboundError};
+use super::{BoxError, Classify, OutboundError};
 
 /// Where a breaker is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,8 +102,6 @@ impl CircuitState {
     }
 }
 
-type FailureWhen = Arc<dyn Fn(Option<StatusCode>) -> bool + Send + Sync>;
-
 /// The breaker's settings.
 #[derive(Clone)]
 struct Settings {
@@ -117,7 +115,7 @@ struct Settings {
     open_for: Duration,
     half_open_probes: u32,
     probe_timeout: Duration,
-    failure_when: FailureWhen,
+    failure_when: Classify,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -280,8 +278,13 @@ impl CircuitBreakerLayer {
         self.shared.transition(&mut state, Phase::Closed, "reset");
     }
 
-    /// The breaker as a health component named `circuit:<name>`: `warn`
-    /// while half-open, `fail` while open.
+    /// The breaker as a health component named `circuit:<name>`: `pass`
+    /// while closed, `warn` while half-open or open — never `fail`: an
+    /// open circuit is the service protecting itself from an upstream
+    /// that fails, and a readiness check that took the service out of its
+    /// load balancer for it would spread the outage instead of containing
+    /// it. Its details: the state and the window's calls, failures and
+    /// slow calls.
     pub fn health_source(&self) -> Arc<dyn HealthSource> {
         Arc::new(BreakerHealth {
             name: format!("circuit:{}", self.shared.settings.name),
@@ -315,8 +318,9 @@ impl HealthSource for BreakerHealth {
         });
         match phase {
             CircuitState::Closed => ComponentHealth::pass(details),
-            CircuitState::HalfOpen => ComponentHealth::warn(details),
-            CircuitState::Open | CircuitState::ForcedOpen => ComponentHealth::fail(details),
+            CircuitState::HalfOpen | CircuitState::Open | CircuitState::ForcedOpen => {
+                ComponentHealth::warn(details)
+            }
         }
     }
 }
@@ -938,7 +942,7 @@ mod tests {
         assert_eq!(up.calls(), 5, "the upstream was not called");
         assert_eq!(
             breaker.health_source().check().status,
-            guardrail_core::health::HealthStatus::Fail
+            guardrail_core::health::HealthStatus::Warn
         );
         let lines = logs.lines();
         let opened = lines

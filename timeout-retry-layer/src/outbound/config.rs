@@ -7,7 +7,10 @@ use http::Uri;
 use serde::Deserialize;
 use tower_layer::Layer;
 
-use super::{Bulkhead, BulkheadLayer, CircuitBreaker, CircuitBreakerLayer, Retry, RetryLayer};
+use super::{
+    Bulkhead, BulkheadLayer, CheckStatus, CheckStatusLayer, CircuitBreaker, CircuitBreakerLayer,
+    ClientErrors, Retry, RetryLayer,
+};
 
 /// `[upstreams.<name>]`: where an upstream is and how calls to it are
 /// guarded. Every key but `url` has a default.
@@ -44,6 +47,9 @@ pub struct UpstreamConfig {
     pub deadline: Duration,
     /// Calls in flight at most; more are refused (default 64).
     pub max_concurrent: usize,
+    /// What the caller gets when the upstream answers a 4xx other than
+    /// 429: `"bad_gateway"` (502, default) or `"forward"` (its status).
+    pub client_errors: ClientErrors,
     /// `[upstreams.<name>.retry]`.
     pub retry: UpstreamRetry,
     /// `[upstreams.<name>.circuit]`.
@@ -116,6 +122,7 @@ impl Default for UpstreamConfig {
             timeout: Duration::from_secs(2),
             deadline: Duration::from_secs(5),
             max_concurrent: 64,
+            client_errors: ClientErrors::default(),
             retry: UpstreamRetry::default(),
             circuit: UpstreamCircuit::default(),
         }
@@ -151,11 +158,15 @@ impl Default for UpstreamCircuit {
 }
 
 /// The layers of one upstream, outermost first; as a layer itself it
-/// stacks them: [`Bulkhead`] → [`Retry`] → [`CircuitBreaker`] → the client
-/// (every attempt passes the breaker; a breaker refusal is not retried).
+/// stacks them: [`CheckStatus`] → [`Bulkhead`] → [`Retry`] →
+/// [`CircuitBreaker`] → the client (every attempt passes the breaker; a
+/// breaker refusal is not retried; the final answer's status is checked
+/// once).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct UpstreamLayers {
+    /// A failure status becomes an error; failed calls are reported.
+    pub check: CheckStatusLayer,
     /// At most `max_concurrent` calls at once.
     pub bulkhead: BulkheadLayer,
     /// Retries, per-try timeout and the overall deadline.
@@ -166,11 +177,13 @@ pub struct UpstreamLayers {
 }
 
 impl<S> Layer<S> for UpstreamLayers {
-    type Service = Bulkhead<Retry<CircuitBreaker<S>>>;
+    type Service = CheckStatus<Bulkhead<Retry<CircuitBreaker<S>>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.bulkhead
-            .layer(self.retry.layer(self.circuit.layer(inner)))
+        let guarded = self
+            .bulkhead
+            .layer(self.retry.layer(self.circuit.layer(inner)));
+        self.check.layer(guarded)
     }
 }
 
@@ -196,6 +209,7 @@ impl UpstreamConfig {
             None => circuit,
         };
         UpstreamLayers {
+            check: CheckStatusLayer::new(name).client_errors(self.client_errors),
             bulkhead: BulkheadLayer::new(self.max_concurrent),
             retry: RetryLayer::new(name)
                 .attempts(r.attempts)
@@ -384,9 +398,14 @@ mod tests {
                 .body(Full::new(Bytes::new()))
                 .unwrap()
         };
-        // Two calls, two attempts each: four failures the breaker saw.
+        // Two calls, two attempts each: four failures the breaker saw, and
+        // the last answer's status checked once per call.
         for _ in 0..2 {
-            assert_eq!(client.clone().oneshot(get()).await.unwrap().status(), 502);
+            let err = client.clone().oneshot(get()).await.unwrap_err();
+            assert!(
+                matches!(&err, super::super::OutboundError::Status(s) if s.status() == 502),
+                "{err:?}"
+            );
         }
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(layers.circuit.state(), super::super::CircuitState::Open);
@@ -397,6 +416,20 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn client_errors_are_bad_gateway_or_forward() {
+        let default = parse(serde_json::json!({"url": "https://x.example"}));
+        assert_eq!(default.client_errors, ClientErrors::BadGateway);
+        let forward =
+            parse(serde_json::json!({"url": "https://x.example", "client_errors": "forward"}));
+        assert_eq!(forward.client_errors, ClientErrors::Forward);
+        let wrong = serde_json::from_value::<UpstreamConfig>(
+            serde_json::json!({"url": "https://x.example", "client_errors": "pass"}),
+        )
+        .unwrap_err();
+        assert!(wrong.to_string().contains("bad_gateway"), "{wrong}");
     }
 
     #[test]

@@ -4,6 +4,12 @@ use std::{error::Error as StdError, fmt, time::Duration};
 
 use guardrail_core::{Problem, problem::types};
 
+use super::UpstreamStatus;
+
+/// How long a caller is asked to wait after an upstream's 429 without a
+/// `Retry-After`.
+const DEFAULT_UPSTREAM_WAIT: Duration = Duration::from_secs(30);
+
 /// A boxed error, as the inner clients return them.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -37,6 +43,9 @@ pub enum OutboundError {
     BulkheadFull,
     /// The upstream could not be reached, or failed mid-call.
     Upstream(BoxError),
+    /// The upstream answered with a failure status (4xx or 5xx), after the
+    /// retries; made by [`CheckStatus`](super::CheckStatus).
+    Status(UpstreamStatus),
 }
 
 impl OutboundError {
@@ -51,8 +60,12 @@ impl OutboundError {
 
     /// The problem the service answers with: 504 for a timeout, 503 with
     /// `Retry-After` while the circuit is open (its remaining open time,
-    /// rounded up) or the bulkhead is full (1 s), 502 when the upstream
-    /// failed. The detail never names the upstream.
+    /// rounded up), the bulkhead is full (1 s) or the upstream answered
+    /// 429 (its own `Retry-After`, capped; 30 s without one), 502 when the
+    /// upstream failed or answered another failure status — unless it is a
+    /// client error the upstream forwards
+    /// ([`ClientErrors::Forward`](super::ClientErrors::Forward)). The
+    /// detail never names the upstream nor repeats what it said.
     pub fn to_problem(&self) -> Problem {
         match self {
             Self::Timeout => Problem::gateway_timeout()
@@ -66,7 +79,15 @@ impl OutboundError {
             Self::BulkheadFull => Problem::service_unavailable(1)
                 .title("Upstream busy")
                 .detail("Too many requests are waiting on a service this request depends on."),
-            Self::Upstream(_) => Problem::new(http::StatusCode::BAD_GATEWAY)
+            Self::Status(s) if s.status() == http::StatusCode::TOO_MANY_REQUESTS => {
+                let wait = s.retry_after().unwrap_or(DEFAULT_UPSTREAM_WAIT);
+                Problem::service_unavailable(ceil_secs(wait))
+                    .title("Upstream busy")
+                    .detail("A service this request depends on asks us to slow down; please retry later.")
+            }
+            Self::Status(s) if s.forwarded() => Problem::new(s.status())
+                .detail("A service this request depends on refused the request."),
+            Self::Upstream(_) | Self::Status(_) => Problem::new(http::StatusCode::BAD_GATEWAY)
                 .with_type(types::UNAVAILABLE)
                 .title("Upstream failed")
                 .detail("A service this request depends on failed."),
@@ -89,6 +110,7 @@ impl fmt::Display for OutboundError {
             }
             Self::BulkheadFull => f.write_str("bulkhead full"),
             Self::Upstream(e) => write!(f, "upstream failed: {e}"),
+            Self::Status(s) => write!(f, "upstream answered {}", s.status()),
         }
     }
 }

@@ -5,11 +5,21 @@
 //! 502, or 503 with `Retry-After`) — the documented exception to
 //! "rejections are responses".
 
+use std::sync::Arc;
+
+use http::StatusCode;
+
+/// Decides about a call's outcome: `Some(status)` for an answer, `None`
+/// for an error or a timeout (the breaker's `failure_when`, the retry's
+/// `retry_when`).
+pub(crate) type Classify = Arc<dyn Fn(Option<StatusCode>) -> bool + Send + Sync>;
+
 mod breaker;
 mod bulkhead;
 mod config;
 mod error;
 mod retry;
+mod status;
 
 pub use breaker::{
     CircuitBreaker, CircuitBreakerLayer, CircuitState, ResponseFuture as CircuitBreakerFuture,
@@ -18,3 +28,7 @@ pub use bulkhead::{Bulkhead, BulkheadLayer, ResponseFuture as BulkheadFuture};
 pub use config::{CircuitWindow, UpstreamCircuit, UpstreamConfig, UpstreamLayers, UpstreamRetry};
 pub use error::{BoxError, OutboundError};
 pub use retry::{Idempotent, ReplayBody, Retry, RetryLayer};
+pub use status::{
+    CheckStatus, CheckStatusLayer, ClientErrors, ResponseFuture as CheckStatusFuture,
+    UpstreamStatus,
+};

@@ -66,14 +66,14 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{BoxError, OutboundError};
+use super::{BoxError, Classify, OutboundError};
 
 /// Marks a request as safe to send twice (as an `Idempotency-Key` header
 /// does), so a `POST` may be retried.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Idempotent;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Settings {
     name: Arc<str>,
     attempts: u32,
@@ -84,6 +84,22 @@ struct Settings {
     /// All attempts and waits together, from the call.
     overall: Option<Duration>,
     max_replay_bytes: usize,
+    retry_when: Classify,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("name", &self.name)
+            .field("attempts", &self.attempts)
+            .field("base", &self.base)
+            .field("cap", &self.cap)
+            .field("retry_after_cap", &self.retry_after_cap)
+            .field("per_try_timeout", &self.per_try_timeout)
+            .field("overall", &self.overall)
+            .field("max_replay_bytes", &self.max_replay_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Layer that applies [`Retry`]. Clones share one budget.
@@ -117,6 +133,7 @@ impl RetryLayer {
                 per_try_timeout: None,
                 overall: None,
                 max_replay_bytes: 64 * 1024,
+                retry_when: Arc::new(|status| status.is_none_or(is_retryable_status)),
             }),
             budget: Arc::new(Budget::new(0.2, 10)),
         }
@@ -158,6 +175,17 @@ impl RetryLayer {
     /// the call fails with [`OutboundError::Timeout`].
     pub fn deadline(self, deadline: Duration) -> Self {
         self.set(|s| s.overall = Some(deadline))
+    }
+
+    /// Which failed attempts are worth another: `f(Some(status))` for an
+    /// answer, `f(None)` for an error or a per-try timeout. Default: errors,
+    /// timeouts, 429, 502, 503 and 504. Only idempotent requests are
+    /// retried whatever it says.
+    pub fn retry_when(
+        self,
+        f: impl Fn(Option<StatusCode>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.set(|s| s.retry_when = Arc::new(f))
     }
 
     /// Bodies up to this many bytes are kept to send again.
@@ -379,14 +407,16 @@ where
             head.deadline,
         )
         .await;
-        let reason = match &outcome {
-            Ok(res) if is_retryable_status(res.status()) => res.status().as_str().to_owned(),
-            Ok(_) => return outcome,
-            Err(OutboundError::Timeout) => "timeout".to_owned(),
-            Err(OutboundError::Upstream(_)) => "error".to_owned(),
+        let (status, reason) = match &outcome {
+            Ok(res) => (Some(res.status()), res.status().as_str().to_owned()),
+            Err(OutboundError::Timeout) => (None, "timeout".to_owned()),
+            Err(OutboundError::Upstream(_)) => (None, "error".to_owned()),
             // Refused by a breaker or bulkhead further in: fail fast.
             Err(_) => return outcome,
         };
+        if status.is_some_and(|s| s.is_success()) || !(settings.retry_when)(status) {
+            return outcome;
+        }
         if attempt >= settings.attempts || replay.is_none() {
             return outcome;
         }
@@ -482,7 +512,7 @@ fn backoff(settings: &Settings, attempt: u32) -> Duration {
 }
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -731,6 +761,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_classifier_decides_which_failures_are_retried() {
+        let (_guard, _logs) = capture::json();
+        // By default a 500 is not retried (it is rarely transient)...
+        let up = Scripted::new(&[Step::Answer(500), Step::Answer(200)]);
+        let res = RetryLayer::new("x")
+            .layer(up.service())
+            .oneshot(get())
+            .await;
+        assert_eq!(res.unwrap().status(), 500);
+        assert_eq!(up.calls(), 1);
+        // ...unless the classifier says so; and one that declines 429 and
+        // errors sends them back at once.
+        let up = Scripted::new(&[Step::Answer(500), Step::Answer(200)]);
+        let on_500 = RetryLayer::new("x").retry_when(|s| s.is_none_or(|s| s.is_server_error()));
+        let res = on_500.layer(up.service()).oneshot(get()).await;
+        assert_eq!(res.unwrap().status(), 200);
+        assert_eq!(up.calls(), 2);
+        let never = RetryLayer::new("x").retry_when(|_| false);
+        let up = Scripted::new(&[Step::Answer(429), Step::Answer(200)]);
+        let res = never.layer(up.service()).oneshot(get()).await;
+        assert_eq!(res.unwrap().status(), 429);
+        let up = Scripted::new(&[Step::Refuse, Step::Answer(200)]);
+        let res = never.layer(up.service()).oneshot(get()).await;
+        assert!(matches!(res, Err(OutboundError::Upstream(_))));
+        assert_eq!(up.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn connection_errors_are_retried_and_the_last_failure_is_returned() {
         let (_guard, _logs) = capture::json();
         let up = Scripted::new(&[Step::Refuse]);
@@ -905,24 +963,18 @@ mod tests {
 
     #[test]
     fn backoff_is_full_jitter_under_the_cap() {
-        let settings = Settings {
-            name: "x".into(),
-            attempts: 10,
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
-            retry_after_cap: Duration::from_secs(30),
-            per_try_timeout: None,
-            overall: None,
-            max_replay_bytes: 0,
-        };
+        let layer = RetryLayer::new("x")
+            .attempts(10)
+            .backoff(Duration::from_millis(100), Duration::from_secs(1));
+        let settings = &*layer.settings;
         for attempt in 1..40 {
             let ceiling = (Duration::from_millis(100) * 2u32.saturating_pow(attempt - 1))
                 .min(Duration::from_secs(1));
             for _ in 0..50 {
-                assert!(backoff(&settings, attempt) <= ceiling);
+                assert!(backoff(settings, attempt) <= ceiling);
             }
         }
-        let spread: std::collections::HashSet<_> = (0..50).map(|_| backoff(&settings, 4)).collect();
+        let spread: std::collections::HashSet<_> = (0..50).map(|_| backoff(settings, 4)).collect();
         assert!(spread.len() > 10, "random, not fixed");
     }
 }
