@@ -96,8 +96,9 @@ fn main() {
         "bulkhead_and_breaker",
         BulkheadLayer::new(1024).layer(CircuitBreakerLayer::new("bench").layer(inner())),
     );
-    // The whole stack of one upstream from its config (bulkhead → retry
-    // with a per-try timeout and an overall deadline → breaker) against
+    // The whole stack of one upstream from its config (status check →
+    // bulkhead → retry with a per-try timeout and an overall deadline →
+    // breaker) against
     // the same inner client called directly; the retry layer's future is
     // boxed and reads the body to keep it (empty here).
     let get = || {

@@ -18,9 +18,8 @@
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
-use axum::Extension;
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::Path,
     http::StatusCode,
     response::IntoResponse,
@@ -218,9 +217,11 @@ fn weather_route(config: &ValidConfig, layers: Option<&UpstreamLayers>) -> Route
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Body>();
     let client = layers.layer(http);
+    let check = layers.check.clone();
     let handler = move |deadline: Option<Extension<Deadline>>, id: Option<Extension<RequestId>>| {
         let client = client.clone();
         let url = url.clone();
+        let check = check.clone();
         async move {
             let failed = |e: OutboundError| {
                 let problem = e.to_problem();
@@ -249,9 +250,12 @@ fn weather_route(config: &ValidConfig, layers: Option<&UpstreamLayers>) -> Route
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b.to_bytes()).ok())
             {
                 Some(json) => Json(json).into_response(),
-                None => failed(OutboundError::from_inner(
-                    "the upstream's answer is not JSON",
-                )),
+                None => {
+                    // The head was fine; the body broke off or is not JSON.
+                    let err = OutboundError::from_inner("the upstream's answer is not JSON");
+                    check.report_failure(&err);
+                    failed(err)
+                }
             }
         }
     };

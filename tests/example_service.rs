@@ -1091,6 +1091,7 @@ fn scripted_upstream(
             }
             let (status, body) = match word {
                 "ok" => ("200 OK", r#"{"temp_c":21}"#),
+                "not-json" => ("200 OK", "<html>maintenance</html>"),
                 code => (code, r#"{"error":"upstream secret detail"}"#),
             };
             let _ = write!(
@@ -1162,7 +1163,7 @@ fn an_upstream_429_is_a_503_with_the_upstreams_retry_after() {
 }
 
 #[test]
-fn an_upstream_404_is_a_502_unless_the_upstream_forwards_client_errors() {
+fn an_upstream_404_or_an_answer_not_json_is_a_502_unless_client_errors_are_forwarded() {
     let exp = jsonwebtoken::get_current_timestamp() + 600;
     let user = bearer(serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp}));
     let (url, seen) = scripted_upstream(&["404 Not Found"]);
@@ -1180,6 +1181,19 @@ fn an_upstream_404_is_a_502_unless_the_upstream_forwards_client_errors() {
     assert_eq!(failed[0]["backend"], "weather");
     assert_eq!(failed[0]["reason"], "status");
     assert_eq!(failed[0]["status"], 404);
+
+    // A 200 whose body is not JSON: the upstream failed all the same.
+    let (url_html, _) = scripted_upstream(&["not-json"]);
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__UPSTREAMS__WEATHER__URL", &url_html);
+    let mut svc = Running::start(cmd);
+    let (status, _, body) = svc.get("/api/integrations/weather", &user);
+    assert_eq!(status, 502, "{body}");
+    assert!(!body.contains("maintenance"), "{body}");
+    let (_, logs) = svc.terminate();
+    let failed = events(&logs, "integration.backend_failed");
+    assert_eq!(failed.len(), 1, "{logs}");
+    assert_eq!(failed[0]["reason"], "error");
 
     // Forwarded: the caller gets the 404, as a problem, not the upstream's body.
     let mut cmd = command();

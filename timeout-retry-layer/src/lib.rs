@@ -2,7 +2,8 @@
 //! boundary, body limits and load shedding — each a layer that answers
 //! problem+json on core's one rejection path, so axum takes it without a
 //! `HandleErrorLayer`; and outbound resilience for the calls a service
-//! makes to others — retry, circuit breaking, a bulkhead — which return
+//! makes to others — a status check, a bulkhead, retry, circuit breaking —
+//! which return
 //! one error, [`OutboundError`], for the handler to map (see below).
 //!
 //! | layer | refuses with | config section |

@@ -28,7 +28,7 @@ use super::{
 /// let mut problems = Vec::new();
 /// upstream.validate("weather", guardrail_core::config::Profile::Production, &mut problems);
 /// assert!(problems.is_empty(), "{problems:?}");
-/// let layers = upstream.layers("weather"); // bulkhead → retry → circuit breaker
+/// let layers = upstream.layers("weather"); // status check → bulkhead → retry → circuit breaker
 /// assert_eq!(layers.circuit.state(), timeout_retry_layer::CircuitState::Closed);
 /// ```
 #[derive(Clone, Debug, Deserialize)]

@@ -16,7 +16,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// Why an outbound call failed: which guardrail fired, or what the
 /// upstream did. Turned into the caller's answer with
 /// [`OutboundError::to_problem`], which never says which upstream it was,
-/// where it lives or what it answered.
+/// where it lives, nor anything of its answer's body or headers.
 ///
 /// ```
 /// use std::time::Duration;

@@ -1,8 +1,9 @@
 //! Outbound resilience for calls to other services: the one error type,
-//! a circuit breaker and a bulkhead. Unlike the inbound guards, these
-//! don't answer for the service: they return [`OutboundError`], which the
-//! handler maps to its answer with [`OutboundError::to_problem`] (504,
-//! 502, or 503 with `Retry-After`) — the documented exception to
+//! a status check, a bulkhead, retries and a circuit breaker. Unlike the
+//! inbound guards, these don't answer for the service: they return
+//! [`OutboundError`], which the handler maps to its answer with
+//! [`OutboundError::to_problem`] (504, 502, 503 with `Retry-After`, or a
+//! client error the upstream forwards) — the documented exception to
 //! "rejections are responses".
 
 use std::sync::Arc;

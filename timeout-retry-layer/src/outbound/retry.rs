@@ -2,8 +2,9 @@
 //! budget, `Retry-After`, per-try timeouts and the request's deadline.
 //!
 //! [`RetryLayer`] sends a request again when an attempt fails in a way
-//! worth retrying — an error (connection refused, reset), a per-try
-//! timeout, or a `502`, `503`, `504` or `429` answer — up to `attempts`
+//! worth retrying — by default an error (connection refused, reset), a
+//! per-try timeout, or a `502`, `503`, `504` or `429` answer;
+//! [`retry_when`](RetryLayer::retry_when) changes that — up to `attempts`
 //! in all, waiting a random time between zero and `base × 2ⁿ` (capped)
 //! before each retry (AWS's "full jitter"). Only idempotent requests are
 //! retried: `GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS`, `TRACE`, or any
@@ -177,10 +178,11 @@ impl RetryLayer {
         self.set(|s| s.overall = Some(deadline))
     }
 
-    /// Which failed attempts are worth another: `f(Some(status))` for an
-    /// answer, `f(None)` for an error or a per-try timeout. Default: errors,
-    /// timeouts, 429, 502, 503 and 504. Only idempotent requests are
-    /// retried whatever it says.
+    /// Which failed attempts are worth another: `f(Some(status))` for a
+    /// 4xx or 5xx answer, `f(None)` for an error or a per-try timeout (an
+    /// answer below 400 is never retried). Default: errors, timeouts, 429,
+    /// 502, 503 and 504. Only idempotent requests are retried whatever it
+    /// says.
     pub fn retry_when(
         self,
         f: impl Fn(Option<StatusCode>) -> bool + Send + Sync + 'static,
@@ -414,7 +416,7 @@ where
             // Refused by a breaker or bulkhead further in: fail fast.
             Err(_) => return outcome,
         };
-        if status.is_some_and(|s| s.is_success()) || !(settings.retry_when)(status) {
+        if status.is_some_and(|s| s.as_u16() < 400) || !(settings.retry_when)(status) {
             return outcome;
         }
         if attempt >= settings.attempts || replay.is_none() {
@@ -778,6 +780,12 @@ mod tests {
         let res = on_500.layer(up.service()).oneshot(get()).await;
         assert_eq!(res.unwrap().status(), 200);
         assert_eq!(up.calls(), 2);
+        // Answers below 400 are never failures, whatever it says.
+        let always = RetryLayer::new("x").retry_when(|_| true);
+        let up = Scripted::new(&[Step::Answer(304), Step::Answer(200)]);
+        let res = always.layer(up.service()).oneshot(get()).await;
+        assert_eq!(res.unwrap().status(), 304);
+        assert_eq!(up.calls(), 1);
         let never = RetryLayer::new("x").retry_when(|_| false);
         let up = Scripted::new(&[Step::Answer(429), Step::Answer(200)]);
         let res = never.layer(up.service()).oneshot(get()).await;

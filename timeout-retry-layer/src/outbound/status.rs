@@ -8,8 +8,9 @@
 //! `Retry-After` (capped), a 5xx 502, and another 4xx 502 — the caller's
 //! request was fine, the integration failed — unless the upstream forwards
 //! client errors ([`ClientErrors::Forward`]), for lookups where a 404 or a
-//! 409 means something to the caller. A 401, 403 or 407 is never forwarded:
-//! it is about the service's own credentials, not the caller's.
+//! 409 means something to the caller. Only 400, 404, 409, 410, 412 and 422
+//! are forwarded: the others (401, 403, 405, 408, 413, …) are about the
+//! service's own request or credentials, not the caller's.
 //!
 //! A call that failed at the upstream — a failure status, a timeout, an
 //! error — is reported once, after the retries, as
@@ -76,8 +77,8 @@ pub enum ClientErrors {
     /// (default).
     #[default]
     BadGateway,
-    /// The upstream's status (as a problem, never its body), except 401,
-    /// 403 and 407, which stay 502.
+    /// The upstream's status (as a problem, never its body) for 400, 404,
+    /// 409, 410, 412 and 422; any other 4xx stays 502.
     Forward,
 }
 
@@ -138,10 +139,22 @@ impl CheckStatusLayer {
         self
     }
 
-    /// The longest `Retry-After` passed on from a 429.
+    /// The longest `Retry-After` passed on to the caller from a 429 (not
+    /// [`RetryLayer::retry_after_cap`](super::RetryLayer::retry_after_cap),
+    /// the longest the retries wait for).
     pub fn retry_after_cap(mut self, cap: Duration) -> Self {
         Arc::make_mut(&mut self.settings).retry_after_cap = cap;
         self
+    }
+}
+
+impl CheckStatusLayer {
+    /// Reports a failure found after the answer's head — a body that broke
+    /// off or could not be read — as the layer reports the others
+    /// (`integration.backend_failed`, the failure count). A refusal of the
+    /// breaker or the bulkhead is not reported.
+    pub fn report_failure(&self, error: &OutboundError) {
+        self.settings.report(error);
     }
 }
 
@@ -239,8 +252,7 @@ impl Settings {
     fn judge<B>(&self, res: &Response<B>) -> UpstreamStatus {
         let status = res.status();
         let forward = self.client_errors == ClientErrors::Forward
-            && status.is_client_error()
-            && !matches!(status.as_u16(), 401 | 403 | 407 | 429);
+            && matches!(status.as_u16(), 400 | 404 | 409 | 410 | 412 | 422);
         let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
             .then(|| retry_after(res.headers()))
             .flatten()
@@ -262,6 +274,7 @@ impl Settings {
                     WARN,
                     EventName::INTEGRATION_BACKEND_FAILED,
                     backend = upstream,
+                    upstream = upstream,
                     purpose = "upstream",
                     reason = "timeout",
                 );
@@ -272,6 +285,7 @@ impl Settings {
                     WARN,
                     EventName::INTEGRATION_BACKEND_FAILED,
                     backend = upstream,
+                    upstream = upstream,
                     purpose = "upstream",
                     reason = "error",
                     error = %e,
@@ -283,6 +297,7 @@ impl Settings {
                     WARN,
                     EventName::INTEGRATION_BACKEND_FAILED,
                     backend = upstream,
+                    upstream = upstream,
                     purpose = "upstream",
                     reason = "status",
                     status = s.status().as_u16(),
@@ -357,8 +372,8 @@ mod tests {
         assert_eq!(problem_for(&forward, 404, None).await, (404, None));
         assert_eq!(problem_for(&forward, 422, None).await, (422, None));
         assert_eq!(problem_for(&forward, 503, None).await, (502, None));
-        // The upstream's view of our credentials is not the caller's.
-        for status in [401, 403, 407] {
+        // The upstream's view of our credentials or request is not the caller's.
+        for status in [401, 403, 405, 407, 408, 413, 415, 431] {
             assert_eq!(problem_for(&forward, status, None).await, (502, None));
         }
         // 429: 503 with the upstream's wait, capped; 30 s without one.
