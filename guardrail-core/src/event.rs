@@ -103,6 +103,9 @@ impl EventName {
     pub const FLAG_KILL_SWITCH_ACTIVATED: Self = Self("flag.kill_switch_activated");
     /// A flag changed.
     pub const FLAG_CHANGED: Self = Self("flag.changed");
+    /// A flag source's new definitions were refused (invalid, unreadable);
+    /// the previous ones keep serving.
+    pub const FLAG_SOURCE_REJECTED: Self = Self("flag.source_rejected");
     /// P0, critical.
     pub const ALERT_P0: Self = Self("alert.p0");
     /// P1, warning.

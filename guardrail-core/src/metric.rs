@@ -36,6 +36,8 @@ pub const OUTBOUND_IN_FLIGHT: &str = "guardrails_outbound_in_flight";
 /// Outbound calls that failed at the upstream after their retries, by
 /// `upstream` and `reason` (`timeout`, `error`, `status`).
 pub const OUTBOUND_FAILURES_TOTAL: &str = "guardrails_outbound_failures_total";
+/// Flag evaluations, by `flag` and `outcome` (`on`, `off`): adoption.
+pub const FLAG_EVALUATIONS_TOTAL: &str = "guardrails_flag_evaluations_total";
 /// Handler panics caught by the error boundary.
 pub const PANICS_TOTAL: &str = "guardrails_panics_total";
 
@@ -47,6 +49,7 @@ pub const ALL: &[&str] = &[
     LOAD_SHED_TOTAL,
     OUTBOUND_IN_FLIGHT,
     OUTBOUND_FAILURES_TOTAL,
+    FLAG_EVALUATIONS_TOTAL,
     PANICS_TOTAL,
     LOG_LINES_DROPPED_TOTAL,
     RATELIMIT_DECISIONS_TOTAL,

@@ -154,6 +154,12 @@ impl Problem {
         Self::new(StatusCode::GATEWAY_TIMEOUT).with_type(types::DEADLINE_EXCEEDED)
     }
 
+    /// 404 Not Found, the same for a path no route matches and a feature
+    /// hidden behind a flag, so one can't be told from the other.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND).detail("No resource matches this path.")
+    }
+
     /// 500 Internal Server Error. Its detail never describes the failure.
     pub fn internal_error() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR).with_type(types::INTERNAL)

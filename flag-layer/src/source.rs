@@ -1,0 +1,180 @@
+//! `[flags]`: where the definitions come from, and the reload of a flag
+//! file.
+
+use std::{path::PathBuf, time::Duration};
+
+use guardrail_core::{BackgroundTasks, Pseudonymizer, config::ConfigProblem};
+use serde::Deserialize;
+
+use crate::{Flag, FlagError, FlagStore, model::validate_set};
+
+/// `[flags]`: the flag definitions' source and the definitions themselves
+/// (with `source = "config"`).
+///
+/// ```
+/// use flag_layer::{FlagsConfig, FlagContext};
+///
+/// let config: FlagsConfig = toml::from_str(r#"
+///     source = "config"
+///     [[flag]]
+///     name = "ai_recommendations"
+///     enabled = true
+///     rollout_percentage = 100
+/// "#).unwrap();
+/// let mut problems = Vec::new();
+/// config.validate(&mut problems);
+/// assert!(problems.is_empty());
+/// let (store, tasks) = config.store(Default::default(), std::iter::empty()).unwrap();
+/// assert!(tasks.is_empty(), "nothing to reload");
+/// assert!(store.is_enabled("ai_recommendations", &FlagContext::user("u1")));
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct FlagsConfig {
+    /// `"config"` (the `[[flags.flag]]` tables, default), `"file"` (the
+    /// TOML file `file`, reloaded) or `"redis"`.
+    pub source: FlagSource,
+    /// With `source = "file"`: a TOML file of `[[flag]]` tables.
+    pub file: Option<PathBuf>,
+    /// With `source = "file"`: how often the file is read again (default
+    /// `"5s"`); a change applies atomically, a bad edit is refused and
+    /// logged and the last good set keeps serving.
+    #[serde(with = "humantime_serde")]
+    pub reload: Duration,
+    /// The definitions, with `source = "config"`.
+    pub flag: Vec<Flag>,
+}
+
+impl Default for FlagsConfig {
+    fn default() -> Self {
+        Self {
+            source: FlagSource::Config,
+            file: None,
+            reload: Duration::from_secs(5),
+            flag: Vec::new(),
+        }
+    }
+}
+
+/// Where flag definitions come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum FlagSource {
+    /// `[[flags.flag]]` in the config.
+    #[default]
+    Config,
+    /// A TOML file, reloaded.
+    File,
+    /// Redis, shared by every replica.
+    Redis,
+}
+
+impl FlagSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::File => "file",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+/// A flag file: `[[flag]]` tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlagFile {
+    #[serde(default)]
+    flag: Vec<Flag>,
+}
+
+/// Reads a flag file's text; a TOML error is one problem at `flags.file`.
+fn parse_file(text: &str) -> Result<Vec<Flag>, FlagError> {
+    toml::from_str::<FlagFile>(text)
+        .map(|file| file.flag)
+        .map_err(|e| FlagError::Invalid(vec![ConfigProblem::new("flags.file", e.to_string())]))
+}
+
+impl FlagsConfig {
+    /// Adds every problem of `[flags]` to `problems`.
+    pub fn validate(&self, problems: &mut Vec<ConfigProblem>) {
+        if let Err(found) = validate_set(&self.flag, "flags.flag") {
+            problems.extend(found);
+        }
+        match self.source {
+            FlagSource::File if self.file.is_none() => problems.push(ConfigProblem::new(
+                "flags.file",
+                "is required with source = \"file\"",
+            )),
+            FlagSource::File if self.reload.is_zero() => {
+                problems.push(ConfigProblem::new("flags.reload", "must be more than 0s"));
+            }
+            FlagSource::Redis => problems.push(ConfigProblem::new(
+                "flags.source",
+                "\"redis\" is not available yet: use \"config\" or \"file\"",
+            )),
+            _ => {}
+        }
+        if self.source != FlagSource::Config && !self.flag.is_empty() {
+            problems.push(ConfigProblem::new(
+                "flags.flag",
+                "is only read with source = \"config\"; move these definitions to the source",
+            ));
+        }
+    }
+
+    /// The store, and its background work (the file's reload), from this
+    /// section and the environment's off switches (`vars`, e.g.
+    /// `std::env::vars()`). Fails when the file can't be read or its
+    /// definitions, or the switches, are invalid.
+    pub fn store(
+        &self,
+        pseudonymizer: Pseudonymizer,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(FlagStore, BackgroundTasks), FlagError> {
+        let mut tasks = BackgroundTasks::new();
+        let (flags, file) = match (self.source, &self.file) {
+            (FlagSource::File, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    FlagError::Invalid(vec![ConfigProblem::new(
+                        "flags.file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )])
+                })?;
+                (parse_file(&text)?, Some((path.clone(), text)))
+            }
+            _ => (self.flag.clone(), None),
+        };
+        let store = FlagStore::builder(flags)
+            .pseudonymizer(pseudonymizer)
+            .environment(vars)
+            .source(self.source.as_str())
+            .build()?;
+        if let Some((path, text)) = file {
+            tasks.push("flag_reload", reload(store.clone(), path, text, self.reload));
+        }
+        Ok((store, tasks))
+    }
+}
+
+/// Reads `path` every `every`; a changed text replaces the definitions
+/// (or is refused, logged, and the last good set keeps serving).
+async fn reload(store: FlagStore, path: PathBuf, mut last: String, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) if text == last => {}
+            Ok(text) => {
+                match parse_file(&text) {
+                    // A refused set is logged and reported by the store.
+                    Ok(flags) => drop(store.replace_source(flags, "flags.file")),
+                    Err(e) => store.source_unreadable(e.to_string()),
+                }
+                // A bad edit is reported once, not at every read.
+                last = text;
+            }
+            Err(e) => store.source_unreadable(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}

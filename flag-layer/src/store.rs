@@ -1,0 +1,579 @@
+//! The flag store: an immutable snapshot read without locks, rebuilt on
+//! every change from three layers — the source, runtime changes through
+//! the API, and the environment's emergency off switches.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    fmt,
+    sync::{Arc, Mutex, MutexGuard},
+    time::SystemTime,
+};
+
+use arc_swap::ArcSwap;
+use guardrail_core::{
+    EventName, Principal, Pseudonymizer,
+    config::ConfigProblem,
+    emit,
+    health::{ComponentHealth, HealthSource},
+    metric,
+};
+
+use crate::{
+    Evaluation, Flag, FlagUpdate, Reason, Stickiness,
+    eval::bucket,
+    model::{valid_name, validate_set},
+};
+
+/// Who a flag is evaluated for: anything that can say who the caller is.
+/// Implemented by [`FlagContext`](crate::FlagContext) and by core's
+/// [`Principal`] (so a layer evaluates without copying the caller's ids).
+pub trait EvaluationContext {
+    /// The user id.
+    fn user_id(&self) -> Option<&str>;
+    /// The session id.
+    fn session_id(&self) -> Option<&str>;
+    /// The organisation id.
+    fn org_id(&self) -> Option<&str>;
+    /// A property, for a custom stickiness.
+    fn property(&self, key: &str) -> Option<&str> {
+        let _ = key;
+        None
+    }
+}
+
+impl EvaluationContext for crate::FlagContext {
+    fn user_id(&self) -> Option<&str> {
+        self.user_id()
+    }
+    fn session_id(&self) -> Option<&str> {
+        self.session_id()
+    }
+    fn org_id(&self) -> Option<&str> {
+        self.org_id()
+    }
+    fn property(&self, key: &str) -> Option<&str> {
+        self.property(key)
+    }
+}
+
+impl EvaluationContext for Principal {
+    fn user_id(&self) -> Option<&str> {
+        Some(self.subject())
+    }
+    fn session_id(&self) -> Option<&str> {
+        Principal::session_id(self)
+    }
+    fn org_id(&self) -> Option<&str> {
+        Principal::org_id(self)
+    }
+}
+
+/// Why a set of flags or a change to one was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlagError {
+    /// No flag of that name.
+    NotFound(String),
+    /// Every problem found, each with its place.
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl fmt::Display for FlagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound(name) => write!(f, "no flag named {name:?}"),
+            Self::Invalid(problems) => {
+                f.write_str("invalid flags:")?;
+                for p in problems {
+                    write!(f, " {}: {};", p.path, p.message)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for FlagError {}
+
+/// The prefix of the environment's emergency off switches:
+/// `GUARDRAILS_FLAG_AI_RECOMMENDATIONS=off`.
+pub const ENV_PREFIX: &str = "GUARDRAILS_FLAG_";
+
+/// The flags every layer and handler of a service reads: cheap to clone
+/// (one `Arc`), evaluated without a lock, changed through
+/// [`set`](Self::set), [`kill`](Self::kill) and [`restore`](Self::restore)
+/// (runtime changes, which win over the source) and by its source's
+/// reloads. Environment off switches win over both.
+///
+/// ```
+/// use flag_layer::{Flag, FlagContext, FlagStore, Reason};
+/// use guardrail_core::Principal;
+///
+/// let store = FlagStore::builder(vec![
+///     Flag::new("ai_recommendations").enabled(true).rollout(100),
+/// ])
+/// .build()
+/// .unwrap();
+/// let alice = FlagContext::user("alice");
+/// assert!(store.is_enabled("ai_recommendations", &alice));
+///
+/// // The kill switch, by an operator: off for everyone at once.
+/// store.kill("ai_recommendations", &Principal::new("ops-1")).unwrap();
+/// let off = store.evaluate("ai_recommendations", &alice);
+/// assert_eq!((off.enabled, off.reason), (false, Reason::Disabled));
+///
+/// // An unknown flag is off, never an error the caller must handle.
+/// assert_eq!(store.evaluate("ai_typo", &alice).reason, Reason::Error);
+/// ```
+#[derive(Clone)]
+pub struct FlagStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    snapshot: ArcSwap<Snapshot>,
+    layers: Mutex<Layers>,
+    pseudonymizer: Pseudonymizer,
+    source: &'static str,
+}
+
+/// What the snapshot is built from.
+struct Layers {
+    source: BTreeMap<String, Flag>,
+    runtime: BTreeMap<String, FlagUpdate>,
+    env_off: BTreeSet<String>,
+    /// The last refused reload, while the previous set keeps serving.
+    rejected: Option<(SystemTime, String)>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    flags: HashMap<Box<str>, Compiled>,
+}
+
+/// One flag, ready to evaluate.
+struct Compiled {
+    flag: Flag,
+    env_off: bool,
+    target_users: HashSet<Box<str>>,
+    target_orgs: HashSet<Box<str>>,
+    deny_users: HashSet<Box<str>>,
+    deny_orgs: HashSet<Box<str>>,
+    on: metrics::Counter,
+    off: metrics::Counter,
+}
+
+impl Compiled {
+    fn new(flag: Flag, env_off: bool) -> Self {
+        let set = |list: &[String]| list.iter().map(|s| s.as_str().into()).collect();
+        let counter = |outcome: &'static str| {
+            metrics::counter!(
+                metric::FLAG_EVALUATIONS_TOTAL,
+                "flag" => flag.name.clone(),
+                "outcome" => outcome,
+            )
+        };
+        Self {
+            target_users: set(&flag.target_users),
+            target_orgs: set(&flag.target_orgs),
+            deny_users: set(&flag.deny_users),
+            deny_orgs: set(&flag.deny_orgs),
+            on: counter("on"),
+            off: counter("off"),
+            env_off,
+            flag,
+        }
+    }
+
+    fn is_on(&self) -> bool {
+        self.flag.enabled && !self.env_off
+    }
+
+    /// The documented order: off switches, deny lists, targets, rollout.
+    fn evaluate(&self, ctx: &(impl EvaluationContext + ?Sized)) -> Evaluation {
+        if !self.is_on() {
+            return Evaluation::new(false, Reason::Disabled);
+        }
+        let user = ctx.user_id();
+        let org = ctx.org_id();
+        let listed = |set: &HashSet<Box<str>>, id: Option<&str>| id.is_some_and(|id| set.contains(id));
+        if listed(&self.deny_users, user) || listed(&self.deny_orgs, org) {
+            return Evaluation::new(false, Reason::TargetingMatch);
+        }
+        if listed(&self.target_users, user) || listed(&self.target_orgs, org) {
+            return Evaluation::new(true, Reason::TargetingMatch);
+        }
+        match self.flag.rollout_percentage {
+            100.. => Evaluation::new(true, Reason::Static),
+            0 => Evaluation::new(false, Reason::Default),
+            percentage => {
+                let id = match &self.flag.stickiness {
+                    Stickiness::User => user,
+                    Stickiness::Session => ctx.session_id(),
+                    Stickiness::Org => org,
+                    Stickiness::UserThenSession => user.or_else(|| ctx.session_id()),
+                    Stickiness::Property(key) => ctx.property(key),
+                };
+                match id {
+                    Some(id) => Evaluation::new(
+                        bucket(self.flag.group_id(), id) <= percentage,
+                        Reason::Split,
+                    ),
+                    None => Evaluation::new(false, Reason::Default),
+                }
+            }
+        }
+    }
+}
+
+/// Builds a [`FlagStore`]; see [`FlagStore::builder`].
+pub struct FlagStoreBuilder {
+    flags: Vec<Flag>,
+    env: Vec<(String, String)>,
+    pseudonymizer: Option<Pseudonymizer>,
+    source: &'static str,
+}
+
+impl fmt::Debug for FlagStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlagStoreBuilder")
+            .field("flags", &self.flags.len())
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FlagStoreBuilder {
+    /// The environment's variables, of which those starting
+    /// `GUARDRAILS_FLAG_` are off switches (e.g. `std::env::vars()`).
+    pub fn environment(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        self
+    }
+
+    /// The key that names users in `flag.changed` events (default: a
+    /// random key); use the stack's, as the request log does.
+    pub fn pseudonymizer(mut self, pseudonymizer: Pseudonymizer) -> Self {
+        self.pseudonymizer = Some(pseudonymizer);
+        self
+    }
+
+    /// The source's name in the health report (default `"config"`).
+    pub fn source(mut self, source: &'static str) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The store, or every problem of the flags and the environment's
+    /// switches: an invalid name or percentage, a name twice, a user both
+    /// targeted and denied, a switch other than `off` or naming no flag.
+    pub fn build(self) -> Result<FlagStore, FlagError> {
+        let mut problems = validate_set(&self.flags, "flags.flag")
+            .err()
+            .unwrap_or_default();
+        let mut env_off = BTreeSet::new();
+        for (key, value) in &self.env {
+            let name = key[ENV_PREFIX.len()..].to_ascii_lowercase();
+            if !value.trim().eq_ignore_ascii_case("off") {
+                problems.push(ConfigProblem::new(
+                    key.clone(),
+                    "can only turn a flag off: set it to \"off\" (or unset it)",
+                ));
+            } else if !valid_name(&name) || !self.flags.iter().any(|f| f.name == name) {
+                problems.push(ConfigProblem::new(
+                    key.clone(),
+                    format!("names no flag ({name:?})"),
+                ));
+            } else {
+                env_off.insert(name);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(FlagError::Invalid(problems));
+        }
+        let layers = Layers {
+            source: self
+                .flags
+                .into_iter()
+                .map(|f| (f.name.clone(), f))
+                .collect(),
+            runtime: BTreeMap::new(),
+            env_off,
+            rejected: None,
+        };
+        let store = FlagStore {
+            inner: Arc::new(Inner {
+                snapshot: ArcSwap::from_pointee(Snapshot::default()),
+                layers: Mutex::new(layers),
+                pseudonymizer: self.pseudonymizer.unwrap_or_else(Pseudonymizer::random),
+                source: self.source,
+            }),
+        };
+        let layers = store.layers();
+        store.publish(&layers, "environment");
+        drop(layers);
+        Ok(store)
+    }
+}
+
+impl FlagStore {
+    /// A store over `flags` (validated by
+    /// [`build`](FlagStoreBuilder::build)).
+    pub fn builder(flags: Vec<Flag>) -> FlagStoreBuilder {
+        FlagStoreBuilder {
+            flags,
+            env: Vec::new(),
+            pseudonymizer: None,
+            source: "config",
+        }
+    }
+
+    /// What `name` is for `ctx`, and why. Never fails: an unknown flag is
+    /// off with [`Reason::Error`]. Counted in
+    /// `guardrails_flag_evaluations_total{flag, outcome}`.
+    pub fn evaluate(&self, name: &str, ctx: &(impl EvaluationContext + ?Sized)) -> Evaluation {
+        let snapshot = self.inner.snapshot.load();
+        let Some(flag) = snapshot.flags.get(name) else {
+            return Evaluation::not_found();
+        };
+        let evaluation = flag.evaluate(ctx);
+        if evaluation.enabled {
+            flag.on.increment(1);
+        } else {
+            flag.off.increment(1);
+        }
+        evaluation
+    }
+
+    /// Whether `name` is on for `ctx` (off when unknown).
+    pub fn is_enabled(&self, name: &str, ctx: &(impl EvaluationContext + ?Sized)) -> bool {
+        self.evaluate(name, ctx).enabled
+    }
+
+    /// The flag as it applies now: its source's definition with the
+    /// runtime changes (an environment off switch is not shown here; see
+    /// [`is_switched_off_by_environment`](Self::is_switched_off_by_environment)).
+    pub fn get(&self, name: &str) -> Option<Flag> {
+        self.inner
+            .snapshot
+            .load()
+            .flags
+            .get(name)
+            .map(|c| c.flag.clone())
+    }
+
+    /// Whether `GUARDRAILS_FLAG_<NAME>=off` holds `name` off.
+    pub fn is_switched_off_by_environment(&self, name: &str) -> bool {
+        self.inner
+            .snapshot
+            .load()
+            .flags
+            .get(name)
+            .is_some_and(|c| c.env_off)
+    }
+
+    /// The names of every flag.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .snapshot
+            .load()
+            .flags
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Changes `name` at runtime (what `PUT /api/admin/flags/{name}` does):
+    /// the change stays over the source — a reload never undoes it — until
+    /// [`restore`](Self::restore). Returns the flag's new state. Refused
+    /// when the flag is unknown or the result invalid.
+    pub fn set(&self, name: &str, update: FlagUpdate, by: &Principal) -> Result<Flag, FlagError> {
+        let mut layers = self.layers();
+        let Some(source) = layers.source.get(name) else {
+            return Err(FlagError::NotFound(name.to_owned()));
+        };
+        let merged = match layers.runtime.get(name) {
+            Some(earlier) => earlier.then(&update),
+            None => update,
+        };
+        let flag = merged.apply(source.clone());
+        let mut problems = Vec::new();
+        flag.validate("flag", &mut problems);
+        if !problems.is_empty() {
+            return Err(FlagError::Invalid(problems));
+        }
+        layers.runtime.insert(name.to_owned(), merged);
+        self.publish(&layers, &self.inner.pseudonymizer.user(by.subject()));
+        Ok(flag)
+    }
+
+    /// The kill switch: `name` off for everyone, until
+    /// [`restore`](Self::restore)d or set on again.
+    pub fn kill(&self, name: &str, by: &Principal) -> Result<Flag, FlagError> {
+        self.set(name, FlagUpdate::kill(), by)
+    }
+
+    /// Drops the runtime changes of `name`: its source's definition
+    /// applies again.
+    pub fn restore(&self, name: &str, by: &Principal) -> Result<Flag, FlagError> {
+        let mut layers = self.layers();
+        let Some(source) = layers.source.get(name).cloned() else {
+            return Err(FlagError::NotFound(name.to_owned()));
+        };
+        if layers.runtime.remove(name).is_some() {
+            self.publish(&layers, &self.inner.pseudonymizer.user(by.subject()));
+        }
+        Ok(source)
+    }
+
+    /// Replaces the source's definitions (a reload), keeping the runtime
+    /// changes over them. An invalid set is refused whole, with every
+    /// problem, and the previous one keeps serving (reported in the health
+    /// report until a good set arrives).
+    pub fn replace_source(&self, flags: Vec<Flag>, path: &str) -> Result<(), FlagError> {
+        let mut layers = self.layers();
+        if let Err(problems) = validate_set(&flags, path) {
+            let summary = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            emit!(
+                WARN,
+                EventName::FLAG_SOURCE_REJECTED,
+                source = self.inner.source,
+                problems = summary.as_str(),
+            );
+            layers.rejected = Some((SystemTime::now(), summary));
+            return Err(FlagError::Invalid(problems));
+        }
+        layers.source = flags.into_iter().map(|f| (f.name.clone(), f)).collect();
+        layers.rejected = None;
+        self.publish(&layers, self.inner.source);
+        Ok(())
+    }
+
+    /// Records that the source could not be read (a file gone): the
+    /// current set keeps serving, the health report says why.
+    pub(crate) fn source_unreadable(&self, reason: String) {
+        emit!(
+            WARN,
+            EventName::FLAG_SOURCE_REJECTED,
+            source = self.inner.source,
+            problems = reason.as_str(),
+        );
+        self.layers().rejected = Some((SystemTime::now(), reason));
+    }
+
+    /// The store as the `flags` health component: `pass`, or `warn` while
+    /// the last reload was refused (the previous set serving); its details
+    /// name the source, the flags, the runtime changes and the
+    /// environment's off switches.
+    pub fn health_source(&self) -> Arc<dyn HealthSource> {
+        Arc::new(self.clone())
+    }
+
+    fn layers(&self) -> MutexGuard<'_, Layers> {
+        self.inner
+            .layers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Builds and swaps in the snapshot of `layers`, and reports each
+    /// flag whose state changed (`by`: a pseudonym, or the source).
+    fn publish(&self, layers: &Layers, by: &str) {
+        let flags: HashMap<Box<str>, Compiled> = layers
+            .source
+            .iter()
+            .map(|(name, flag)| {
+                let flag = match layers.runtime.get(name) {
+                    Some(update) => update.apply(flag.clone()),
+                    None => flag.clone(),
+                };
+                let env_off = layers.env_off.contains(name);
+                (name.as_str().into(), Compiled::new(flag, env_off))
+            })
+            .collect();
+        let old = self.inner.snapshot.swap(Arc::new(Snapshot { flags }));
+        let new = self.inner.snapshot.load();
+        for (name, now) in &new.flags {
+            let before = old.flags.get(name);
+            if before.is_some_and(|b| b.flag == now.flag && b.env_off == now.env_off) {
+                continue;
+            }
+            let initial = old.flags.is_empty();
+            if !initial {
+                emit!(
+                    INFO,
+                    EventName::FLAG_CHANGED,
+                    flag = &**name,
+                    by = by,
+                    old_enabled = before.map(Compiled::is_on),
+                    new_enabled = now.is_on(),
+                    old_rollout_percentage = before.map(|b| b.flag.rollout_percentage),
+                    new_rollout_percentage = now.flag.rollout_percentage,
+                    old_targets = before.map(|b| b.target_users.len() + b.target_orgs.len()),
+                    new_targets = now.target_users.len() + now.target_orgs.len(),
+                );
+            }
+            let was_on = before.is_some_and(Compiled::is_on);
+            let killed = if initial {
+                now.env_off && now.flag.enabled
+            } else {
+                was_on && !now.is_on()
+            };
+            if killed {
+                let by = if now.env_off { "environment" } else { by };
+                emit!(
+                    WARN,
+                    EventName::FLAG_KILL_SWITCH_ACTIVATED,
+                    flag = &**name,
+                    by = by,
+                );
+            }
+        }
+    }
+}
+
+impl fmt::Debug for FlagStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlagStore")
+            .field("source", &self.inner.source)
+            .field("flags", &self.inner.snapshot.load().flags.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealthSource for FlagStore {
+    fn name(&self) -> &str {
+        "flags"
+    }
+
+    fn check(&self) -> ComponentHealth {
+        let layers = self.layers();
+        let mut details = serde_json::json!({
+            "source": self.inner.source,
+            "flags": layers.source.len(),
+            "runtime_changes": layers.runtime.keys().collect::<Vec<_>>(),
+            "environment_off": layers.env_off.iter().collect::<Vec<_>>(),
+        });
+        match &layers.rejected {
+            None => ComponentHealth::pass(details),
+            Some((at, why)) => {
+                let ago = at.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+                details["last_reload_refused"] = serde_json::json!({
+                    "seconds_ago": ago,
+                    "problems": why,
+                });
+                ComponentHealth::warn(details)
+            }
+        }
+    }
+}
