@@ -244,6 +244,9 @@ mod tests {
         for i in 0..100_000 {
             counts[bucket("ai_recommendations", &format!("user-{i}")) as usize - 1] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

@@ -162,11 +162,29 @@ mod tests {
         let res = ask().await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
         assert!(res.body().contains("No resource matches this path."));
-        flags.set("ai_recs", FlagUpdate { enabled: Some(true), ..FlagUpdate::default() }, &ops).unwrap();
+        flags
+            .set(
+                "ai_recs",
+                FlagUpdate {
+                    enabled: Some(true),
+                    ..FlagUpdate::default()
+                },
+                &ops,
+            )
+            .unwrap();
         assert_eq!(ask().await.status(), StatusCode::OK);
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
         // Anonymous callers are bucketed by nothing: off below 100 %.
-        flags.set("ai_recs", FlagUpdate { rollout_percentage: Some(99), ..FlagUpdate::default() }, &ops).unwrap();
+        flags
+            .set(
+                "ai_recs",
+                FlagUpdate {
+                    rollout_percentage: Some(99),
+                    ..FlagUpdate::default()
+                },
+                &ops,
+            )
+            .unwrap();
         let res = svc.clone().oneshot(Request::new(())).await.unwrap();
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
     }

@@ -149,7 +149,7 @@ impl Flag {
             if targets.iter().any(|t| denied.contains(t.as_str())) {
                 problems.push(ConfigProblem::new(
                     at(&format!("target_{kind}")),
-                    &format!("names {kind} that deny_{kind} names too: one list or the other"),
+                    format!("names {kind} that deny_{kind} names too: one list or the other"),
                 ));
             }
         }
@@ -186,7 +186,7 @@ pub(crate) fn validate_set(flags: &[Flag], path: &str) -> Result<(), Vec<ConfigP
         if !seen.insert(flag.name.as_str()) {
             problems.push(ConfigProblem::new(
                 format!("{at}.name"),
-                &format!("{:?} is defined twice", flag.name),
+                format!("{:?} is defined twice", flag.name),
             ));
         }
     }
@@ -418,7 +418,9 @@ mod tests {
         let first: FlagUpdate =
             serde_json::from_str(r#"{"enabled": true, "rollout_percentage": 10}"#).unwrap();
         let second: FlagUpdate = serde_json::from_str(r#"{"rollout_percentage": 50}"#).unwrap();
-        let flag = first.then(&second).apply(Flag::new("ai_recs").target(["u1"]));
+        let flag = first
+            .then(&second)
+            .apply(Flag::new("ai_recs").target(["u1"]));
         assert_eq!((flag.enabled, flag.rollout_percentage), (true, 50));
         assert_eq!(flag.target_users, ["u1"]);
     }

@@ -152,7 +152,10 @@ impl FlagsConfig {
             .source(self.source.as_str())
             .build()?;
         if let Some((path, text)) = file {
-            tasks.push("flag_reload", reload(store.clone(), path, text, self.reload));
+            tasks.push(
+                "flag_reload",
+                reload(store.clone(), path, text, self.reload),
+            );
         }
         Ok((store, tasks))
     }

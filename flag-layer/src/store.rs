@@ -196,7 +196,8 @@ impl Compiled {
         }
         let user = ctx.user_id();
         let org = ctx.org_id();
-        let listed = |set: &HashSet<Box<str>>, id: Option<&str>| id.is_some_and(|id| set.contains(id));
+        let listed =
+            |set: &HashSet<Box<str>>, id: Option<&str>| id.is_some_and(|id| set.contains(id));
         if listed(&self.deny_users, user) || listed(&self.deny_orgs, org) {
             return Evaluation::new(false, Reason::TargetingMatch);
         }
