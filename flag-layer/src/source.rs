@@ -181,3 +181,106 @@ async fn reload(store: FlagStore, path: PathBuf, mut last: String, every: Durati
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use guardrails_testkit::capture;
+
+    use super::*;
+    use crate::{FlagContext, Reason};
+
+    fn config(toml: &str) -> FlagsConfig {
+        toml::from_str(toml).unwrap()
+    }
+
+    /// Lets the (paused) clock run until `done` holds: the reload task
+    /// reads the file on the blocking pool, so each step also gives that
+    /// thread a moment. Fails after 1000 steps.
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("not reached");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flag_file_is_reloaded_and_a_bad_edit_is_refused() {
+        let (_guard, logs) = capture::json();
+        let dir = std::env::temp_dir().join(format!("flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("flags.toml");
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        write("[[flag]]\nname = \"ai_recs\"\nenabled = true\nrollout_percentage = 100\n");
+        let section = config(&format!(
+            "source = \"file\"\nfile = {:?}\nreload = \"1s\"\n",
+            path.display().to_string()
+        ));
+        let mut problems = Vec::new();
+        section.validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let (store, tasks) = section
+            .store(Pseudonymizer::random(), std::iter::empty())
+            .unwrap();
+        assert_eq!(tasks.names(), ["flag_reload"]);
+        let running = tasks.spawn();
+        let ctx = FlagContext::user("u1");
+        assert!(store.is_enabled("ai_recs", &ctx));
+
+        // An edit applies at the next read: the kill switch.
+        write("[[flag]]\nname = \"ai_recs\"\nenabled = false\n");
+        until(|| store.evaluate("ai_recs", &ctx).reason == Reason::Disabled).await;
+
+        // A bad edit (TOML error, then an invalid flag) is refused; the
+        // last good set serves, and the health report says why.
+        let rejected = || {
+            logs.lines()
+                .into_iter()
+                .filter(|l| l["event"] == "flag.source_rejected")
+                .count()
+        };
+        write("[[flag]\nname = ");
+        until(|| rejected() == 1).await;
+        write("[[flag]]\nname = \"ai_recs\"\nenabled = true\nrollout_percentage = 300\n");
+        until(|| rejected() == 2).await;
+        assert_eq!(store.evaluate("ai_recs", &ctx).reason, Reason::Disabled);
+        let health = store.health_source().check();
+        assert_eq!(health.status, guardrail_core::health::HealthStatus::Warn);
+        let why = health.details["last_reload_refused"]["problems"]
+            .as_str()
+            .unwrap();
+        assert!(why.contains("rollout_percentage"), "{why}");
+        // Each bad edit is logged once, not at every read.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(rejected(), 2);
+
+        // Fixed: applies, and the report is clear again.
+        write("[[flag]]\nname = \"ai_recs\"\nenabled = true\nrollout_percentage = 100\n");
+        until(|| store.is_enabled("ai_recs", &ctx)).await;
+        assert_eq!(
+            store.health_source().check().status,
+            guardrail_core::health::HealthStatus::Pass
+        );
+        running.shutdown().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_section_lists_every_problem() {
+        let mut problems = Vec::new();
+        config("source = \"file\"\n[[flag]]\nname = \"x\"\n").validate(&mut problems);
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["flags.flag[0].name", "flags.file", "flags.flag"]);
+        let unreadable = config("source = \"file\"\nfile = \"/nonexistent/flags.toml\"\n")
+            .store(Pseudonymizer::random(), std::iter::empty())
+            .unwrap_err();
+        assert!(
+            unreadable.to_string().contains("cannot read"),
+            "{unreadable}"
+        );
+        assert!(toml::from_str::<FlagsConfig>("source = \"etcd\"").is_err());
+    }
+}

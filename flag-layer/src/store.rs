@@ -578,3 +578,231 @@ impl HealthSource for FlagStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use guardrails_testkit::capture;
+
+    use super::*;
+    use crate::FlagContext;
+
+    fn store(flags: Vec<Flag>) -> FlagStore {
+        FlagStore::builder(flags).build().unwrap()
+    }
+
+    #[test]
+    fn evaluation_follows_the_documented_order() {
+        let (_guard, _logs) = capture::json();
+        let base = || {
+            Flag::new("ai_recs")
+                .enabled(true)
+                .rollout(100)
+                .target(["t-user"])
+                .deny(["d-user"])
+        };
+        let mut orgs = base();
+        orgs.target_orgs = vec!["t-org".into()];
+        orgs.deny_orgs = vec!["d-org".into()];
+        let user = FlagContext::user;
+        let on = |r| (true, r);
+        let off = |r| (false, r);
+        // (flag, context, expected)
+        let table: Vec<(Flag, FlagContext, (bool, Reason))> = vec![
+            // The kill switch beats targets.
+            (base().enabled(false), user("t-user"), off(Reason::Disabled)),
+            // A deny beats a target and a full rollout.
+            (base(), user("d-user"), off(Reason::TargetingMatch)),
+            (
+                orgs.clone(),
+                user("t-user").with_org("d-org"),
+                off(Reason::TargetingMatch),
+            ),
+            // A target beats a rollout of 0.
+            (
+                base().rollout(0),
+                user("t-user"),
+                on(Reason::TargetingMatch),
+            ),
+            (
+                orgs.clone().rollout(0),
+                user("x").with_org("t-org"),
+                on(Reason::TargetingMatch),
+            ),
+            (base(), user("x"), on(Reason::Static)),
+            (base().rollout(0), user("x"), off(Reason::Default)),
+            // No stickiness value: off unless 100 %.
+            (
+                base().rollout(99),
+                FlagContext::anonymous(),
+                off(Reason::Default),
+            ),
+            (base(), FlagContext::anonymous(), on(Reason::Static)),
+        ];
+        for (i, (flag, ctx, (enabled, reason))) in table.into_iter().enumerate() {
+            let got = store(vec![flag]).evaluate("ai_recs", &ctx);
+            assert_eq!((got.enabled, got.reason), (enabled, reason), "row {i}");
+        }
+        let unknown = store(vec![]).evaluate("ai_recs", &user("x"));
+        assert_eq!(
+            (unknown.enabled, unknown.reason, unknown.error),
+            (false, Reason::Error, Some(crate::ErrorCode::FlagNotFound))
+        );
+        // A split: the bucket decides, the same way every time.
+        let split = store(vec![base().rollout(50)]);
+        let first = split.evaluate("ai_recs", &user("user-7"));
+        assert_eq!(first.reason, Reason::Split);
+        assert_eq!(first, split.evaluate("ai_recs", &user("user-7")));
+    }
+
+    #[test]
+    fn a_rollout_reaches_its_share_within_a_point_and_only_grows() {
+        let (_guard, _logs) = capture::json();
+        let users: Vec<FlagContext> = (0..100_000)
+            .map(|i| FlagContext::user(format!("user-{i}")))
+            .collect();
+        let mut previous: Option<Vec<bool>> = None;
+        for percentage in [1, 10, 25, 50, 90, 99] {
+            let flags = store(vec![Flag::new("ai_recs").enabled(true).rollout(percentage)]);
+            let on: Vec<bool> = users
+                .iter()
+                .map(|u| flags.is_enabled("ai_recs", u))
+                .collect();
+            let share = on.iter().filter(|&&b| b).count() as f64 / 1000.0;
+            assert!(
+                (share - f64::from(percentage)).abs() <= 1.0,
+                "{percentage} %: {share} %"
+            );
+            if let Some(before) = previous {
+                // Raising the percentage only adds users.
+                assert!(
+                    before.iter().zip(&on).all(|(was, is)| !was || *is),
+                    "{percentage} %"
+                );
+            }
+            previous = Some(on);
+        }
+    }
+
+    #[test]
+    fn the_environment_can_only_turn_a_flag_off_and_wins_over_runtime_changes() {
+        let (_guard, logs) = capture::json();
+        let flags = vec![Flag::new("ai_recs").enabled(true).rollout(100)];
+        let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        let store = FlagStore::builder(flags.clone())
+            .environment(env("GUARDRAILS_FLAG_AI_RECS", "OFF"))
+            .build()
+            .unwrap();
+        let ctx = FlagContext::user("u1");
+        assert_eq!(store.evaluate("ai_recs", &ctx).reason, Reason::Disabled);
+        assert!(store.is_switched_off_by_environment("ai_recs"));
+        let killed = logs.lines();
+        let killed: Vec<_> = killed
+            .iter()
+            .filter(|l| l["event"] == "flag.kill_switch_activated")
+            .collect();
+        assert_eq!(killed.len(), 1, "{killed:?}");
+        assert_eq!(killed[0]["by"], "environment");
+        // A runtime change can't turn it back on.
+        let on = FlagUpdate {
+            enabled: Some(true),
+            ..FlagUpdate::default()
+        };
+        store.set("ai_recs", on, &Principal::new("ops")).unwrap();
+        assert!(!store.is_enabled("ai_recs", &ctx));
+        // Anything but "off", or a name that is no flag, is refused at start.
+        for (key, value, why) in [
+            ("GUARDRAILS_FLAG_AI_RECS", "on", "only turn a flag off"),
+            ("GUARDRAILS_FLAG_AI_RECZ", "off", "names no flag"),
+        ] {
+            let err = FlagStore::builder(flags.clone())
+                .environment(env(key, value))
+                .build()
+                .unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        // Other variables are not ours.
+        FlagStore::builder(flags)
+            .environment(env("GUARDRAILS__FLAGS__SOURCE", "config"))
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn runtime_changes_win_over_reloads_until_restored_and_are_logged_with_a_pseudonym() {
+        let (_guard, logs) = capture::json();
+        let store = FlagStore::builder(vec![Flag::new("ai_recs").enabled(true).rollout(100)])
+            .pseudonymizer(Pseudonymizer::new(b"a key"))
+            .build()
+            .unwrap();
+        let ops = Principal::new("ops-user-1");
+        let ctx = FlagContext::user("u1");
+        store.kill("ai_recs", &ops).unwrap();
+        // A reload of the source (rollout changed, still enabled) keeps the
+        // kill switch.
+        store
+            .replace_source(
+                vec![Flag::new("ai_recs").enabled(true).rollout(50)],
+                "flags.file",
+            )
+            .unwrap();
+        assert!(!store.is_enabled("ai_recs", &ctx));
+        assert_eq!(store.get("ai_recs").unwrap().rollout_percentage, 50);
+        // An invalid reload is refused whole; the last good set serves.
+        let err = store
+            .replace_source(vec![Flag::new("Bad Name").rollout(500)], "flags.file")
+            .unwrap_err();
+        assert!(
+            matches!(&err, FlagError::Invalid(p) if p.len() == 2),
+            "{err}"
+        );
+        assert_eq!(store.names(), ["ai_recs"]);
+        let health = store.health_source().check();
+        assert_eq!(health.status, guardrail_core::health::HealthStatus::Warn);
+        assert_eq!(health.details["runtime_changes"][0], "ai_recs");
+        // Restored: the source's definition applies again.
+        store.restore("ai_recs", &ops).unwrap();
+        assert_eq!(store.evaluate("ai_recs", &ctx).reason, Reason::Split);
+        assert!(matches!(
+            store.kill("ai_typo", &ops),
+            Err(FlagError::NotFound(_))
+        ));
+        let invalid = FlagUpdate {
+            rollout_percentage: Some(101),
+            ..FlagUpdate::default()
+        };
+        assert!(matches!(
+            store.set("ai_recs", invalid, &ops),
+            Err(FlagError::Invalid(_))
+        ));
+
+        let lines = logs.lines();
+        let changed: Vec<_> = lines
+            .iter()
+            .filter(|l| l["event"] == "flag.changed")
+            .collect();
+        // kill, reload (rollout), restore.
+        assert_eq!(changed.len(), 3, "{changed:?}");
+        let pseudonym = Pseudonymizer::new(b"a key").user("ops-user-1");
+        assert_eq!(changed[0]["by"], pseudonym.as_str());
+        assert_eq!(changed[0]["old_enabled"], true);
+        assert_eq!(changed[0]["new_enabled"], false);
+        assert_eq!(changed[1]["by"], "config");
+        assert_eq!(changed[1]["new_rollout_percentage"], 50);
+        assert_eq!(changed[2]["new_enabled"], true);
+        let killed: Vec<_> = lines
+            .iter()
+            .filter(|l| l["event"] == "flag.kill_switch_activated")
+            .collect();
+        assert_eq!(killed.len(), 1);
+        assert_eq!(killed[0]["level"], "WARN");
+        assert!(!logs.text().contains("ops-user-1"), "no raw user id logged");
+        assert!(lines.iter().any(|l| {
+            l["event"] == "flag.source_rejected"
+                && l["problems"]
+                    .as_str()
+                    .unwrap()
+                    .contains("rollout_percentage")
+        }));
+    }
+}
