@@ -23,11 +23,12 @@ use axum::{
     extract::Path,
     http::StatusCode,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use guardrails::{
     Guardrails, GuardrailsConfig, GuardrailsLayer, ValidConfig,
     auth_layer::VerifyWebhookLayer,
+    flag_layer::{FlagError, FlagLayer, FlagStore, FlagUpdate},
     guardrail_core::{Deadline, Principal, Problem, Pseudonymizer, RedisConnection, RequestId},
     pii_trace_layer::{Scrubber, init_json_logging},
     timeout_retry_layer::{OutboundError, ReplayBody, UpstreamLayers},
@@ -71,12 +72,13 @@ async fn main() -> ExitCode {
         auth: authenticate,
         redis,
         upstreams,
+        flags,
         ..
     } = guardrails;
     // Route coverage, visible at startup: everything else needs a token.
     let public: Vec<String> = authenticate.public_routes().patterns().collect();
     tracing::info!(public_routes = ?public, "authentication required on every route except these");
-    let app = app(&config, &pseudonymizer, redis)
+    let app = app(&config, &pseudonymizer, redis, flags)
         .merge(weather_route(&config, upstreams.get("weather")))
         .layer(layer);
 
@@ -148,6 +150,7 @@ fn app(
     config: &ValidConfig,
     pseudonymizer: &Pseudonymizer,
     redis: Option<RedisConnection>,
+    flags: FlagStore,
 ) -> Router {
     let auth = &config.auth;
     let router = Router::new()
@@ -164,6 +167,19 @@ fn app(
         .route(
             "/api/admin/users",
             get(admin_users).route_layer(auth.require_admin(pseudonymizer)),
+        )
+        // Hidden (the 404 of an unknown path) from callers the flag is off for.
+        .route(
+            "/api/recommendations",
+            get(recommendations).route_layer(FlagLayer::new(flags.clone(), "ai_recommendations")),
+        )
+        // The kill switch and rollouts at runtime: admins with MFA.
+        .route(
+            "/api/admin/flags/{name}",
+            put(update_flag)
+                .route_layer(auth.require_admin(pseudonymizer))
+                .route_layer(Extension(flags))
+                .layer(no_axum_body_limit()),
         )
         .route(
             "/api/webhooks/stripe",
@@ -327,14 +343,65 @@ async fn admin_users() -> impl IntoResponse {
     Json(json!({ "users": [] }))
 }
 
+/// Behind the flag `ai_recommendations` (rolled out to 50 % in the example
+/// config): only reached by callers it is on for.
+async fn recommendations() -> impl IntoResponse {
+    Json(json!({ "recommendations": ["guardrails", "tower", "axum"] }))
+}
+
+/// `PUT /api/admin/flags/{name}`: a partial update of a flag at runtime,
+/// which a reload of the source never undoes (`enabled: false` is the kill
+/// switch); answers the flag's whole new state. 404 for an unknown flag,
+/// 400 naming each field that is wrong.
+async fn update_flag(
+    Extension(flags): Extension<FlagStore>,
+    principal: Principal,
+    Path(name): Path<String>,
+    id: Option<Extension<RequestId>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let answer = |problem: Problem| {
+        match id {
+            Some(Extension(id)) => problem.request_id(id),
+            None => problem,
+        }
+        .into_response::<axum::body::Body>()
+    };
+    let invalid = |problems: Vec<guardrails::guardrail_core::config::ConfigProblem>| {
+        let errors: Vec<_> = problems
+            .iter()
+            .map(|p| {
+                // The store names fields `flag.<field>`; the body's are bare.
+                let field = p.path.strip_prefix("flag.").unwrap_or(&p.path);
+                json!({ "field": field, "message": p.message })
+            })
+            .collect();
+        Problem::bad_request()
+            .detail("The flag update is not valid: see `errors`.")
+            .extension("errors", errors)
+    };
+    let update = match FlagUpdate::from_json(&body) {
+        Ok(update) => update,
+        Err(problems) => return answer(invalid(problems)),
+    };
+    match flags.set(&name, update, &principal) {
+        Ok(flag) => Json(flag).into_response(),
+        Err(FlagError::NotFound(_)) => {
+            answer(Problem::not_found().detail("No flag has this name."))
+        }
+        Err(FlagError::Invalid(problems)) => answer(invalid(problems)),
+        Err(_) => answer(Problem::bad_request()),
+    }
+}
+
 /// Public, but only reached with a valid `Stripe-Signature`.
 async fn stripe_webhook(body: axum::body::Bytes) -> impl IntoResponse {
     Json(json!({ "received": true, "bytes": body.len() }))
 }
 
+/// The same 404 as a route hidden behind a flag that is off.
 async fn not_found(req: axum::extract::Request) -> impl IntoResponse {
-    Problem::new(StatusCode::NOT_FOUND)
-        .detail("No route matches this path.")
+    Problem::not_found()
         .request_id_from(req.extensions())
         .into_response::<axum::body::Body>()
 }

@@ -111,6 +111,10 @@ pub enum StackError {
     /// `[redis]`.
     #[error(transparent)]
     Redis(#[from] guardrail_core::RedisError),
+    /// `[flags]`: the flag file or an environment off switch.
+    #[cfg(feature = "flag-layer")]
+    #[error("flags: {0}")]
+    Flags(#[from] flag_layer::FlagError),
 }
 
 /// What building a layer may need besides its section, and what it leaves
@@ -152,6 +156,19 @@ impl Wiring<'_> {
             self.health.register_arc(layer.health_source());
         }
         layer
+    }
+
+    /// The flag store of `[flags]` (with the environment's off switches),
+    /// its reload and health.
+    #[cfg(feature = "flag-layer")]
+    fn flags(&mut self) -> Result<flag_layer::FlagStore, StackError> {
+        let (store, tasks) = self
+            .config
+            .flags
+            .store(self.pseudonymizer.clone(), std::env::vars())?;
+        self.tasks.extend(tasks);
+        self.health.register_arc(store.health_source());
+        Ok(store)
     }
 
     /// The outbound layers of each upstream, their breakers in the
@@ -276,6 +293,12 @@ pub struct Guardrails {
     /// it (Redis rate limits, `auth.webhook.replay_store = "redis"`): hand
     /// it to route layers (`VerifyWebhookLayer::from_config`).
     pub redis: Option<guardrail_core::RedisConnection>,
+    /// The flags of `[flags]`, for route gates (`FlagLayer::new(flags,
+    /// "ai_recommendations")`) and handlers (`flags.is_enabled(…)`); its
+    /// reload is in [`tasks`](Self::tasks), its state in
+    /// [`health`](Self::health) as `flags`.
+    #[cfg(feature = "flag-layer")]
+    pub flags: flag_layer::FlagStore,
     /// The outbound layers of every `[upstreams.<name>]`, by name, each
     /// breaker registered in [`health`](Self::health) as `circuit:<name>`:
     /// put them over the client that calls the upstream
@@ -312,7 +335,11 @@ impl GuardrailsLayer {
         let redis = wiring.redis(config.uses_redis())?;
         #[cfg(feature = "timeout-retry-layer")]
         let upstreams = wiring.upstreams();
+        #[cfg(feature = "flag-layer")]
+        let flags = wiring.flags()?;
         Ok(Guardrails {
+            #[cfg(feature = "flag-layer")]
+            flags,
             #[cfg(feature = "timeout-retry-layer")]
             upstreams,
             redis,

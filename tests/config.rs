@@ -597,7 +597,7 @@ async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
     assert_eq!(guardrails.tasks.names(), ["jwks_refresh"]);
     assert_eq!(
         guardrails.health.names(),
-        ["rate_limit", "jwks", "circuit:weather"]
+        ["rate_limit", "jwks", "circuit:weather", "flags"]
     );
     let report = guardrails.health.report();
     assert_eq!(report.status, HealthStatus::Fail, "no JWKS keys yet");
@@ -614,6 +614,10 @@ async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
     let report = guardrails.health.report();
     assert_eq!(report.components[2].health.status, HealthStatus::Warn);
     assert_eq!(report.components[2].health.details["state"], "forced_open");
+    // The flag store: its source and flags (none configured here).
+    assert_eq!(report.components[3].health.status, HealthStatus::Pass);
+    assert_eq!(report.components[3].health.details["source"], "config");
+    assert!(guardrails.flags.names().is_empty());
 
     // Spawned and stopped like the example service does on SIGTERM.
     let running = guardrails.tasks.spawn();
@@ -717,4 +721,33 @@ fn upstreams_are_read_validated_and_overridable_from_the_environment() {
     prod.upstreams.get_mut("weather").unwrap().url = "http://api.weather.example/now".into();
     let err = prod.validate_for(Profile::Production).unwrap_err();
     assert!(err.to_string().contains("upstreams.weather.url"), "{err}");
+}
+
+#[test]
+fn flags_are_read_validated_and_their_source_overridable() {
+    let c = GuardrailsConfig::from_toml_str(
+        r#"
+        [flags]
+        source = "config"
+        [[flags.flag]]
+        name = "ai_recommendations"
+        enabled = true
+        rollout_percentage = 50
+        [[flags.flag]]
+        name = "Bad"
+        rollout_percentage = 101
+        "#,
+    )
+    .unwrap();
+    let err = c.clone().validate().unwrap_err().to_string();
+    assert!(err.contains("flags.flag[1].name"), "{err}");
+    assert!(err.contains("flags.flag[1].rollout_percentage"), "{err}");
+    assert!(!err.contains("flags.flag[0]"), "{err}");
+
+    // source = "file" from the environment, without a file: named.
+    let c =
+        GuardrailsConfig::from_sources("", "inline", env(&[("GUARDRAILS__FLAGS__SOURCE", "file")]))
+            .unwrap();
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("flags.file"), "{err}");
 }

@@ -1359,3 +1359,166 @@ fn an_open_circuit_recovers_when_its_probes_succeed() {
         );
     }
 }
+
+/// A user the example's 50 % rollout of `ai_recommendations` is on for
+/// (`true`) or off for, by the same bucket the service computes.
+fn rollout_user(on: bool) -> String {
+    (0..)
+        .map(|i| format!("user-{i}"))
+        .find(|u| (guardrails::flag_layer::bucket("ai_recommendations", u) <= 50) == on)
+        .unwrap()
+}
+
+fn user_token(sub: &str) -> String {
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    bearer(serde_json::json!({"sub": sub, "aud": "authenticated", "exp": exp}))
+}
+
+fn admin_mfa_token() -> String {
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let now = jsonwebtoken::get_current_timestamp();
+    bearer(serde_json::json!({
+        "sub": "admin-1", "aud": "authenticated", "exp": exp, "aal": "aal2",
+        "amr": [{"method": "totp", "timestamp": now - 30}],
+        "app_metadata": {"roles": ["admin"]},
+    }))
+}
+
+#[test]
+fn recommendations_are_on_for_half_the_users_and_hidden_from_the_rest() {
+    let svc = Running::start(command());
+    let (on, off) = (
+        user_token(&rollout_user(true)),
+        user_token(&rollout_user(false)),
+    );
+    assert_eq!(svc.get("/api/recommendations", "").0, 401);
+    let (status, _, body) = svc.get("/api/recommendations", &on);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("recommendations"), "{body}");
+    // Off: the very 404 of a path no route matches (the feature stays hidden).
+    let (status, head, hidden) = svc.get("/api/recommendations", &off);
+    assert_eq!(status, 404);
+    assert!(head.contains("application/problem+json"), "{head}");
+    let (_, _, unknown) = svc.get("/api/no-such-route", &off);
+    let strip = |body: &str| {
+        let mut json: serde_json::Value = serde_json::from_str(body).unwrap();
+        json.as_object_mut().unwrap().remove("request_id");
+        json
+    };
+    assert_eq!(strip(&hidden), strip(&unknown));
+    // The same user always gets the same answer.
+    for _ in 0..5 {
+        assert_eq!(svc.get("/api/recommendations", &on).0, 200);
+        assert_eq!(svc.get("/api/recommendations", &off).0, 404);
+    }
+}
+
+#[test]
+fn the_environment_turns_a_flag_off_and_accepts_nothing_else() {
+    let mut cmd = command();
+    cmd.env("GUARDRAILS_FLAG_AI_RECOMMENDATIONS", "off");
+    let mut svc = Running::start(cmd);
+    let on = user_token(&rollout_user(true));
+    assert_eq!(svc.get("/api/recommendations", &on).0, 404);
+    // Not even an admin's runtime change turns it back on.
+    let (status, _, _) = svc.send(
+        "PUT",
+        "/api/admin/flags/ai_recommendations",
+        &format!("{}Content-Type: application/json\r\n", admin_mfa_token()),
+        r#"{"enabled": true, "rollout_percentage": 100}"#,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(svc.get("/api/recommendations", &on).0, 404);
+    let (_, logs) = svc.terminate();
+    let killed = events(&logs, "flag.kill_switch_activated");
+    assert_eq!(killed.len(), 1, "{logs}");
+    assert_eq!(killed[0]["by"], "environment");
+
+    for (value, variable) in [
+        ("on", "GUARDRAILS_FLAG_AI_RECOMMENDATIONS"),
+        ("off", "GUARDRAILS_FLAG_AI_RECOMENDATIONS"),
+    ] {
+        let mut cmd = command();
+        cmd.env(variable, value);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{value} {variable}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(variable), "{err}");
+    }
+}
+
+#[test]
+fn admins_change_flags_at_runtime_with_partial_updates() {
+    let mut svc = Running::start(command());
+    let admin = format!("{}Content-Type: application/json\r\n", admin_mfa_token());
+    let put = |path: &str, who: &str, body: &str| svc.send("PUT", path, who, body);
+    let on = user_token(&rollout_user(true));
+    let off = user_token(&rollout_user(false));
+    let flag = "/api/admin/flags/ai_recommendations";
+
+    // Only admins with MFA.
+    assert_eq!(put(flag, &on, r#"{"enabled": false}"#).0, 403);
+    assert_eq!(put(flag, "", r#"{"enabled": false}"#).0, 401);
+
+    // The kill switch: everyone off at once; the answer is the whole state.
+    let (status, _, body) = put(flag, &admin, r#"{"enabled": false}"#);
+    assert_eq!(status, 200, "{body}");
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["enabled"], false);
+    assert_eq!(state["rollout_percentage"], 50, "untouched fields kept");
+    assert_eq!(state["name"], "ai_recommendations");
+    assert_eq!(svc.get("/api/recommendations", &on).0, 404);
+
+    // Back on, for everyone.
+    let (status, _, body) = put(
+        flag,
+        &admin,
+        r#"{"enabled": true, "rollout_percentage": 100}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(svc.get("/api/recommendations", &off).0, 200);
+
+    // Refusals: an unknown flag, and each wrong field named.
+    let (status, head, _) = put(
+        "/api/admin/flags/ai_nothing",
+        &admin,
+        r#"{"enabled": false}"#,
+    );
+    assert_eq!(status, 404);
+    assert!(head.contains("application/problem+json"), "{head}");
+    let (status, head, body) = put(
+        flag,
+        &admin,
+        r#"{"rollout_percentage": 150, "enabled": "yes", "colour": 1}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["colour", "enabled", "rollout_percentage"]);
+    let (status, _, body) = put(
+        flag,
+        &admin,
+        r#"{"target_users": ["u1"], "deny_users": ["u1"]}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"field\":\"target_users\""), "{body}");
+    assert_eq!(put(flag, &admin, "not json").0, 400);
+    // Nothing refused was applied.
+    assert_eq!(svc.get("/api/recommendations", &off).0, 200);
+
+    let (_, logs) = svc.terminate();
+    let changed = events(&logs, "flag.changed");
+    assert_eq!(changed.len(), 2, "{logs}");
+    assert_eq!(changed[0]["new_enabled"], false);
+    assert_eq!(changed[1]["new_rollout_percentage"], 100);
+    let by = changed[0]["by"].as_str().unwrap();
+    assert!(by.starts_with("usr_"), "a pseudonym: {by}");
+    assert_eq!(events(&logs, "flag.kill_switch_activated").len(), 1);
+    assert!(!logs.contains("admin-1"), "no raw user id logged");
+}

@@ -300,6 +300,52 @@ pub struct FlagUpdate {
 }
 
 impl FlagUpdate {
+    /// Reads a JSON body, naming each field that is wrong: a problem per
+    /// unknown field or value of the wrong type or range (its `path` is
+    /// the field), or one for a body that is no JSON object.
+    ///
+    /// ```
+    /// use flag_layer::FlagUpdate;
+    ///
+    /// let ok = FlagUpdate::from_json(br#"{"enabled": false}"#).unwrap();
+    /// assert_eq!(ok, FlagUpdate::kill());
+    /// let problems = FlagUpdate::from_json(br#"{"rollout_percentage": 101, "colour": "red"}"#)
+    ///     .unwrap_err();
+    /// let fields: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    /// assert_eq!(fields, ["colour", "rollout_percentage"]);
+    /// ```
+    pub fn from_json(body: &[u8]) -> Result<Self, Vec<ConfigProblem>> {
+        use serde_json::Value;
+        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+            return Err(vec![ConfigProblem::new("", "must be a JSON object")]);
+        };
+        let strings = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+        let mut problems = Vec::new();
+        for (key, value) in &fields {
+            let (fits, expected) = match key.as_str() {
+                "enabled" => (value.is_boolean(), "must be true or false"),
+                "rollout_percentage" => (
+                    value.as_u64().is_some_and(|n| n <= 100),
+                    "must be an integer from 0 to 100",
+                ),
+                "target_users" | "target_orgs" | "deny_users" | "deny_orgs" => {
+                    (strings(value), "must be a list of strings")
+                }
+                "description" | "owner" => (value.is_string(), "must be a string"),
+                _ => (false, "is not a field of a flag update"),
+            };
+            if !fits {
+                let field: String = key.chars().take(64).collect();
+                problems.push(ConfigProblem::new(field, expected));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        serde_json::from_value(Value::Object(fields))
+            .map_err(|e| vec![ConfigProblem::new("", e.to_string())])
+    }
+
     /// The kill switch: `enabled = false`, nothing else changed.
     pub fn kill() -> Self {
         Self {

@@ -24,7 +24,8 @@ use crate::{Flag, FlagError, FlagStore, model::validate_set};
 /// let mut problems = Vec::new();
 /// config.validate(&mut problems);
 /// assert!(problems.is_empty());
-/// let (store, tasks) = config.store(Default::default(), std::iter::empty()).unwrap();
+/// let pseudonymizer = guardrail_core::Pseudonymizer::random();
+/// let (store, tasks) = config.store(pseudonymizer, std::iter::empty()).unwrap();
 /// assert!(tasks.is_empty(), "nothing to reload");
 /// assert!(store.is_enabled("ai_recommendations", &FlagContext::user("u1")));
 /// ```
@@ -116,7 +117,7 @@ impl FlagsConfig {
             )),
             _ => {}
         }
-        if self.source != FlagSource::Config && !self.flag.is_empty() {
+        if self.source == FlagSource::File && !self.flag.is_empty() {
             problems.push(ConfigProblem::new(
                 "flags.flag",
                 "is only read with source = \"config\"; move these definitions to the source",
@@ -151,6 +152,12 @@ impl FlagsConfig {
             .environment(vars)
             .source(self.source.as_str())
             .build()?;
+        if store.has_environment_switches() {
+            let report = store.clone();
+            tasks.push("flag_environment_switches", async move {
+                report.report_environment_switches();
+            });
+        }
         if let Some((path, text)) = file {
             tasks.push(
                 "flag_reload",

@@ -472,6 +472,26 @@ impl FlagStore {
         self.layers().rejected = Some((SystemTime::now(), reason));
     }
 
+    /// Logs `flag.kill_switch_activated` (`by = "environment"`) for each
+    /// flag an environment off switch holds off. Call it once logging is
+    /// set up (the store is usually built before):
+    /// [`FlagsConfig::store`](crate::FlagsConfig::store) does it in a
+    /// background task that runs once.
+    pub fn report_environment_switches(&self) {
+        for name in &self.layers().env_off {
+            emit!(
+                WARN,
+                EventName::FLAG_KILL_SWITCH_ACTIVATED,
+                flag = name.as_str(),
+                by = "environment",
+            );
+        }
+    }
+
+    pub(crate) fn has_environment_switches(&self) -> bool {
+        !self.layers().env_off.is_empty()
+    }
+
     /// The store as the `flags` health component: `pass`, or `warn` while
     /// the last reload was refused (the previous set serving); its details
     /// name the source, the flags, the runtime changes and the
@@ -525,12 +545,7 @@ impl FlagStore {
                 );
             }
             let was_on = before.is_some_and(Compiled::is_on);
-            let killed = if initial {
-                now.env_off && now.flag.enabled
-            } else {
-                was_on && !now.is_on()
-            };
-            if killed {
+            if !initial && was_on && !now.is_on() {
                 let by = if now.env_off { "environment" } else { by };
                 emit!(
                     WARN,
@@ -695,6 +710,7 @@ mod tests {
         let ctx = FlagContext::user("u1");
         assert_eq!(store.evaluate("ai_recs", &ctx).reason, Reason::Disabled);
         assert!(store.is_switched_off_by_environment("ai_recs"));
+        store.report_environment_switches();
         let killed = logs.lines();
         let killed: Vec<_> = killed
             .iter()

@@ -121,7 +121,12 @@ pub struct GuardrailsConfig {
     /// `[upstreams]`: the `timeout-retry-layer` feature is off.
     #[cfg(not(feature = "timeout-retry-layer"))]
     pub upstreams: EmptySection,
-    /// `[flags]`: feature flags (no keys yet).
+    /// `[flags]`: feature flags — their source and, with `source =
+    /// "config"`, their definitions (`[[flags.flag]]`).
+    #[cfg(feature = "flag-layer")]
+    pub flags: flag_layer::FlagsConfig,
+    /// `[flags]`: the `flag-layer` feature is off.
+    #[cfg(not(feature = "flag-layer"))]
     pub flags: EmptySection,
     /// `[monitor]`: metrics and alerts (no keys yet).
     pub monitor: EmptySection,

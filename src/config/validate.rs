@@ -136,6 +136,8 @@ impl GuardrailsConfig {
                 upstream.validate(name, strictest(profile, self.profile), &mut problems);
             }
         }
+        #[cfg(feature = "flag-layer")]
+        self.flags.validate(&mut problems);
         // Either profile being production refuses them: the stack is built
         // for the stricter of the two.
         if self.server.debug_routes && strictest(profile, self.profile) == Profile::Production {
