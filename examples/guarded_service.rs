@@ -384,8 +384,10 @@ async fn update_flag(
         Ok(update) => update,
         Err(problems) => return answer(invalid(problems)),
     };
-    match flags.set(&name, update, &principal) {
+    match flags.set(&name, update, &principal).await {
         Ok(flag) => Json(flag).into_response(),
+        // Redis can't be written: nothing changed; try again shortly.
+        Err(FlagError::Unavailable(_)) => answer(Problem::service_unavailable(1)),
         Err(FlagError::NotFound(_)) => {
             answer(Problem::not_found().detail("No flag has this name."))
         }

@@ -162,10 +162,11 @@ impl Wiring<'_> {
     /// its reload and health.
     #[cfg(feature = "flag-layer")]
     fn flags(&mut self) -> Result<flag_layer::FlagStore, StackError> {
-        let (store, tasks) = self
-            .config
-            .flags
-            .store(self.pseudonymizer.clone(), std::env::vars())?;
+        let redis = self.redis(self.config.flags.uses_redis())?;
+        let (store, tasks) =
+            self.config
+                .flags
+                .store(self.pseudonymizer.clone(), std::env::vars(), redis)?;
         self.tasks.extend(tasks);
         self.health.register_arc(store.health_source());
         Ok(store)

@@ -158,7 +158,7 @@ mod tests {
         };
         assert_eq!(ask().await.status(), StatusCode::OK);
         let ops = Principal::new("ops");
-        flags.kill("ai_recs", &ops).unwrap();
+        flags.kill("ai_recs", &ops).await.unwrap();
         let res = ask().await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
         assert!(res.body().contains("No resource matches this path."));
@@ -171,6 +171,7 @@ mod tests {
                 },
                 &ops,
             )
+            .await
             .unwrap();
         assert_eq!(ask().await.status(), StatusCode::OK);
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
@@ -184,6 +185,7 @@ mod tests {
                 },
                 &ops,
             )
+            .await
             .unwrap();
         let res = svc.clone().oneshot(Request::new(())).await.unwrap();
         assert_eq!(res.status(), StatusCode::NOT_FOUND);

@@ -41,6 +41,7 @@
 mod eval;
 mod layer;
 mod model;
+mod remote;
 mod source;
 mod store;
 

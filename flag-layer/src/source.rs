@@ -25,7 +25,7 @@ use crate::{Flag, FlagError, FlagStore, model::validate_set};
 /// config.validate(&mut problems);
 /// assert!(problems.is_empty());
 /// let pseudonymizer = guardrail_core::Pseudonymizer::random();
-/// let (store, tasks) = config.store(pseudonymizer, std::iter::empty()).unwrap();
+/// let (store, tasks) = config.store(pseudonymizer, std::iter::empty(), None).unwrap();
 /// assert!(tasks.is_empty(), "nothing to reload");
 /// assert!(store.is_enabled("ai_recommendations", &FlagContext::user("u1")));
 /// ```
@@ -34,13 +34,16 @@ use crate::{Flag, FlagError, FlagStore, model::validate_set};
 #[non_exhaustive]
 pub struct FlagsConfig {
     /// `"config"` (the `[[flags.flag]]` tables, default), `"file"` (the
-    /// TOML file `file`, reloaded) or `"redis"`.
+    /// TOML file `file`, reloaded) or `"redis"` (the shared `[redis]`:
+    /// every replica applies a change at once; the `[[flags.flag]]` tables
+    /// are written there when Redis has no definition of theirs).
     pub source: FlagSource,
     /// With `source = "file"`: a TOML file of `[[flag]]` tables.
     pub file: Option<PathBuf>,
-    /// With `source = "file"`: how often the file is read again (default
-    /// `"5s"`); a change applies atomically, a bad edit is refused and
-    /// logged and the last good set keeps serving.
+    /// How often the source is read again (default `"5s"`): the file, or
+    /// with Redis the full resync behind the published changes. A change
+    /// applies atomically; a bad one is refused and logged and the last
+    /// good set keeps serving.
     #[serde(with = "humantime_serde")]
     pub reload: Duration,
     /// The definitions, with `source = "config"`.
@@ -103,17 +106,13 @@ impl FlagsConfig {
         if let Err(found) = validate_set(&self.flag, "flags.flag") {
             problems.extend(found);
         }
+        if self.source != FlagSource::Config && self.reload.is_zero() {
+            problems.push(ConfigProblem::new("flags.reload", "must be more than 0s"));
+        }
         match self.source {
             FlagSource::File if self.file.is_none() => problems.push(ConfigProblem::new(
                 "flags.file",
                 "is required with source = \"file\"",
-            )),
-            FlagSource::File if self.reload.is_zero() => {
-                problems.push(ConfigProblem::new("flags.reload", "must be more than 0s"));
-            }
-            FlagSource::Redis => problems.push(ConfigProblem::new(
-                "flags.source",
-                "\"redis\" is not available yet: use \"config\" or \"file\"",
             )),
             _ => {}
         }
@@ -125,14 +124,23 @@ impl FlagsConfig {
         }
     }
 
-    /// The store, and its background work (the file's reload), from this
-    /// section and the environment's off switches (`vars`, e.g.
-    /// `std::env::vars()`). Fails when the file can't be read or its
-    /// definitions, or the switches, are invalid.
+    /// Whether the flags live in Redis (the service then prepares the
+    /// shared `[redis]` connection).
+    pub fn uses_redis(&self) -> bool {
+        self.source == FlagSource::Redis
+    }
+
+    /// The store, and its background work (the file's reload, or the
+    /// Redis follower), from this section, the environment's off switches
+    /// (`vars`, e.g. `std::env::vars()`) and, with `source = "redis"`, the
+    /// shared connection. Fails when the file can't be read, its
+    /// definitions or the switches are invalid, or Redis is needed and not
+    /// given (or the crate's `redis` feature is off).
     pub fn store(
         &self,
         pseudonymizer: Pseudonymizer,
         vars: impl IntoIterator<Item = (String, String)>,
+        redis: Option<guardrail_core::RedisConnection>,
     ) -> Result<(FlagStore, BackgroundTasks), FlagError> {
         let mut tasks = BackgroundTasks::new();
         let (flags, file) = match (self.source, &self.file) {
@@ -147,11 +155,25 @@ impl FlagsConfig {
             }
             _ => (self.flag.clone(), None),
         };
-        let store = FlagStore::builder(flags)
+        let remote = match self.source {
+            FlagSource::Redis => Some(crate::remote::remote(redis, self.flag.clone())?),
+            _ => None,
+        };
+        let builder = FlagStore::builder(flags)
             .pseudonymizer(pseudonymizer)
             .environment(vars)
-            .source(self.source.as_str())
-            .build()?;
+            .source(self.source.as_str());
+        let builder = match &remote {
+            Some(remote) => builder.remote(remote.clone()),
+            None => builder,
+        };
+        let store = builder.build()?;
+        if let Some(remote) = remote {
+            tasks.push(
+                "flag_sync",
+                crate::remote::sync(store.clone(), remote, self.reload),
+            );
+        }
         if store.has_environment_switches() {
             let report = store.clone();
             tasks.push("flag_environment_switches", async move {
@@ -230,7 +252,7 @@ mod tests {
         section.validate(&mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         let (store, tasks) = section
-            .store(Pseudonymizer::random(), std::iter::empty())
+            .store(Pseudonymizer::random(), std::iter::empty(), None)
             .unwrap();
         assert_eq!(tasks.names(), ["flag_reload"]);
         let running = tasks.spawn();
@@ -282,7 +304,7 @@ mod tests {
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["flags.flag[0].name", "flags.file", "flags.flag"]);
         let unreadable = config("source = \"file\"\nfile = \"/nonexistent/flags.toml\"\n")
-            .store(Pseudonymizer::random(), std::iter::empty())
+            .store(Pseudonymizer::random(), std::iter::empty(), None)
             .unwrap_err();
         assert!(
             unreadable.to_string().contains("cannot read"),

@@ -22,6 +22,7 @@ use crate::{
     Evaluation, Flag, FlagUpdate, Reason, Stickiness,
     eval::bucket,
     model::{valid_name, validate_set},
+    remote::Remote,
 };
 
 /// Who a flag is evaluated for: anything that can say who the caller is.
@@ -76,12 +77,15 @@ pub enum FlagError {
     NotFound(String),
     /// Every problem found, each with its place.
     Invalid(Vec<ConfigProblem>),
+    /// The shared store (Redis) could not be written: nothing changed.
+    Unavailable(String),
 }
 
 impl fmt::Display for FlagError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotFound(name) => write!(f, "no flag named {name:?}"),
+            Self::Unavailable(why) => write!(f, "the flag store could not be written: {why}"),
             Self::Invalid(problems) => {
                 f.write_str("invalid flags:")?;
                 for p in problems {
@@ -109,6 +113,8 @@ pub const ENV_PREFIX: &str = "GUARDRAILS_FLAG_";
 /// use flag_layer::{Flag, FlagContext, FlagStore, Reason};
 /// use guardrail_core::Principal;
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let store = FlagStore::builder(vec![
 ///     Flag::new("ai_recommendations").enabled(true).rollout(100),
 /// ])
@@ -118,12 +124,13 @@ pub const ENV_PREFIX: &str = "GUARDRAILS_FLAG_";
 /// assert!(store.is_enabled("ai_recommendations", &alice));
 ///
 /// // The kill switch, by an operator: off for everyone at once.
-/// store.kill("ai_recommendations", &Principal::new("ops-1")).unwrap();
+/// store.kill("ai_recommendations", &Principal::new("ops-1")).await.unwrap();
 /// let off = store.evaluate("ai_recommendations", &alice);
 /// assert_eq!((off.enabled, off.reason), (false, Reason::Disabled));
 ///
 /// // An unknown flag is off, never an error the caller must handle.
 /// assert_eq!(store.evaluate("ai_typo", &alice).reason, Reason::Error);
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct FlagStore {
@@ -135,6 +142,10 @@ struct Inner {
     layers: Mutex<Layers>,
     pseudonymizer: Pseudonymizer,
     source: &'static str,
+    /// With the Redis source: where changes are written.
+    remote: Option<Arc<Remote>>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    stale_gauge: metrics::Gauge,
 }
 
 /// What the snapshot is built from.
@@ -144,6 +155,10 @@ struct Layers {
     env_off: BTreeSet<String>,
     /// The last refused reload, while the previous set keeps serving.
     rejected: Option<(SystemTime, String)>,
+    /// Since when, and why, the source can't be reached.
+    stale: Option<(SystemTime, String)>,
+    /// When the source (Redis) was last read whole.
+    synced: Option<SystemTime>,
 }
 
 #[derive(Default)]
@@ -233,6 +248,7 @@ pub struct FlagStoreBuilder {
     env: Vec<(String, String)>,
     pseudonymizer: Option<Pseudonymizer>,
     source: &'static str,
+    remote: Option<Arc<Remote>>,
 }
 
 impl fmt::Debug for FlagStoreBuilder {
@@ -265,6 +281,12 @@ impl FlagStoreBuilder {
     /// The source's name in the health report (default `"config"`).
     pub fn source(mut self, source: &'static str) -> Self {
         self.source = source;
+        self
+    }
+
+    /// Changes go to Redis (and from there to every replica).
+    pub(crate) fn remote(mut self, remote: Arc<Remote>) -> Self {
+        self.remote = Some(remote);
         self
     }
 
@@ -304,6 +326,8 @@ impl FlagStoreBuilder {
             runtime: BTreeMap::new(),
             env_off,
             rejected: None,
+            stale: None,
+            synced: None,
         };
         let store = FlagStore {
             inner: Arc::new(Inner {
@@ -311,6 +335,8 @@ impl FlagStoreBuilder {
                 layers: Mutex::new(layers),
                 pseudonymizer: self.pseudonymizer.unwrap_or_else(Pseudonymizer::random),
                 source: self.source,
+                remote: self.remote,
+                stale_gauge: metrics::gauge!(metric::FLAG_SOURCE_STALE, "source" => self.source),
             }),
         };
         let layers = store.layers();
@@ -329,6 +355,7 @@ impl FlagStore {
             env: Vec::new(),
             pseudonymizer: None,
             source: "config",
+            remote: None,
         }
     }
 
@@ -390,45 +417,78 @@ impl FlagStore {
         names
     }
 
-    /// Changes `name` at runtime (what `PUT /api/admin/flags/{name}` does):
-    /// the change stays over the source — a reload never undoes it — until
-    /// [`restore`](Self::restore). Returns the flag's new state. Refused
-    /// when the flag is unknown or the result invalid.
-    pub fn set(&self, name: &str, update: FlagUpdate, by: &Principal) -> Result<Flag, FlagError> {
-        let mut layers = self.layers();
-        let Some(source) = layers.source.get(name) else {
-            return Err(FlagError::NotFound(name.to_owned()));
+    /// Changes `name` at runtime (what `PUT /api/admin/flags/{name}` does)
+    /// and returns its new state. With the config or file source the
+    /// change stays over the source — a reload never undoes it — until
+    /// [`restore`](Self::restore); with Redis it is written there, and
+    /// every replica applies it. Refused when the flag is unknown, the
+    /// result invalid, or Redis can't be written (nothing changes then).
+    pub async fn set(
+        &self,
+        name: &str,
+        update: FlagUpdate,
+        by: &Principal,
+    ) -> Result<Flag, FlagError> {
+        let (flag, merged) = {
+            let layers = self.layers();
+            let Some(source) = layers.source.get(name) else {
+                return Err(FlagError::NotFound(name.to_owned()));
+            };
+            let merged = match (&self.inner.remote, layers.runtime.get(name)) {
+                (None, Some(earlier)) => earlier.then(&update),
+                _ => update,
+            };
+            (merged.apply(source.clone()), merged)
         };
-        let merged = match layers.runtime.get(name) {
-            Some(earlier) => earlier.then(&update),
-            None => update,
-        };
-        let flag = merged.apply(source.clone());
         let mut problems = Vec::new();
         flag.validate("flag", &mut problems);
         if !problems.is_empty() {
             return Err(FlagError::Invalid(problems));
         }
-        layers.runtime.insert(name.to_owned(), merged);
-        self.publish(&layers, &self.inner.pseudonymizer.user(by.subject()));
+        let by = self.inner.pseudonymizer.user(by.subject());
+        match &self.inner.remote {
+            Some(remote) => {
+                remote.write(&flag).await.map_err(FlagError::Unavailable)?;
+                let mut layers = self.layers();
+                layers.source.insert(name.to_owned(), flag.clone());
+                self.publish(&layers, &by);
+            }
+            None => {
+                let mut layers = self.layers();
+                layers.runtime.insert(name.to_owned(), merged);
+                self.publish(&layers, &by);
+            }
+        }
         Ok(flag)
     }
 
     /// The kill switch: `name` off for everyone, until
     /// [`restore`](Self::restore)d or set on again.
-    pub fn kill(&self, name: &str, by: &Principal) -> Result<Flag, FlagError> {
-        self.set(name, FlagUpdate::kill(), by)
+    pub async fn kill(&self, name: &str, by: &Principal) -> Result<Flag, FlagError> {
+        self.set(name, FlagUpdate::kill(), by).await
     }
 
-    /// Drops the runtime changes of `name`: its source's definition
-    /// applies again.
-    pub fn restore(&self, name: &str, by: &Principal) -> Result<Flag, FlagError> {
+    /// Undoes the runtime changes of `name`: its source's definition
+    /// applies again (with Redis: the config's definition is written back
+    /// to Redis; a flag the config does not define can't be restored).
+    pub async fn restore(&self, name: &str, by: &Principal) -> Result<Flag, FlagError> {
+        let by = self.inner.pseudonymizer.user(by.subject());
+        if let Some(remote) = &self.inner.remote {
+            let Some(seed) = remote.seed(name).cloned() else {
+                return Err(FlagError::NotFound(name.to_owned()));
+            };
+            remote.write(&seed).await.map_err(FlagError::Unavailable)?;
+            let mut layers = self.layers();
+            layers.source.insert(name.to_owned(), seed.clone());
+            self.publish(&layers, &by);
+            return Ok(seed);
+        }
         let mut layers = self.layers();
         let Some(source) = layers.source.get(name).cloned() else {
             return Err(FlagError::NotFound(name.to_owned()));
         };
         if layers.runtime.remove(name).is_some() {
-            self.publish(&layers, &self.inner.pseudonymizer.user(by.subject()));
+            self.publish(&layers, &by);
         }
         Ok(source)
     }
@@ -438,26 +498,61 @@ impl FlagStore {
     /// problem, and the previous one keeps serving (reported in the health
     /// report until a good set arrives).
     pub fn replace_source(&self, flags: Vec<Flag>, path: &str) -> Result<(), FlagError> {
-        let mut layers = self.layers();
         if let Err(problems) = validate_set(&flags, path) {
-            let summary = problems
-                .iter()
-                .map(|p| format!("{}: {}", p.path, p.message))
-                .collect::<Vec<_>>()
-                .join("; ");
-            emit!(
-                WARN,
-                EventName::FLAG_SOURCE_REJECTED,
-                source = self.inner.source,
-                problems = summary.as_str(),
-            );
-            layers.rejected = Some((SystemTime::now(), summary));
+            self.refuse_source(problems.clone());
             return Err(FlagError::Invalid(problems));
         }
+        let mut layers = self.layers();
         layers.source = flags.into_iter().map(|f| (f.name.clone(), f)).collect();
         layers.rejected = None;
         self.publish(&layers, self.inner.source);
         Ok(())
+    }
+
+    /// Refuses the source's new definitions for `problems`: logged, and
+    /// reported until a good set arrives; the current set keeps serving.
+    pub(crate) fn refuse_source(&self, problems: Vec<ConfigProblem>) {
+        let summary = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        self.source_unreadable(summary);
+    }
+
+    /// The source can't be reached (Redis down): the last good set keeps
+    /// serving, reported STALE; logged once when it starts.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn stale(&self, reason: String) {
+        let mut layers = self.layers();
+        if layers.stale.is_none() {
+            emit!(
+                WARN,
+                EventName::INTEGRATION_BACKEND_FAILED,
+                backend = "redis",
+                purpose = "flags",
+                reason = reason.as_str(),
+                fallback = "last_known_good",
+            );
+            self.inner.stale_gauge.set(1.0);
+        }
+        layers.stale = Some((SystemTime::now(), reason));
+    }
+
+    /// The source was read again: no longer stale.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn fresh(&self) {
+        let mut layers = self.layers();
+        layers.synced = Some(SystemTime::now());
+        if layers.stale.take().is_some() {
+            emit!(
+                INFO,
+                EventName::INTEGRATION_BACKEND_RECOVERED,
+                backend = "redis",
+                purpose = "flags",
+            );
+            self.inner.stale_gauge.set(0.0);
+        }
     }
 
     /// Records that the source could not be read (a file gone): the
@@ -580,6 +675,19 @@ impl HealthSource for FlagStore {
             "runtime_changes": layers.runtime.keys().collect::<Vec<_>>(),
             "environment_off": layers.env_off.iter().collect::<Vec<_>>(),
         });
+        if self.inner.remote.is_some() {
+            // Redis: read whole yet, and how long ago.
+            details["synced_seconds_ago"] = layers
+                .synced
+                .map(|at| at.elapsed().map(|d| d.as_secs()).unwrap_or(0))
+                .into();
+        }
+        if let Some((since, why)) = &layers.stale {
+            let secs = since.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+            details["state"] = "STALE".into();
+            details["stale"] = serde_json::json!({ "seconds": secs, "reason": why });
+            return ComponentHealth::warn(details);
+        }
         match &layers.rejected {
             None => ComponentHealth::pass(details),
             Some((at, why)) => {
@@ -698,8 +806,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_environment_can_only_turn_a_flag_off_and_wins_over_runtime_changes() {
+    #[tokio::test]
+    async fn the_environment_can_only_turn_a_flag_off_and_wins_over_runtime_changes() {
         let (_guard, logs) = capture::json();
         let flags = vec![Flag::new("ai_recs").enabled(true).rollout(100)];
         let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
@@ -723,7 +831,10 @@ mod tests {
             enabled: Some(true),
             ..FlagUpdate::default()
         };
-        store.set("ai_recs", on, &Principal::new("ops")).unwrap();
+        store
+            .set("ai_recs", on, &Principal::new("ops"))
+            .await
+            .unwrap();
         assert!(!store.is_enabled("ai_recs", &ctx));
         // Anything but "off", or a name that is no flag, is refused at start.
         for (key, value, why) in [
@@ -744,8 +855,8 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn runtime_changes_win_over_reloads_until_restored_and_are_logged_with_a_pseudonym() {
+    #[tokio::test]
+    async fn runtime_changes_win_over_reloads_until_restored_and_are_logged_with_a_pseudonym() {
         let (_guard, logs) = capture::json();
         let store = FlagStore::builder(vec![Flag::new("ai_recs").enabled(true).rollout(100)])
             .pseudonymizer(Pseudonymizer::new(b"a key"))
@@ -753,7 +864,7 @@ mod tests {
             .unwrap();
         let ops = Principal::new("ops-user-1");
         let ctx = FlagContext::user("u1");
-        store.kill("ai_recs", &ops).unwrap();
+        store.kill("ai_recs", &ops).await.unwrap();
         // A reload of the source (rollout changed, still enabled) keeps the
         // kill switch.
         store
@@ -777,10 +888,10 @@ mod tests {
         assert_eq!(health.status, guardrail_core::health::HealthStatus::Warn);
         assert_eq!(health.details["runtime_changes"][0], "ai_recs");
         // Restored: the source's definition applies again.
-        store.restore("ai_recs", &ops).unwrap();
+        store.restore("ai_recs", &ops).await.unwrap();
         assert_eq!(store.evaluate("ai_recs", &ctx).reason, Reason::Split);
         assert!(matches!(
-            store.kill("ai_typo", &ops),
+            store.kill("ai_typo", &ops).await,
             Err(FlagError::NotFound(_))
         ));
         let invalid = FlagUpdate {
@@ -788,7 +899,7 @@ mod tests {
             ..FlagUpdate::default()
         };
         assert!(matches!(
-            store.set("ai_recs", invalid, &ops),
+            store.set("ai_recs", invalid, &ops).await,
             Err(FlagError::Invalid(_))
         ));
 

@@ -38,6 +38,9 @@ pub const OUTBOUND_IN_FLIGHT: &str = "guardrails_outbound_in_flight";
 pub const OUTBOUND_FAILURES_TOTAL: &str = "guardrails_outbound_failures_total";
 /// Flag evaluations, by `flag` and `outcome` (`on`, `off`): adoption.
 pub const FLAG_EVALUATIONS_TOTAL: &str = "guardrails_flag_evaluations_total";
+/// 1 while a flag store's source can't be reached (serving its last
+/// good set: STALE), else 0.
+pub const FLAG_SOURCE_STALE: &str = "guardrails_flag_source_stale";
 /// Handler panics caught by the error boundary.
 pub const PANICS_TOTAL: &str = "guardrails_panics_total";
 
@@ -50,6 +53,7 @@ pub const ALL: &[&str] = &[
     OUTBOUND_IN_FLIGHT,
     OUTBOUND_FAILURES_TOTAL,
     FLAG_EVALUATIONS_TOTAL,
+    FLAG_SOURCE_STALE,
     PANICS_TOTAL,
     LOG_LINES_DROPPED_TOTAL,
     RATELIMIT_DECISIONS_TOTAL,

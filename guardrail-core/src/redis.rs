@@ -159,6 +159,9 @@ pub enum RedisError {
 pub struct RedisConnection {
     #[cfg(feature = "redis")]
     handle: RedisHandle,
+    /// A single server's client, for connections of their own (pub/sub).
+    #[cfg(feature = "redis")]
+    client: Option<redis::Client>,
     #[cfg(not(feature = "redis"))]
     never: std::convert::Infallible,
     timeout: Duration,
@@ -197,6 +200,7 @@ impl RedisConnection {
         let setup = |e: redis::RedisError| RedisError::Setup {
             kind: format!("{:?}", e.kind()),
         };
+        let mut single = None;
         let handle = if config.cluster {
             let client = redis::cluster::ClusterClient::builder([url])
                 .connection_timeout(config.connect_timeout)
@@ -214,6 +218,7 @@ impl RedisConnection {
         } else {
             use redis::aio::{ConnectionManager, ConnectionManagerConfig};
             let client = redis::Client::open(url).map_err(|_| RedisError::InvalidUrl)?;
+            single = Some(client.clone());
             let settings = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.timeout))
@@ -226,6 +231,7 @@ impl RedisConnection {
         };
         Ok(Self {
             handle,
+            client: single,
             timeout: config.timeout,
             key_prefix: config.key_prefix.clone(),
         })
@@ -242,6 +248,20 @@ impl RedisConnection {
     #[cfg(feature = "redis")]
     pub fn connection(&self) -> RedisHandle {
         self.handle.clone()
+    }
+
+    /// A connection of its own, for pub/sub (a subscribed connection can't
+    /// send other commands, so it is never the shared one). A single
+    /// server only: with a cluster it fails (`InvalidClientConfig`).
+    #[cfg(feature = "redis")]
+    pub async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        match &self.client {
+            Some(client) => client.get_async_pubsub().await,
+            None => Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "pub/sub needs a single Redis server",
+            ))),
+        }
     }
 
     /// Whether commands go to a Redis Cluster: keys one command or script

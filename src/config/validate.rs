@@ -137,7 +137,15 @@ impl GuardrailsConfig {
             }
         }
         #[cfg(feature = "flag-layer")]
-        self.flags.validate(&mut problems);
+        {
+            self.flags.validate(&mut problems);
+            if self.flags.uses_redis() && self.redis.cluster {
+                problems.push(ConfigProblem::new(
+                    "flags.source",
+                    "\"redis\" needs a single Redis server (changes are published with pub/sub), not a cluster",
+                ));
+            }
+        }
         // Either profile being production refuses them: the stack is built
         // for the stricter of the two.
         if self.server.debug_routes && strictest(profile, self.profile) == Profile::Production {
@@ -165,6 +173,10 @@ impl GuardrailsConfig {
         }
         #[cfg(feature = "auth-layer")]
         if self.auth.webhook.uses_redis() {
+            return true;
+        }
+        #[cfg(feature = "flag-layer")]
+        if self.flags.uses_redis() {
             return true;
         }
         false

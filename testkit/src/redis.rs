@@ -33,25 +33,34 @@ impl PrivateRedis {
     /// when it can't (no `redis-server` on the `PATH`, say).
     pub fn start() -> Self {
         let dir = fresh_dir("redis");
-        let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("redis-server could not be started ({e}): scripts/test.sh installs it")
-            });
+        let child = spawn_private(&dir);
         let redis = Self { dir, child };
+        redis.wait_until_up();
+        redis
+    }
+
+    /// Stops the server (an outage): connections fail until
+    /// [`restart`](Self::restart). Its data is gone (nothing is kept on
+    /// disk).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.join("redis.sock"));
+    }
+
+    /// Starts it again on the same socket, empty, and waits until it
+    /// answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_private(&self.dir);
+        self.wait_until_up();
+    }
+
+    fn wait_until_up(&self) {
         wait_for(
-            || redis.try_cli(&["PING"]).as_deref() == Some("PONG"),
+            || self.try_cli(&["PING"]).as_deref() == Some("PONG"),
             "redis-server",
         );
-        redis
     }
 
     /// `redis+unix:///…/redis.sock`.
@@ -90,6 +99,22 @@ impl Drop for PrivateRedis {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A `redis-server` on `dir/redis.sock`, keeping nothing on disk.
+fn spawn_private(dir: &std::path::Path) -> Child {
+    Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no"])
+        .arg("--unixsocket")
+        .arg(dir.join("redis.sock"))
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("redis-server could not be started ({e}): scripts/test.sh installs it")
+        })
 }
 
 /// A three-node Redis Cluster (masters only) on loopback ports.
