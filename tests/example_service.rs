@@ -1522,3 +1522,44 @@ fn admins_change_flags_at_runtime_with_partial_updates() {
     assert_eq!(events(&logs, "flag.kill_switch_activated").len(), 1);
     assert!(!logs.contains("admin-1"), "no raw user id logged");
 }
+
+#[test]
+fn two_replicas_on_redis_share_a_kill_switch_over_http() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("guardrails-test:{}:{nanos}:replicas", std::process::id());
+    let replica = || {
+        let mut cmd = command();
+        cmd.env("GUARDRAILS__FLAGS__SOURCE", "redis")
+            .env("REDIS_URL", &url)
+            .env("GUARDRAILS__REDIS__KEY_PREFIX", &prefix)
+            .env("GUARDRAILS__REDIS__TIMEOUT", "1s");
+        Running::start(cmd)
+    };
+    let (a, b) = (replica(), replica());
+    let on = user_token(&rollout_user(true));
+    assert_eq!(b.get("/api/recommendations", &on).0, 200);
+    let admin = format!("{}Content-Type: application/json\r\n", admin_mfa_token());
+    let start = std::time::Instant::now();
+    let (status, _, body) = a.send(
+        "PUT",
+        "/api/admin/flags/ai_recommendations",
+        &admin,
+        r#"{"enabled": false}"#,
+    );
+    assert_eq!(status, 200, "Redis at {url}: {body}");
+    while b.get("/api/recommendations", &on).0 != 404 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the kill switch did not reach the other replica in 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "kill switch through replica a seen on replica b over HTTP after {:?}",
+        start.elapsed()
+    );
+}
