@@ -41,6 +41,8 @@
 mod eval;
 mod layer;
 mod model;
+#[cfg(feature = "openfeature")]
+pub mod openfeature;
 mod remote;
 mod source;
 mod store;

@@ -583,6 +583,12 @@ impl FlagStore {
         }
     }
 
+    /// Whether the source (Redis) can't be reached: the last good set is
+    /// serving (STALE).
+    pub fn is_stale(&self) -> bool {
+        self.layers().stale.is_some()
+    }
+
     pub(crate) fn has_environment_switches(&self) -> bool {
         !self.layers().env_off.is_empty()
     }
