@@ -161,19 +161,22 @@ struct Layers {
     synced: Option<SystemTime>,
 }
 
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Snapshot {
-    flags: HashMap<Box<str>, Compiled>,
+    flags: Map<Box<str>, Compiled>,
 }
 
 /// One flag, ready to evaluate.
 struct Compiled {
     flag: Flag,
     env_off: bool,
-    target_users: HashSet<Box<str>>,
-    target_orgs: HashSet<Box<str>>,
-    deny_users: HashSet<Box<str>>,
-    deny_orgs: HashSet<Box<str>>,
+    target_users: Set<Box<str>>,
+    target_orgs: Set<Box<str>>,
+    deny_users: Set<Box<str>>,
+    deny_orgs: Set<Box<str>>,
     on: metrics::Counter,
     off: metrics::Counter,
 }
@@ -211,8 +214,7 @@ impl Compiled {
         }
         let user = ctx.user_id();
         let org = ctx.org_id();
-        let listed =
-            |set: &HashSet<Box<str>>, id: Option<&str>| id.is_some_and(|id| set.contains(id));
+        let listed = |set: &Set<Box<str>>, id: Option<&str>| id.is_some_and(|id| set.contains(id));
         if listed(&self.deny_users, user) || listed(&self.deny_orgs, org) {
             return Evaluation::new(false, Reason::TargetingMatch);
         }
@@ -611,7 +613,7 @@ impl FlagStore {
     /// Builds and swaps in the snapshot of `layers`, and reports each
     /// flag whose state changed (`by`: a pseudonym, or the source).
     fn publish(&self, layers: &Layers, by: &str) {
-        let flags: HashMap<Box<str>, Compiled> = layers
+        let flags: Map<Box<str>, Compiled> = layers
             .source
             .iter()
             .map(|(name, flag)| {
