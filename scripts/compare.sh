@@ -16,6 +16,11 @@
 # (10 000 tokens from 10 000 client addresses through a trusted proxy, so
 # no cache can carry the result).
 #
+# ROUTE=/api/recommendations loads the flag-gated route instead (the
+# flag rolled out to 100 % in every server, so every answer is 200: the
+# example's `ai_recommendations` evaluated per request; the naive stack
+# a hand-written percentage check on a shared map).
+#
 # BEFORE=/path/to/guarded_service adds that build of the example (say, of
 # the commit before a change) as a fourth server, `before`, alternating
 # with the others: a change's before/after in one run.
@@ -25,6 +30,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-6s}
 CONNECTIONS=${CONNECTIONS:-32}
+ROUTE=${ROUTE:-/api/me}
 USERS=${USERS:-10000}
 PORT=${PORT:-39391}
 WORK=$(mktemp -d /tmp/guardrails-compare.XXXXXX)
@@ -43,9 +49,10 @@ export GUARDRAILS_JWT_SECRET="compare-secret-0123456789-abcdefghijklmnop"
 export GUARDRAILS_LISTEN="127.0.0.1:$PORT"
 export RUST_LOG=info
 TOKEN=$("$BIN/examples/mint_token" --sub user-1)
-"$BIN/loadcmp" tokens "$USERS" > "$WORK/many.lua"
+"$BIN/loadcmp" tokens "$USERS" "$ROUTE" > "$WORK/many.lua"
 
 never_limiting_config "$WORK/guardrails.toml"
+sed -i 's/^rollout_percentage = .*/rollout_percentage = 100/' "$WORK/guardrails.toml"
 
 start() {
   case "$1" in
@@ -77,10 +84,10 @@ load() {
   local workload=$1 out
   if [ "$workload" = one ]; then
     out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
-      -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/me")
+      -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT$ROUTE")
   else
     out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/many.lua" \
-      "http://127.0.0.1:$PORT/api/me")
+      "http://127.0.0.1:$PORT$ROUTE")
   fi
   if echo "$out" | grep -q "Non-2xx"; then
     echo "non-2xx answers under load: $out" >&2
@@ -111,7 +118,7 @@ for workload in one many; do
       start "$server"
       # A short warm-up, not counted.
       wrk -t1 -c"$CONNECTIONS" -d1s -H "Authorization: Bearer $TOKEN" \
-        "http://127.0.0.1:$PORT/api/me" > /dev/null
+        "http://127.0.0.1:$PORT$ROUTE" > /dev/null
       t0=$(cpu_ticks)
       result=$(load "$workload")
       t1=$(cpu_ticks)
@@ -126,7 +133,7 @@ for workload in one many; do
 done
 
 echo
-echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS alternating rounds, medians; $(nproc) cores"
+echo "GET $ROUTE; wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS alternating rounds, medians; $(nproc) cores"
 for workload in one many; do
   case $workload in
     one) echo "## one token, one client" ;;

@@ -34,7 +34,7 @@ use tower_governor::{
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-const USAGE: &str = "usage: loadcmp serve bare|naive | loadcmp tokens N";
+const USAGE: &str = "usage: loadcmp serve bare|naive | loadcmp tokens N [PATH]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,10 +42,12 @@ fn main() {
     let result = match args.as_slice() {
         ["serve", "bare"] => serve(bare()),
         ["serve", "naive"] => secret().and_then(|s| serve(naive(&s))),
-        ["tokens", n] => n
-            .parse()
-            .map_err(|_| format!("`{n}` is not a number\n{USAGE}"))
-            .and_then(|n| secret().map(|s| print!("{}", wrk_script(&s, n)))),
+        ["tokens", n, rest @ ..] if rest.len() <= 1 => {
+            let path = rest.first().copied().unwrap_or("/api/me");
+            n.parse()
+                .map_err(|_| format!("`{n}` is not a number\n{USAGE}"))
+                .and_then(|n| secret().map(|s| print!("{}", wrk_script(&s, n, path))))
+        }
         _ => Err(USAGE.to_owned()),
     };
     if let Err(e) = result {
@@ -92,12 +94,41 @@ struct Claims {
 
 /// axum alone: the answer `/api/me` gives, without checking anything.
 fn bare() -> Router {
-    Router::new().route(
-        "/api/me",
-        get(|| async {
-            Json(json!({"subject": "user-1", "assurance_level": "aal1", "roles": []}))
-        }),
-    )
+    Router::new()
+        .route(
+            "/api/me",
+            get(|| async {
+                Json(json!({"subject": "user-1", "assurance_level": "aal1", "roles": []}))
+            }),
+        )
+        .route("/api/recommendations", get(recommendations))
+}
+
+async fn recommendations() -> impl IntoResponse {
+    Json(json!({ "recommendations": ["guardrails", "tower", "axum"] }))
+}
+
+/// The flag check a service would write by hand: a percentage per flag
+/// in a shared map, the user's hash against it.
+async fn naive_recommendations(
+    axum::Extension(claims): axum::Extension<Claims>,
+) -> axum::response::Response {
+    use std::hash::{Hash, Hasher};
+    static ROLLOUT: std::sync::LazyLock<std::sync::RwLock<std::collections::HashMap<&str, u64>>> =
+        std::sync::LazyLock::new(|| {
+            std::sync::RwLock::new([("ai_recommendations", 100)].into_iter().collect())
+        });
+    let percentage = ROLLOUT
+        .read()
+        .map(|flags| flags.get("ai_recommendations").copied().unwrap_or(0))
+        .unwrap_or(0);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    claims.sub.hash(&mut hasher);
+    if hasher.finish() % 100 < percentage {
+        recommendations().await.into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 /// The naive stack: rate limits per IP (never tripping), one INFO log line
@@ -113,6 +144,7 @@ fn naive(secret: &[u8]) -> Router {
     let key = Arc::new(DecodingKey::from_secret(secret));
     Router::new()
         .route("/api/me", get(me))
+        .route("/api/recommendations", get(naive_recommendations))
         .layer(from_fn_with_state(key, authenticate))
         .layer(GovernorLayer::new(governor))
         .layer(
@@ -150,7 +182,7 @@ async fn me(axum::Extension(claims): axum::Extension<Claims>) -> impl IntoRespon
 
 /// A wrk script sending `n` distinct tokens, each from its own client
 /// address, in turn.
-fn wrk_script(secret: &[u8], n: u32) -> String {
+fn wrk_script(secret: &[u8], n: u32, path: &str) -> String {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -181,7 +213,7 @@ fn wrk_script(secret: &[u8], n: u32) -> String {
         "-- {n} tokens from {n} client addresses, sent in turn.\n\
          local tokens = {{\n{tokens}}}\nlocal ips = {{\n{ips}}}\nlocal i = 0\n\
          request = function()\n  i = i % #tokens + 1\n  \
-         return wrk.format(\"GET\", \"/api/me\", {{[\"Authorization\"] = \"Bearer \" .. tokens[i], [\"X-Forwarded-For\"] = ips[i]}})\n\
+         return wrk.format(\"GET\", \"{path}\", {{[\"Authorization\"] = \"Bearer \" .. tokens[i], [\"X-Forwarded-For\"] = ips[i]}})\n\
          end\n"
     )
 }
