@@ -37,12 +37,16 @@
 
 use std::{
     fmt,
+    future::{Future, Ready, ready},
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use guardrail_core::{GuardFuture, Principal, Problem, RejectionBody};
+use guardrail_core::{Principal, Problem, RejectionBody};
 use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower::util::Oneshot;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -50,11 +54,13 @@ use crate::{FlagContext, FlagStore};
 
 /// Layer that applies [`FlagGate`]: the route answers only callers the
 /// flag is on for (evaluated for the request's [`Principal`], or
-/// anonymously on a public route); the others get a 404 problem.
+/// anonymously on a public route); the others get a 404 problem — or,
+/// with [`fallback`](Self::fallback), another service's answer.
 #[derive(Clone, Debug)]
-pub struct FlagLayer {
+pub struct FlagLayer<O = NotFound> {
     store: FlagStore,
     flag: Arc<str>,
+    off: O,
 }
 
 impl FlagLayer {
@@ -64,52 +70,105 @@ impl FlagLayer {
         Self {
             store,
             flag: flag.into(),
+            off: NotFound,
+        }
+    }
+
+    /// Callers the flag is off for are answered by `service` (the old
+    /// version of the feature, say) instead of a 404. It is called once
+    /// per request, on a clone.
+    pub fn fallback<F: Clone>(self, service: F) -> FlagLayer<Fallback<F>> {
+        FlagLayer {
+            store: self.store,
+            flag: self.flag,
+            off: Fallback(service),
         }
     }
 }
 
-impl<S> Layer<S> for FlagLayer {
-    type Service = FlagGate<S>;
+impl<S, O: Clone> Layer<S> for FlagLayer<O> {
+    type Service = FlagGate<S, O>;
 
     fn layer(&self, inner: S) -> Self::Service {
         FlagGate {
             inner,
             store: self.store.clone(),
             flag: Arc::clone(&self.flag),
+            off: self.off.clone(),
         }
     }
 }
 
+/// What a gate does for a caller the flag is off for: [`NotFound`] (the
+/// default) or [`Fallback`].
+pub trait OffBranch<Req, Res, E> {
+    /// The answer's future.
+    type Future: Future<Output = Result<Res, E>>;
+
+    /// Answers `req`.
+    fn answer(&mut self, req: Req) -> Self::Future;
+}
+
+/// The 404 problem of a path no route matches, so a hidden feature can't
+/// be told from a missing one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotFound;
+
+impl<B, ResBody: RejectionBody, E> OffBranch<Request<B>, Response<ResBody>, E> for NotFound {
+    type Future = Ready<Result<Response<ResBody>, E>>;
+
+    fn answer(&mut self, req: Request<B>) -> Self::Future {
+        let problem = Problem::not_found().request_id_from(req.extensions());
+        ready(Ok(problem.into_response()))
+    }
+}
+
+/// Another service answers the callers the flag is off for.
+#[derive(Clone, Debug)]
+pub struct Fallback<F>(F);
+
+impl<F, Req> OffBranch<Req, F::Response, F::Error> for Fallback<F>
+where
+    F: Service<Req> + Clone,
+{
+    type Future = Oneshot<F, Req>;
+
+    fn answer(&mut self, req: Req) -> Self::Future {
+        Oneshot::new(self.0.clone(), req)
+    }
+}
+
 /// Middleware that calls the inner service only when a flag is on for the
-/// caller; see [`FlagLayer`].
+/// caller, and its off branch otherwise; see [`FlagLayer`].
 #[derive(Clone)]
-pub struct FlagGate<S> {
+pub struct FlagGate<S, O = NotFound> {
     inner: S,
     store: FlagStore,
     flag: Arc<str>,
+    off: O,
 }
 
-impl<S> FlagGate<S> {
+impl<S, O> FlagGate<S, O> {
     guardrail_core::inner_service_accessors!();
 }
 
-impl<S: fmt::Debug> fmt::Debug for FlagGate<S> {
+impl<S: fmt::Debug, O> fmt::Debug for FlagGate<S, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FlagGate")
             .field("inner", &self.inner)
             .field("flag", &self.flag)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for FlagGate<S>
+impl<S, O, ReqBody, ResBody> Service<Request<ReqBody>> for FlagGate<S, O>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: RejectionBody,
+    O: OffBranch<Request<ReqBody>, Response<ResBody>, S::Error>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = GuardFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, O::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -121,9 +180,67 @@ where
             None => self.store.is_enabled(&self.flag, &FlagContext::anonymous()),
         };
         if on {
-            GuardFuture::pass(self.inner.call(req))
+            ResponseFuture::on(self.inner.call(req))
         } else {
-            GuardFuture::reject(Problem::not_found().request_id_from(req.extensions()))
+            ResponseFuture::off(self.off.answer(req))
+        }
+    }
+}
+
+pin_project! {
+    /// Response future for [`FlagGate`]: the route's answer, or the off
+    /// branch's.
+    pub struct ResponseFuture<On, Off> {
+        #[pin]
+        kind: Kind<On, Off>,
+    }
+}
+
+pin_project! {
+    #[project = Projected]
+    enum Kind<On, Off> {
+        On { #[pin] future: On },
+        Off { #[pin] future: Off },
+    }
+}
+
+impl<On, Off> ResponseFuture<On, Off> {
+    fn on(future: On) -> Self {
+        Self {
+            kind: Kind::On { future },
+        }
+    }
+
+    fn off(future: Off) -> Self {
+        Self {
+            kind: Kind::Off { future },
+        }
+    }
+}
+
+impl<On, Off> fmt::Debug for ResponseFuture<On, Off> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let branch = match self.kind {
+            Kind::On { .. } => "on",
+            Kind::Off { .. } => "off",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("branch", &branch)
+            .finish()
+    }
+}
+
+impl<On, Off, T, E> Future for ResponseFuture<On, Off>
+where
+    On: Future<Output = Result<T, E>>,
+    Off: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            Projected::On { future } => future.poll(cx),
+            Projected::Off { future } => future.poll(cx),
         }
     }
 }
@@ -189,5 +306,32 @@ mod tests {
             .unwrap();
         let res = svc.clone().oneshot(Request::new(())).await.unwrap();
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn callers_the_flag_is_off_for_can_get_a_fallback_instead() {
+        let (_guard, _logs) = capture::json();
+        let flags = FlagStore::builder(vec![Flag::new("ai_recs").enabled(true).target(["alice"])])
+            .build()
+            .unwrap();
+        let old = service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::from("classic")))
+        });
+        let svc = FlagLayer::new(flags, "ai_recs")
+            .fallback(old)
+            .layer(service_fn(|_req: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(String::from("ai")))
+            }));
+        let ask = |who: &str| {
+            let mut req = Request::new(());
+            req.extensions_mut().insert(Principal::new(who));
+            svc.clone().oneshot(req)
+        };
+        assert_eq!(ask("alice").await.unwrap().body(), "ai");
+        let res = ask("bob").await.unwrap();
+        assert_eq!(
+            (res.status(), res.body().as_str()),
+            (StatusCode::OK, "classic")
+        );
     }
 }

@@ -48,7 +48,9 @@ mod source;
 mod store;
 
 pub use eval::{ErrorCode, Evaluation, FlagContext, Reason, bucket};
-pub use layer::{FlagGate, FlagLayer};
+pub use layer::{
+    Fallback, FlagGate, FlagLayer, NotFound, OffBranch, ResponseFuture as FlagGateFuture,
+};
 pub use model::{Flag, FlagUpdate, Stickiness};
 pub use source::{FlagSource, FlagsConfig};
 pub use store::{ENV_PREFIX, EvaluationContext, FlagError, FlagStore, FlagStoreBuilder};
