@@ -385,7 +385,13 @@ async fn update_flag(
         Err(problems) => return answer(invalid(problems)),
     };
     match flags.set(&name, update, &principal).await {
-        Ok(flag) => Json(flag).into_response(),
+        Ok(flag) => {
+            // What callers get: an environment off switch wins over this.
+            let mut state = json!(flag);
+            state["switched_off_by_environment"] =
+                flags.is_switched_off_by_environment(&name).into();
+            Json(state).into_response()
+        }
         // Redis can't be written: nothing changed; try again shortly.
         Err(FlagError::Unavailable(_)) => answer(Problem::service_unavailable(1)),
         Err(FlagError::NotFound(_)) => {

@@ -166,7 +166,7 @@ impl Wiring<'_> {
         let (store, tasks) =
             self.config
                 .flags
-                .store(self.pseudonymizer.clone(), std::env::vars(), redis)?;
+                .store(self.pseudonymizer.clone(), env_vars(), redis)?;
         self.tasks.extend(tasks);
         self.health.register_arc(store.health_source());
         Ok(store)
@@ -365,4 +365,10 @@ where
     fn layer(&self, inner: S) -> Self::Service {
         self.layers.layer(inner)
     }
+}
+
+/// The environment's variables that are UTF-8 (`std::env::vars` panics on
+/// any that is not; none of ours can be).
+pub(crate) fn env_vars() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }

@@ -1421,13 +1421,17 @@ fn the_environment_turns_a_flag_off_and_accepts_nothing_else() {
     let on = user_token(&rollout_user(true));
     assert_eq!(svc.get("/api/recommendations", &on).0, 404);
     // Not even an admin's runtime change turns it back on.
-    let (status, _, _) = svc.send(
+    let (status, _, body) = svc.send(
         "PUT",
         "/api/admin/flags/ai_recommendations",
         &format!("{}Content-Type: application/json\r\n", admin_mfa_token()),
         r#"{"enabled": true, "rollout_percentage": 100}"#,
     );
     assert_eq!(status, 200);
+    assert!(
+        body.contains("\"switched_off_by_environment\":true"),
+        "{body}"
+    );
     assert_eq!(svc.get("/api/recommendations", &on).0, 404);
     let (_, logs) = svc.terminate();
     let killed = events(&logs, "flag.kill_switch_activated");
@@ -1467,6 +1471,7 @@ fn admins_change_flags_at_runtime_with_partial_updates() {
     assert_eq!(state["enabled"], false);
     assert_eq!(state["rollout_percentage"], 50, "untouched fields kept");
     assert_eq!(state["name"], "ai_recommendations");
+    assert_eq!(state["switched_off_by_environment"], false);
     assert_eq!(svc.get("/api/recommendations", &on).0, 404);
 
     // Back on, for everyone.

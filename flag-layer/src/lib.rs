@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`Flag`] | one definition: `enabled` (the kill switch), `rollout_percentage`, targets and denies, stickiness, group id |
 //! | [`FlagStore`] | evaluates ([`evaluate`](FlagStore::evaluate) → [`Evaluation`] with a [`Reason`]), changes at runtime ([`set`](FlagStore::set), [`kill`](FlagStore::kill), [`restore`](FlagStore::restore)), reloads its source, reports health |
-//! | [`FlagsConfig`] | `[flags]`: the source (`config`, `file` reloaded) and the definitions |
+//! | [`FlagsConfig`] | `[flags]`: the source (`config`, `file` reloaded, `redis` shared by every replica) and the definitions |
 //! | [`FlagLayer`] | a route only callers the flag is on for reach; the others get the 404 of an unknown path |
 //! | [`FlagContext`] | who is asking (an axum extractor, from the caller's `Principal`) |
 //!

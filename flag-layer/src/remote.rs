@@ -169,10 +169,14 @@ mod with_redis {
 
         /// Reads every definition and hands them to the store.
         async fn resync(&self, store: &FlagStore) -> Result<(), String> {
+            // A write of this replica's after the read started is newer
+            // than what the read returns: the read is then dropped (the
+            // write's own announcement brings a later one).
+            let writes = store.writes();
             match self.load().await? {
                 Ok(flags) => {
                     // A refused set is logged and reported by the store.
-                    let _ = store.replace_source(flags, "redis.flags");
+                    let _ = store.replace_source_since(flags, "redis.flags", Some(writes));
                 }
                 Err(problems) => store.refuse_source(problems),
             }

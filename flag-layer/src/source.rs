@@ -94,10 +94,22 @@ struct FlagFile {
 }
 
 /// Reads a flag file's text; a TOML error is one problem at `flags.file`.
+/// Its message and line only: TOML's own text quotes the line, which may
+/// hold user ids (a `target_users` list), and this goes to logs and the
+/// health report.
 fn parse_file(text: &str) -> Result<Vec<Flag>, FlagError> {
     toml::from_str::<FlagFile>(text)
         .map(|file| file.flag)
-        .map_err(|e| FlagError::Invalid(vec![ConfigProblem::new("flags.file", e.to_string())]))
+        .map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let message = match line {
+                Some(line) => format!("line {line}: {}", e.message()),
+                None => e.message().to_owned(),
+            };
+            FlagError::Invalid(vec![ConfigProblem::new("flags.file", message)])
+        })
 }
 
 impl FlagsConfig {
@@ -192,11 +204,15 @@ impl FlagsConfig {
 
 /// Reads `path` every `every`; a changed text replaces the definitions
 /// (or is refused, logged, and the last good set keeps serving).
-async fn reload(store: FlagStore, path: PathBuf, mut last: String, every: Duration) {
+async fn reload(store: FlagStore, path: PathBuf, last: String, every: Duration) {
+    // The text last applied or refused (`None` after a failed read, so
+    // the same text coming back is applied again), and the last read error.
+    let mut last = Some(last);
+    let mut unreadable = None;
     loop {
         tokio::time::sleep(every).await;
         match tokio::fs::read_to_string(&path).await {
-            Ok(text) if text == last => {}
+            Ok(text) if last.as_ref() == Some(&text) => {}
             Ok(text) => {
                 match parse_file(&text) {
                     // A refused set is logged and reported by the store.
@@ -204,9 +220,17 @@ async fn reload(store: FlagStore, path: PathBuf, mut last: String, every: Durati
                     Err(e) => store.source_unreadable(e.to_string()),
                 }
                 // A bad edit is reported once, not at every read.
-                last = text;
+                last = Some(text);
+                unreadable = None;
             }
-            Err(e) => store.source_unreadable(format!("cannot read {}: {e}", path.display())),
+            Err(e) => {
+                let why = format!("cannot read {}: {}", path.display(), e.kind());
+                if unreadable.as_ref() != Some(&why) {
+                    store.source_unreadable(why.clone());
+                    unreadable = Some(why);
+                }
+                last = None;
+            }
         }
     }
 }

@@ -159,6 +159,10 @@ struct Layers {
     stale: Option<(SystemTime, String)>,
     /// When the source (Redis) was last read whole.
     synced: Option<SystemTime>,
+    /// Writes to Redis made here, so far.
+    writes: u64,
+    /// Whether the source's failure was logged (logged once per outage).
+    failure_logged: bool,
 }
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -307,7 +311,11 @@ impl FlagStoreBuilder {
                     key.clone(),
                     "can only turn a flag off: set it to \"off\" (or unset it)",
                 ));
-            } else if !valid_name(&name) || !self.flags.iter().any(|f| f.name == name) {
+            } else if !valid_name(&name)
+                // With Redis a flag may be defined there only: the name's
+                // shape is all that can be checked at start.
+                || (self.remote.is_none() && !self.flags.iter().any(|f| f.name == name))
+            {
                 problems.push(ConfigProblem::new(
                     key.clone(),
                     format!("names no flag ({name:?})"),
@@ -328,8 +336,16 @@ impl FlagStoreBuilder {
             runtime: BTreeMap::new(),
             env_off,
             rejected: None,
-            stale: None,
+            // With Redis, stale until it is first read: a replica that
+            // starts while Redis is down serves the config's flags, and
+            // says so.
+            stale: self
+                .remote
+                .is_some()
+                .then(|| (SystemTime::now(), "not read from Redis yet".to_owned())),
             synced: None,
+            writes: 0,
+            failure_logged: false,
         };
         let store = FlagStore {
             inner: Arc::new(Inner {
@@ -342,7 +358,7 @@ impl FlagStoreBuilder {
             }),
         };
         let layers = store.layers();
-        store.publish(&layers, "environment");
+        store.publish(&layers, "environment", true);
         drop(layers);
         Ok(store)
     }
@@ -423,44 +439,49 @@ impl FlagStore {
     /// and returns its new state. With the config or file source the
     /// change stays over the source — a reload never undoes it — until
     /// [`restore`](Self::restore); with Redis it is written there, and
-    /// every replica applies it. Refused when the flag is unknown, the
-    /// result invalid, or Redis can't be written (nothing changes then).
+    /// every replica applies it (the last write wins: it is this replica's
+    /// view of the flag with the change). Refused when the flag is unknown,
+    /// the result invalid, or Redis can't be written (nothing changes then).
     pub async fn set(
         &self,
         name: &str,
         update: FlagUpdate,
         by: &Principal,
     ) -> Result<Flag, FlagError> {
-        let (flag, merged) = {
+        let by = self.inner.pseudonymizer.user(by.subject());
+        let Some(remote) = &self.inner.remote else {
+            // In memory: decided and applied under one lock.
+            let mut layers = self.layers();
+            let Some(source) = layers.source.get(name) else {
+                return Err(FlagError::NotFound(name.to_owned()));
+            };
+            let merged = match layers.runtime.get(name) {
+                Some(earlier) => earlier.then(&update),
+                None => update,
+            };
+            let flag = checked(merged.apply(source.clone()))?;
+            layers.runtime.insert(name.to_owned(), merged);
+            self.publish(&layers, &by, false);
+            return Ok(flag);
+        };
+        let flag = {
             let layers = self.layers();
             let Some(source) = layers.source.get(name) else {
                 return Err(FlagError::NotFound(name.to_owned()));
             };
-            let merged = match (&self.inner.remote, layers.runtime.get(name)) {
-                (None, Some(earlier)) => earlier.then(&update),
-                _ => update,
-            };
-            (merged.apply(source.clone()), merged)
+            checked(update.apply(source.clone()))?
         };
-        let mut problems = Vec::new();
-        flag.validate("flag", &mut problems);
-        if !problems.is_empty() {
-            return Err(FlagError::Invalid(problems));
-        }
-        let by = self.inner.pseudonymizer.user(by.subject());
-        match &self.inner.remote {
-            Some(remote) => {
-                remote.write(&flag).await.map_err(FlagError::Unavailable)?;
-                let mut layers = self.layers();
-                layers.source.insert(name.to_owned(), flag.clone());
-                self.publish(&layers, &by);
-            }
-            None => {
-                let mut layers = self.layers();
-                layers.runtime.insert(name.to_owned(), merged);
-                self.publish(&layers, &by);
-            }
-        }
+        self.write_remote(remote, flag, &by).await
+    }
+
+    /// Writes `flag` to Redis, then applies it here at once (a resync that
+    /// read Redis before the write is not applied over it).
+    async fn write_remote(&self, remote: &Remote, flag: Flag, by: &str) -> Result<Flag, FlagError> {
+        remote.write(&flag).await.map_err(FlagError::Unavailable)?;
+        let mut layers = self.layers();
+        layers.writes += 1;
+        layers.source.insert(flag.name.clone(), flag.clone());
+        self.publish(&layers, by, false);
         Ok(flag)
     }
 
@@ -479,35 +500,69 @@ impl FlagStore {
             let Some(seed) = remote.seed(name).cloned() else {
                 return Err(FlagError::NotFound(name.to_owned()));
             };
-            remote.write(&seed).await.map_err(FlagError::Unavailable)?;
-            let mut layers = self.layers();
-            layers.source.insert(name.to_owned(), seed.clone());
-            self.publish(&layers, &by);
-            return Ok(seed);
+            return self.write_remote(remote, seed, &by).await;
         }
         let mut layers = self.layers();
         let Some(source) = layers.source.get(name).cloned() else {
             return Err(FlagError::NotFound(name.to_owned()));
         };
         if layers.runtime.remove(name).is_some() {
-            self.publish(&layers, &by);
+            self.publish(&layers, &by, false);
         }
         Ok(source)
     }
 
     /// Replaces the source's definitions (a reload), keeping the runtime
-    /// changes over them. An invalid set is refused whole, with every
-    /// problem, and the previous one keeps serving (reported in the health
-    /// report until a good set arrives).
+    /// changes over them (those of flags gone from the source are
+    /// dropped). An invalid set — alone, or with the runtime changes over
+    /// it — is refused whole, with every problem, and the previous one
+    /// keeps serving (reported in the health report until a good set
+    /// arrives).
     pub fn replace_source(&self, flags: Vec<Flag>, path: &str) -> Result<(), FlagError> {
-        if let Err(problems) = validate_set(&flags, path) {
+        self.replace_source_since(flags, path, None)
+    }
+
+    /// The number of this store's writes to Redis so far: a resync that
+    /// read Redis before a later write must not be applied over it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn writes(&self) -> u64 {
+        self.layers().writes
+    }
+
+    /// [`replace_source`](Self::replace_source), unless a write happened
+    /// since `writes` was read (then a newer read follows: skipped).
+    pub(crate) fn replace_source_since(
+        &self,
+        flags: Vec<Flag>,
+        path: &str,
+        writes: Option<u64>,
+    ) -> Result<(), FlagError> {
+        let mut problems = validate_set(&flags, path).err().unwrap_or_default();
+        let mut layers = self.layers();
+        if writes.is_some_and(|w| w != layers.writes) {
+            return Ok(());
+        }
+        let source: BTreeMap<String, Flag> =
+            flags.into_iter().map(|f| (f.name.clone(), f)).collect();
+        if problems.is_empty() {
+            for (name, update) in &layers.runtime {
+                if let Some(flag) = source.get(name) {
+                    update.apply(flag.clone()).validate(
+                        &format!("{path}.{name} with its runtime change"),
+                        &mut problems,
+                    );
+                }
+            }
+        }
+        if !problems.is_empty() {
+            drop(layers);
             self.refuse_source(problems.clone());
             return Err(FlagError::Invalid(problems));
         }
-        let mut layers = self.layers();
-        layers.source = flags.into_iter().map(|f| (f.name.clone(), f)).collect();
+        layers.runtime.retain(|name, _| source.contains_key(name));
+        layers.source = source;
         layers.rejected = None;
-        self.publish(&layers, self.inner.source);
+        self.publish(&layers, self.inner.source, false);
         Ok(())
     }
 
@@ -527,7 +582,8 @@ impl FlagStore {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn stale(&self, reason: String) {
         let mut layers = self.layers();
-        if layers.stale.is_none() {
+        if !layers.failure_logged {
+            layers.failure_logged = true;
             emit!(
                 WARN,
                 EventName::INTEGRATION_BACKEND_FAILED,
@@ -546,7 +602,8 @@ impl FlagStore {
     pub(crate) fn fresh(&self) {
         let mut layers = self.layers();
         layers.synced = Some(SystemTime::now());
-        if layers.stale.take().is_some() {
+        layers.stale = None;
+        if std::mem::take(&mut layers.failure_logged) {
             emit!(
                 INFO,
                 EventName::INTEGRATION_BACKEND_RECOVERED,
@@ -596,9 +653,10 @@ impl FlagStore {
     }
 
     /// The store as the `flags` health component: `pass`, or `warn` while
-    /// the last reload was refused (the previous set serving); its details
-    /// name the source, the flags, the runtime changes and the
-    /// environment's off switches.
+    /// the last reload was refused (the previous set serving) or the
+    /// source (Redis) can't be reached or was not read yet (`state:
+    /// "STALE"`); its details name the source, the flags, the runtime
+    /// changes and the environment's off switches.
     pub fn health_source(&self) -> Arc<dyn HealthSource> {
         Arc::new(self.clone())
     }
@@ -611,8 +669,9 @@ impl FlagStore {
     }
 
     /// Builds and swaps in the snapshot of `layers`, and reports each
-    /// flag whose state changed (`by`: a pseudonym, or the source).
-    fn publish(&self, layers: &Layers, by: &str) {
+    /// flag whose state changed (`by`: a pseudonym, or the source); the
+    /// `initial` one reports nothing.
+    fn publish(&self, layers: &Layers, by: &str, initial: bool) {
         let flags: Map<Box<str>, Compiled> = layers
             .source
             .iter()
@@ -626,38 +685,61 @@ impl FlagStore {
             })
             .collect();
         let old = self.inner.snapshot.swap(Arc::new(Snapshot { flags }));
+        if initial {
+            return;
+        }
         let new = self.inner.snapshot.load();
-        for (name, now) in &new.flags {
-            let before = old.flags.get(name);
-            if before.is_some_and(|b| b.flag == now.flag && b.env_off == now.env_off) {
+        let names: BTreeSet<&str> = old
+            .flags
+            .keys()
+            .chain(new.flags.keys())
+            .map(|k| &**k)
+            .collect();
+        for name in names {
+            let (before, now) = (old.flags.get(name), new.flags.get(name));
+            if let (Some(b), Some(n)) = (before, now)
+                && b.flag == n.flag
+                && b.env_off == n.env_off
+            {
                 continue;
             }
-            let initial = old.flags.is_empty();
-            if !initial {
-                emit!(
-                    INFO,
-                    EventName::FLAG_CHANGED,
-                    flag = &**name,
-                    by = by,
-                    old_enabled = before.map(Compiled::is_on),
-                    new_enabled = now.is_on(),
-                    old_rollout_percentage = before.map(|b| b.flag.rollout_percentage),
-                    new_rollout_percentage = now.flag.rollout_percentage,
-                    old_targets = before.map(|b| b.target_users.len() + b.target_orgs.len()),
-                    new_targets = now.target_users.len() + now.target_orgs.len(),
-                );
-            }
-            let was_on = before.is_some_and(Compiled::is_on);
-            if !initial && was_on && !now.is_on() {
-                let by = if now.env_off { "environment" } else { by };
+            let targets = |c: &Compiled| c.target_users.len() + c.target_orgs.len();
+            let denies = |c: &Compiled| c.deny_users.len() + c.deny_orgs.len();
+            emit!(
+                INFO,
+                EventName::FLAG_CHANGED,
+                flag = name,
+                by = by,
+                removed = now.is_none(),
+                old_enabled = before.map(Compiled::is_on),
+                new_enabled = now.map(Compiled::is_on),
+                old_rollout_percentage = before.map(|b| b.flag.rollout_percentage),
+                new_rollout_percentage = now.map(|n| n.flag.rollout_percentage),
+                old_targets = before.map(targets),
+                new_targets = now.map(targets),
+                old_denies = before.map(denies),
+                new_denies = now.map(denies),
+            );
+            if before.is_some_and(Compiled::is_on) && !now.is_some_and(Compiled::is_on) {
                 emit!(
                     WARN,
                     EventName::FLAG_KILL_SWITCH_ACTIVATED,
-                    flag = &**name,
+                    flag = name,
                     by = by,
                 );
             }
         }
+    }
+}
+
+/// `flag` if it is valid, else its problems.
+fn checked(flag: Flag) -> Result<Flag, FlagError> {
+    let mut problems = Vec::new();
+    flag.validate("flag", &mut problems);
+    if problems.is_empty() {
+        Ok(flag)
+    } else {
+        Err(FlagError::Invalid(problems))
     }
 }
 
@@ -939,5 +1021,51 @@ mod tests {
                     .unwrap()
                     .contains("rollout_percentage")
         }));
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_drops_a_flag_or_conflicts_with_a_runtime_change() {
+        let (_guard, logs) = capture::json();
+        let on = Flag::new("ai_recs").enabled(true).rollout(100);
+        let store = FlagStore::builder(vec![on.clone(), Flag::new("ai_other").enabled(true)])
+            .build()
+            .unwrap();
+        let ops = Principal::new("ops");
+        let targets = FlagUpdate {
+            target_users: Some(vec!["u1".into()]),
+            ..FlagUpdate::default()
+        };
+        store.set("ai_recs", targets, &ops).await.unwrap();
+        // The new source denies the user the runtime change targets: refused
+        // whole, the previous set serving.
+        let err = store
+            .replace_source(vec![on.clone().deny(["u1"])], "flags.file")
+            .unwrap_err();
+        assert!(err.to_string().contains("runtime change"), "{err}");
+        assert_eq!(store.names(), ["ai_other", "ai_recs"]);
+        // A source without ai_recs: gone, its runtime change dropped, and
+        // the loss of a flag that was on is a kill switch.
+        store
+            .replace_source(vec![Flag::new("ai_other").enabled(true)], "flags.file")
+            .unwrap();
+        assert_eq!(store.names(), ["ai_other"]);
+        assert!(
+            store.health_source().check().details["runtime_changes"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        let lines = logs.lines();
+        let removed: Vec<_> = lines
+            .iter()
+            .filter(|l| l["event"] == "flag.changed" && l["removed"] == true)
+            .collect();
+        assert_eq!(removed.len(), 1, "{lines:?}");
+        assert_eq!(removed[0]["flag"], "ai_recs");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["event"] == "flag.kill_switch_activated" && l["flag"] == "ai_recs")
+        );
     }
 }

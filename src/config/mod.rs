@@ -257,7 +257,7 @@ impl GuardrailsConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_sources(&text, &path.display().to_string(), std::env::vars())
+        Self::from_sources(&text, &path.display().to_string(), crate::stack::env_vars())
     }
 
     /// Parses TOML text with no environment overrides.
