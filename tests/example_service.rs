@@ -1568,3 +1568,60 @@ fn two_replicas_on_redis_share_a_kill_switch_over_http() {
         start.elapsed()
     );
 }
+
+#[test]
+fn replicas_keep_serving_their_flags_while_redis_is_down_and_follow_it_again_after() {
+    let mut server = guardrails_testkit::redis::PrivateRedis::start();
+    let replica = || {
+        let mut cmd = command();
+        cmd.env("GUARDRAILS__FLAGS__SOURCE", "redis")
+            .env("GUARDRAILS__FLAGS__RELOAD", "200ms")
+            .env("REDIS_URL", server.url())
+            .env("GUARDRAILS__REDIS__TIMEOUT", "1s");
+        Running::start(cmd)
+    };
+    let (a, mut b) = (replica(), replica());
+    let on = user_token(&rollout_user(true));
+    let admin = format!("{}Content-Type: application/json\r\n", admin_mfa_token());
+    let put = |svc: &Running, body: &str| {
+        svc.send("PUT", "/api/admin/flags/ai_recommendations", &admin, body)
+    };
+    assert_eq!(b.get("/api/recommendations", &on).0, 200);
+
+    // Redis down: both keep serving the last good set; a change is
+    // refused (503 + Retry-After) rather than applied to one replica.
+    server.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.get("/api/recommendations", &on).0, 200);
+    assert_eq!(b.get("/api/recommendations", &on).0, 200);
+    let (status, head, _) = put(&a, r#"{"enabled": false}"#);
+    assert_eq!(status, 503);
+    assert!(head.contains("retry-after: 1"), "{head}");
+
+    // Back: the kill switch written through a reaches b again.
+    server.restart();
+    let start = std::time::Instant::now();
+    loop {
+        let (status, _, _) = put(&a, r#"{"enabled": false}"#);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "Redis back, writes still refused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while b.get("/api/recommendations", &on).0 != 404 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "b did not follow Redis again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, logs) = b.terminate();
+    let failed = events(&logs, "integration.backend_failed");
+    assert!(failed.iter().any(|l| l["purpose"] == "flags"), "{logs}");
+    let recovered = events(&logs, "integration.backend_recovered");
+    assert!(recovered.iter().any(|l| l["purpose"] == "flags"), "{logs}");
+}
