@@ -1,12 +1,29 @@
-//! Request metrics through the metrics facade, the detailed health report and alert rules.
+//! Request metrics, windowed request statistics and the detailed health
+//! report for tower services.
 //!
-//! **Not implemented yet.** This crate reserves its place in the workspace
-//! (and the `monitor-layer` feature of the `guardrails` umbrella crate); it exports
-//! nothing until its issue lands.
+//! **In progress** (issue 18): so far [`RequestStats`], the in-process
+//! sliding-window statistics (request rate, 5xx error rate, latency
+//! percentiles over 1 m, 5 m and 1 h) the health report and the alert
+//! rules read. The metrics layer, the health and readiness endpoints and
+//! the Prometheus listener follow.
 //!
 //! # Example
 //!
 //! ```
-//! // The crate links, and the shared vocabulary it will build on is reachable.
-//! assert_eq!(guardrail_core::EventName::API_REQUEST.as_str(), "api.request");
+//! use std::time::Duration;
+//! use monitor_layer::{RequestStats, Window};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let stats = RequestStats::new();
+//! stats.record(200, Duration::from_millis(12));
+//! stats.record(500, Duration::from_millis(40));
+//! let minute = stats.window(Window::Minute);
+//! assert_eq!((minute.requests, minute.server_errors), (2, 1));
+//! assert_eq!(minute.error_rate, 0.5);
+//! # }
 //! ```
+
+mod stats;
+
+pub use stats::{RequestStats, Window, WindowStats};
