@@ -1,11 +1,13 @@
 //! Request metrics, windowed request statistics and the detailed health
 //! report for tower services.
 //!
-//! **In progress** (issue 18): so far [`RequestStats`], the in-process
-//! sliding-window statistics (request rate, 5xx error rate, latency
-//! percentiles over 1 m, 5 m and 1 h) the health report and the alert
-//! rules read. The metrics layer, the health and readiness endpoints and
-//! the Prometheus listener follow.
+//! **In progress** (issue 18): so far [`MetricsLayer`] (OTel-named
+//! request metrics through the `metrics` facade, labelled by route
+//! template) and [`RequestStats`], the in-process sliding-window
+//! statistics (request rate, 5xx error rate, latency percentiles over
+//! 1 m, 5 m and 1 h) the health report and the alert rules read. The
+//! stack's wiring, the health and readiness endpoints and the Prometheus
+//! listener follow.
 //!
 //! # Example
 //!
@@ -24,6 +26,11 @@
 //! # }
 //! ```
 
+mod metrics;
 mod stats;
 
+pub use metrics::{
+    ACTIVE_REQUESTS, DURATION_BUCKETS, Metrics, MetricsLayer, REQUEST_DURATION, REQUESTS_TOTAL,
+    ResponseFuture, UNMATCHED,
+};
 pub use stats::{RequestStats, Window, WindowStats};
