@@ -76,6 +76,8 @@ guardrail_stack! {
     client_ip: ResolveClientIpLayer = ResolveClientIpLayer::new(w.config.client_ip.clone());
     trace if "pii-trace-layer": pii_trace_layer::TraceLayer =
         pii_trace_layer::TraceLayer::from_config(&w.config.trace, w.scrubber.clone())?;
+    metrics if "monitor-layer": monitor_layer::MetricsLayer =
+        monitor_layer::MetricsLayer::new().stats(w.stats.clone());
     error_boundary if "timeout-retry-layer": timeout_retry_layer::ErrorBoundaryLayer =
         w.error_boundary();
     load_shed if "timeout-retry-layer": timeout_retry_layer::LoadShedLayer = w.load_shed();
@@ -131,6 +133,8 @@ struct Wiring<'a> {
     #[cfg(feature = "auth-layer")]
     auth: Option<auth_layer::AuthenticateLayer>,
     redis: Option<guardrail_core::RedisConnection>,
+    #[cfg(feature = "monitor-layer")]
+    stats: monitor_layer::RequestStats,
 }
 
 impl Wiring<'_> {
@@ -242,7 +246,8 @@ impl Wiring<'_> {
 
 /// Layer that applies every configured guardrail in the recommended order
 /// (outermost first): request id → client IP resolution → scrubbed
-/// request tracing (one `api.request` per request) → error boundary
+/// request tracing (one `api.request` per request) → request metrics
+/// (`http_server_*`, through the `metrics` facade) → error boundary
 /// (panics and bare 5xx become problems) → load shedding (when
 /// `load_shed.max_in_flight` is set) → request deadline → body limit →
 /// rate limits of stage `before_auth` (per IP: protects the
@@ -294,6 +299,11 @@ pub struct Guardrails {
     /// it (Redis rate limits, `auth.webhook.replay_store = "redis"`): hand
     /// it to route layers (`VerifyWebhookLayer::from_config`).
     pub redis: Option<guardrail_core::RedisConnection>,
+    /// Request rate, 5xx error rate and latency percentiles over the last
+    /// 1 m, 5 m and 1 h, as the stack's metrics layer records them (for
+    /// the health report and alert rules).
+    #[cfg(feature = "monitor-layer")]
+    pub stats: monitor_layer::RequestStats,
     /// The flags of `[flags]`, for route gates (`FlagLayer::new(flags,
     /// "ai_recommendations")`) and handlers (`flags.is_enabled(…)`); its
     /// reload is in [`tasks`](Self::tasks), its state in
@@ -331,6 +341,8 @@ impl GuardrailsLayer {
             #[cfg(feature = "auth-layer")]
             auth: None,
             redis: None,
+            #[cfg(feature = "monitor-layer")]
+            stats: monitor_layer::RequestStats::new(),
         };
         let layers = build_layers(&mut wiring)?;
         let redis = wiring.redis(config.uses_redis())?;
@@ -339,6 +351,8 @@ impl GuardrailsLayer {
         #[cfg(feature = "flag-layer")]
         let flags = wiring.flags()?;
         Ok(Guardrails {
+            #[cfg(feature = "monitor-layer")]
+            stats: wiring.stats.clone(),
             #[cfg(feature = "flag-layer")]
             flags,
             #[cfg(feature = "timeout-retry-layer")]

@@ -751,3 +751,43 @@ fn flags_are_read_validated_and_their_source_overridable() {
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("flags.file"), "{err}");
 }
+
+#[tokio::test]
+async fn the_stack_records_each_answer_in_its_request_stats() {
+    use axum::{Router, routing::get};
+    use guardrails::{GuardrailsLayer, monitor_layer::Window};
+    use tower::ServiceExt;
+
+    let c = GuardrailsConfig::from_toml_str(
+        r#"
+        profile = "development"
+        [auth]
+        public = ["/api/health"]
+        hs256_secret = { env = "GUARDRAILS_TEST_STATS_SECRET_UNSET" }
+        "#,
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let guardrails = GuardrailsLayer::from_config(&c).unwrap();
+    let app = Router::new()
+        .route("/api/health", get(|| async { "ok" }))
+        .layer(guardrails.layer);
+    for path in ["/api/health", "/api/health", "/api/me"] {
+        let req = http::Request::get(path)
+            .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                9,
+            ))))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.clone().oneshot(req).await.unwrap();
+    }
+    let minute = guardrails.stats.window(Window::Minute);
+    // Two answered 200, one refused 401 (no token): counted apart from errors.
+    assert_eq!(
+        (minute.requests, minute.client_errors, minute.server_errors),
+        (3, 1, 0)
+    );
+    assert!(minute.p50.is_some());
+}
