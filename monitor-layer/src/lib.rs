@@ -26,9 +26,11 @@
 //! # }
 //! ```
 
+mod health;
 mod metrics;
 mod stats;
 
+pub use health::{HEALTH_JSON, health_report, readiness};
 pub use metrics::{
     ACTIVE_REQUESTS, DURATION_BUCKETS, Metrics, MetricsLayer, REQUEST_DURATION, REQUESTS_TOTAL,
     ResponseFuture, UNMATCHED,
