@@ -29,7 +29,11 @@ use guardrails::{
     Guardrails, GuardrailsConfig, GuardrailsLayer, ValidConfig,
     auth_layer::VerifyWebhookLayer,
     flag_layer::{FlagError, FlagLayer, FlagStore, FlagUpdate},
-    guardrail_core::{Deadline, Principal, Problem, Pseudonymizer, RedisConnection, RequestId},
+    guardrail_core::{
+        Deadline, Principal, Problem, Pseudonymizer, RedisConnection, RequestId,
+        health::HealthRegistry,
+    },
+    monitor_layer::{health_report, readiness},
     pii_trace_layer::{Scrubber, init_json_logging},
     timeout_retry_layer::{OutboundError, ReplayBody, UpstreamLayers},
 };
@@ -73,12 +77,13 @@ async fn main() -> ExitCode {
         redis,
         upstreams,
         flags,
+        health,
         ..
     } = guardrails;
     // Route coverage, visible at startup: everything else needs a token.
     let public: Vec<String> = authenticate.public_routes().patterns().collect();
     tracing::info!(public_routes = ?public, "authentication required on every route except these");
-    let app = app(&config, &pseudonymizer, redis, flags)
+    let app = app(&config, &pseudonymizer, redis, flags, health)
         .merge(weather_route(&config, upstreams.get("weather")))
         .layer(layer);
 
@@ -151,10 +156,24 @@ fn app(
     pseudonymizer: &Pseudonymizer,
     redis: Option<RedisConnection>,
     flags: FlagStore,
+    health: HealthRegistry,
 ) -> Router {
+    let ready = health.clone();
     let auth = &config.auth;
     let router = Router::new()
-        .route("/api/health", get(health))
+        .route("/api/health", get(liveness))
+        // Readiness for a load balancer or kubelet: the status only, 503
+        // while a component fails.
+        .route(
+            "/api/ready",
+            get(move || async move { readiness::<axum::body::Body>(&ready) }),
+        )
+        // Every component with its details: admins.
+        .route(
+            "/api/monitoring/health",
+            get(move || async move { health_report::<axum::body::Body>(&health) })
+                .route_layer(auth.require_admin(pseudonymizer)),
+        )
         .route("/api/me", get(me))
         .route(
             "/api/users/{user_id}/profile",
@@ -312,7 +331,7 @@ async fn debug_echo(body: axum::body::Bytes) -> impl IntoResponse {
 }
 
 /// Public liveness.
-async fn health() -> impl IntoResponse {
+async fn liveness() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 

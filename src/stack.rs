@@ -350,6 +350,8 @@ impl GuardrailsLayer {
         let upstreams = wiring.upstreams();
         #[cfg(feature = "flag-layer")]
         let flags = wiring.flags()?;
+        #[cfg(feature = "monitor-layer")]
+        wiring.health.register(wiring.stats.clone());
         Ok(Guardrails {
             #[cfg(feature = "monitor-layer")]
             stats: wiring.stats.clone(),

@@ -597,7 +597,7 @@ async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
     assert_eq!(guardrails.tasks.names(), ["jwks_refresh"]);
     assert_eq!(
         guardrails.health.names(),
-        ["rate_limit", "jwks", "circuit:weather", "flags"]
+        ["rate_limit", "jwks", "circuit:weather", "flags", "requests"]
     );
     let report = guardrails.health.report();
     assert_eq!(report.status, HealthStatus::Fail, "no JWKS keys yet");

@@ -1625,3 +1625,66 @@ fn replicas_keep_serving_their_flags_while_redis_is_down_and_follow_it_again_aft
     let recovered = events(&logs, "integration.backend_recovered");
     assert!(recovered.iter().any(|l| l["purpose"] == "flags"), "{logs}");
 }
+
+#[test]
+fn readiness_is_public_and_the_health_report_is_for_admins() {
+    let svc = Running::start(command());
+    let (status, head, body) = svc.get("/api/ready", "");
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"pass"}"#));
+    assert!(
+        head.contains("content-type: application/health+json"),
+        "{head}"
+    );
+    assert_eq!(svc.get("/api/monitoring/health", "").0, 401);
+    assert_eq!(
+        svc.get("/api/monitoring/health", &user_token("user-1")).0,
+        403
+    );
+    let (status, head, body) = svc.get("/api/monitoring/health", &admin_mfa_token());
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.contains("content-type: application/health+json"),
+        "{head}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["status"], "pass", "{report}");
+    for component in ["rate_limit", "circuit:weather", "flags", "requests"] {
+        assert_eq!(
+            report["checks"][component][0]["status"], "pass",
+            "{component}: {report}"
+        );
+    }
+    // The requests seen so far, 4xx apart from errors.
+    let minute = &report["checks"]["requests"][0]["details"]["1m"];
+    assert!(minute["requests"].as_u64().unwrap() >= 3, "{minute}");
+    assert!(minute["client_errors"].as_u64().unwrap() >= 2, "{minute}");
+    assert_eq!(minute["server_errors"], 0);
+}
+
+#[test]
+fn readiness_is_503_while_a_component_fails() {
+    // Keys from a JWKS endpoint nothing listens on: no keys, `jwks` fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let config = std::fs::read_to_string("examples/guardrails.toml")
+        .unwrap()
+        .replace(
+            "hs256_secret = { env = \"GUARDRAILS_JWT_SECRET\" }",
+            &format!("jwks = {{ url = \"http://127.0.0.1:{port}/jwks.json\" }}"),
+        );
+    let path = std::env::temp_dir().join(format!("ready-{}.toml", std::process::id()));
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = command();
+    cmd.env("GUARDRAILS_CONFIG", &path);
+    let svc = Running::start(cmd);
+    let (status, head, body) = svc.get("/api/ready", "");
+    assert_eq!((status, body.as_str()), (503, r#"{"status":"fail"}"#));
+    assert!(
+        head.contains("content-type: application/health+json"),
+        "{head}"
+    );
+    assert_eq!(svc.get("/api/health", "").0, 200, "alive all the same");
+    drop(svc);
+    std::fs::remove_file(path).unwrap();
+}
