@@ -33,7 +33,7 @@ use guardrails::{
         Deadline, Principal, Problem, Pseudonymizer, RedisConnection, RequestId,
         health::HealthRegistry,
     },
-    monitor_layer::{health_report, readiness},
+    monitor_layer::{health_report, prometheus, readiness},
     pii_trace_layer::{Scrubber, init_json_logging},
     timeout_retry_layer::{OutboundError, ReplayBody, UpstreamLayers},
 };
@@ -44,6 +44,14 @@ const EMBEDDED_CONFIG: &str = include_str!("guardrails.toml");
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // A Prometheus recorder for the whole process — the stack's request
+    // metrics and every guardrail's — installed before the layers are
+    // built, since they register their metrics then.
+    let (recorder, prometheus) = prometheus::recorder();
+    if metrics::set_global_recorder(recorder).is_err() {
+        eprintln!("guarded_service: a metrics recorder is already installed");
+        return ExitCode::from(2);
+    }
     // Everything is built before the first log line that says the service
     // runs: a config or setup problem is the only thing logged.
     let built = load_config().and_then(|config| {
@@ -83,9 +91,42 @@ async fn main() -> ExitCode {
     // Route coverage, visible at startup: everything else needs a token.
     let public: Vec<String> = authenticate.public_routes().patterns().collect();
     tracing::info!(public_routes = ?public, "authentication required on every route except these");
-    let app = app(&config, &pseudonymizer, redis, flags, health)
-        .merge(weather_route(&config, upstreams.get("weather")))
-        .layer(layer);
+    // Metrics are served on a listener of their own
+    // (`monitor.metrics_listen`), or at `/metrics` on this router when that
+    // is "" (a route `auth.public` must then list).
+    let metrics_listen = match prometheus::listen_addr(&config.monitor.metrics_listen) {
+        Ok(Some(addr)) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                eprintln!("guarded_service: cannot listen for metrics on {addr}: {err}");
+                return ExitCode::from(2);
+            }
+        },
+        Ok(None) => None,
+        Err(err) => {
+            eprintln!("guarded_service: monitor.metrics_listen: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut app = app(&config, &pseudonymizer, redis, flags, health)
+        .merge(weather_route(&config, upstreams.get("weather")));
+    let metrics_addr = match metrics_listen {
+        Some(listener) => {
+            let addr = listener.local_addr().map(|a| a.to_string()).ok();
+            tokio::spawn(prometheus::serve_metrics(listener, prometheus));
+            addr
+        }
+        None => {
+            app = app.route(
+                "/metrics",
+                get(move || async move {
+                    prometheus::metrics_response::<axum::body::Body>(&prometheus)
+                }),
+            );
+            None
+        }
+    };
+    let app = app.layer(layer);
 
     let listen = std::env::var("GUARDRAILS_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = match tokio::net::TcpListener::bind(&listen).await {
@@ -102,7 +143,7 @@ async fn main() -> ExitCode {
     let signal = shutdown_signal();
     // Background work of the layers (a JWKS refresh), stopped on shutdown.
     let background = tasks.spawn();
-    tracing::info!(addr = %addr, profile = %config.profile(), "listening");
+    tracing::info!(addr = %addr, metrics_addr = metrics_addr.as_deref(), profile = %config.profile(), "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(

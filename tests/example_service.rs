@@ -43,12 +43,15 @@ fn command() -> Command {
             cmd.env_remove(key);
         }
     }
+    // Tests run side by side: each service's metrics on a port of its own.
+    cmd.env("GUARDRAILS__MONITOR__METRICS_LISTEN", "127.0.0.1:0");
     cmd
 }
 
 struct Running {
     child: Child,
     addr: String,
+    metrics_addr: Option<String>,
     stdout: Option<BufReader<std::process::ChildStdout>>,
 }
 
@@ -63,6 +66,7 @@ impl Running {
         let mut svc = Self {
             child,
             addr: String::new(),
+            metrics_addr: None,
             stdout: None,
         };
         let mut stdout = BufReader::new(svc.child.stdout.take().unwrap());
@@ -83,6 +87,7 @@ impl Running {
                 .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
             if json["message"] == "listening" {
                 svc.addr = json["addr"].as_str().unwrap().to_owned();
+                svc.metrics_addr = json["metrics_addr"].as_str().map(str::to_owned);
                 svc.stdout = Some(stdout);
                 return svc;
             }
@@ -96,21 +101,7 @@ impl Running {
 
     /// Sends one request; returns (status, lower-cased head, body).
     fn send(&self, method: &str, path: &str, extra: &str, body: &str) -> (u16, String, String) {
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, head.to_ascii_lowercase(), body.to_owned())
+        send_to(&self.addr, method, path, extra, body)
     }
 
     fn terminate(&mut self) -> (std::process::ExitStatus, String) {
@@ -135,6 +126,25 @@ fn log_lines(logs: &str) -> impl Iterator<Item = serde_json::Value> + '_ {
 /// The log lines of the event `name`, in order.
 fn events(logs: &str, name: &str) -> Vec<serde_json::Value> {
     log_lines(logs).filter(|l| l["event"] == name).collect()
+}
+
+/// Sends one request to `addr`; returns (status, lower-cased head, body).
+fn send_to(addr: &str, method: &str, path: &str, extra: &str, body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
 impl Drop for Running {
@@ -1687,4 +1697,44 @@ fn readiness_is_503_while_a_component_fails() {
     assert_eq!(svc.get("/api/health", "").0, 200, "alive all the same");
     drop(svc);
     std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn metrics_are_served_on_their_own_listener_with_route_templates() {
+    let svc = Running::start(command());
+    let metrics = svc.metrics_addr.clone().expect("a metrics listener");
+    let user = user_token("user-1");
+    assert_eq!(svc.get("/api/users/user-1/profile", &user).0, 200);
+    for i in 0..20 {
+        assert_eq!(svc.get(&format!("/api/no/such/{i}"), &user).0, 404);
+    }
+    // Not on the public port.
+    assert_eq!(svc.get("/metrics", &user).0, 404);
+    let (status, head, text) = send_to(&metrics, "GET", "/metrics", "", "");
+    assert_eq!(status, 200, "{text}");
+    assert!(head.contains("content-type: text/plain"), "{head}");
+    assert!(
+        text.contains("# TYPE http_server_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains("le=\"+Inf\""), "{text}");
+    let routes: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split("http_route=\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(
+        routes.contains("/api/users/{user_id}/profile"),
+        "{routes:?}"
+    );
+    assert!(routes.contains("unmatched"), "{routes:?}");
+    assert!(
+        routes.iter().all(|r| !r.contains("/no/such")),
+        "never a raw path: {routes:?}"
+    );
+    // The guardrails' own metrics go to the same recorder.
+    assert!(
+        text.contains("guardrails_ratelimit_decisions_total"),
+        "{text}"
+    );
 }

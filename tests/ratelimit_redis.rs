@@ -406,7 +406,11 @@ fn three_policies(redis: &str) -> Svc {
                 .name("per_ip_hourly"),
         )
         .policy(
-            RateLimitPolicy::per_minute(6000)
+            // Slow enough that its bucket outlives the test's own checks
+            // on a loaded machine (at 100/s it expired within 60 ms, and a
+            // SCAN under load missed it).
+            RateLimitPolicy::per_hour(6000)
+                .burst(100)
                 .name("everyone")
                 .key(ratelimit_layer::key::GlobalKey),
         )

@@ -26,10 +26,14 @@
 //! # }
 //! ```
 
+mod config;
 mod health;
 mod metrics;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod stats;
 
+pub use config::MonitorConfig;
 pub use health::{HEALTH_JSON, health_report, readiness};
 pub use metrics::{
     ACTIVE_REQUESTS, DURATION_BUCKETS, Metrics, MetricsLayer, REQUEST_DURATION, REQUESTS_TOTAL,

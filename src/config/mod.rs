@@ -128,7 +128,11 @@ pub struct GuardrailsConfig {
     /// `[flags]`: the `flag-layer` feature is off.
     #[cfg(not(feature = "flag-layer"))]
     pub flags: EmptySection,
-    /// `[monitor]`: metrics and alerts (no keys yet).
+    /// `[monitor]`: where metrics are served.
+    #[cfg(feature = "monitor-layer")]
+    pub monitor: monitor_layer::MonitorConfig,
+    /// `[monitor]`: the `monitor-layer` feature is off.
+    #[cfg(not(feature = "monitor-layer"))]
     pub monitor: EmptySection,
 }
 

@@ -136,6 +136,8 @@ impl GuardrailsConfig {
                 upstream.validate(name, strictest(profile, self.profile), &mut problems);
             }
         }
+        #[cfg(feature = "monitor-layer")]
+        self.monitor.validate(&mut problems);
         #[cfg(feature = "flag-layer")]
         {
             self.flags.validate(&mut problems);

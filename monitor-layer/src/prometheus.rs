@@ -1,0 +1,76 @@
+//! The Prometheus endpoint (cargo feature `prometheus`): the recorder,
+//! with real histogram buckets, and `/metrics` served on a listener of its
+//! own — `[monitor] metrics_listen`, `127.0.0.1:9464` by default (OTel's
+//! Prometheus port) — so metrics never sit on the public port.
+//!
+//! # Example
+//!
+//! ```
+//! use monitor_layer::prometheus::{metrics_response, recorder};
+//!
+//! let (recorder, handle) = recorder();
+//! metrics::with_local_recorder(&recorder, || {
+//!     metrics::counter!("http_server_requests_total").increment(1);
+//! });
+//! let res = metrics_response::<String>(&handle);
+//! assert_eq!(res.status(), 200);
+//! assert!(res.body().contains("http_server_requests_total 1"));
+//! ```
+
+use std::net::SocketAddr;
+
+use http::{HeaderValue, Response, header};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::{DURATION_BUCKETS, REQUEST_DURATION};
+
+/// A Prometheus recorder whose request-duration histogram has
+/// [`DURATION_BUCKETS`], and the handle that renders it. Install it with
+/// `metrics::set_global_recorder(recorder)`.
+pub fn recorder() -> (PrometheusRecorder, PrometheusHandle) {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS)
+        .map(PrometheusBuilder::build_recorder)
+        .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+    let handle = recorder.handle();
+    (recorder, handle)
+}
+
+/// The exposition of everything recorded, as `text/plain; version=0.0.4`.
+pub fn metrics_response<B: From<String>>(handle: &PrometheusHandle) -> Response<B> {
+    let mut res = Response::new(B::from(handle.render()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+/// Serves `GET /metrics` (and nothing else: 404) on `listener` until the
+/// task is dropped; run it beside the service (e.g. as a background task).
+pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move { metrics_response::<axum::body::Body>(&handle) }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the metrics listener failed");
+    }
+}
+
+/// The address `[monitor] metrics_listen` names, or `None` for `""` (then
+/// the service serves `/metrics` on its main router, a public route).
+pub fn listen_addr(metrics_listen: &str) -> Result<Option<SocketAddr>, String> {
+    if metrics_listen.is_empty() {
+        return Ok(None);
+    }
+    metrics_listen
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("{metrics_listen:?} is not an address such as 127.0.0.1:9464"))
+}
