@@ -40,15 +40,17 @@
 //! ```
 
 use std::{
+    collections::HashMap,
     fmt,
     future::Future,
     pin::Pin,
+    sync::{Arc, PoisonError, RwLock},
     task::{Context, Poll, ready},
     time::Instant,
 };
 
 use http::{Method, Request, Response};
-use metrics::SharedString;
+use metrics::{Counter, Gauge, Histogram, SharedString};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -72,16 +74,91 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// Layer that applies [`Metrics`].
-#[derive(Clone, Debug, Default)]
+/// Layer that applies [`Metrics`]. Clones share their metric handles.
+#[derive(Clone, Debug)]
 pub struct MetricsLayer {
     stats: Option<RequestStats>,
+    handles: Arc<Handles>,
+}
+
+impl Default for MetricsLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One series' handles: its method and status, its histogram and counter.
+type Series = (&'static str, u16, Histogram, Counter);
+
+/// The metric handles, registered once per (route, method, status) rather
+/// than looked up by name and labels on every request. Bounded: routes are
+/// templates (and `unmatched`), methods ten, statuses what the service
+/// answers.
+struct Handles {
+    active: Gauge,
+    by_route: RwLock<HashMap<Box<str>, Vec<Series>>>,
+}
+
+impl fmt::Debug for Handles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handles").finish_non_exhaustive()
+    }
+}
+
+impl Handles {
+    fn record(&self, method: &'static str, route: &str, status: u16, seconds: f64) {
+        let found = self
+            .by_route
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route)
+            .and_then(|series| {
+                series
+                    .iter()
+                    .find(|(m, s, _, _)| *m == method && *s == status)
+                    .map(|(_, _, histogram, counter)| (histogram.clone(), counter.clone()))
+            });
+        let (histogram, counter) = match found {
+            Some(handles) => handles,
+            None => self.register(method, route, status),
+        };
+        histogram.record(seconds);
+        counter.increment(1);
+    }
+
+    #[cold]
+    fn register(&self, method: &'static str, route: &str, status: u16) -> (Histogram, Counter) {
+        let labels = [
+            ("http_request_method", SharedString::const_str(method)),
+            ("http_route", SharedString::from(route.to_owned())),
+            (
+                "http_response_status_code",
+                SharedString::from(status.to_string()),
+            ),
+        ];
+        let histogram = metrics::histogram!(REQUEST_DURATION, &labels);
+        let counter = metrics::counter!(REQUESTS_TOTAL, &labels);
+        self.by_route
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(route.into())
+            .or_default()
+            .push((method, status, histogram.clone(), counter.clone()));
+        (histogram, counter)
+    }
 }
 
 impl MetricsLayer {
-    /// Request metrics, and no in-process statistics.
+    /// Request metrics, and no in-process statistics. Its metrics go to
+    /// the recorder installed when it is built (install it first).
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            stats: None,
+            handles: Arc::new(Handles {
+                active: metrics::gauge!(ACTIVE_REQUESTS),
+                by_route: RwLock::default(),
+            }),
+        }
     }
 
     /// Records every answer in `stats` too (for the health report and the
@@ -99,6 +176,7 @@ impl<S> Layer<S> for MetricsLayer {
         Metrics {
             inner,
             stats: self.stats.clone(),
+            handles: Arc::clone(&self.handles),
         }
     }
 }
@@ -108,6 +186,7 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct Metrics<S> {
     inner: S,
     stats: Option<RequestStats>,
+    handles: Arc<Handles>,
 }
 
 impl<S> Metrics<S> {
@@ -140,28 +219,51 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-fn route_label<B>(req: &Request<B>) -> SharedString {
-    #[cfg(feature = "axum")]
-    if let Some(matched) = req.extensions().get::<axum::extract::MatchedPath>() {
-        return SharedString::from(matched.as_str().to_owned());
+/// The matched route template (a cheap clone of axum's `Arc<str>`), or
+/// none: `unmatched`.
+#[cfg(feature = "axum")]
+type Route = Option<axum::extract::MatchedPath>;
+#[cfg(not(feature = "axum"))]
+type Route = Option<std::convert::Infallible>;
+
+#[cfg(feature = "axum")]
+fn route_of<B>(req: &Request<B>) -> Route {
+    req.extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned()
+}
+
+#[cfg(not(feature = "axum"))]
+fn route_of<B>(_req: &Request<B>) -> Route {
+    None
+}
+
+#[cfg(feature = "axum")]
+fn route_str(route: &Route) -> &str {
+    route.as_ref().map_or(UNMATCHED, |m| m.as_str())
+}
+
+#[cfg(not(feature = "axum"))]
+fn route_str(route: &Route) -> &str {
+    match route {
+        Some(never) => match *never {},
+        None => UNMATCHED,
     }
-    let _ = req;
-    SharedString::const_str(UNMATCHED)
 }
 
 /// In flight until dropped (answered, failed or cancelled).
-struct Active;
+struct Active(Gauge);
 
 impl Active {
-    fn start() -> Self {
-        metrics::gauge!(ACTIVE_REQUESTS).increment(1.0);
-        Self
+    fn start(gauge: &Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        metrics::gauge!(ACTIVE_REQUESTS).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
@@ -179,14 +281,15 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let method = method_label(req.method());
-        let route = route_label(&req);
+        let route = route_of(&req);
         ResponseFuture {
             inner: self.inner.call(req),
             start: Instant::now(),
             method,
-            route: Some(route),
+            route,
             stats: self.stats.clone(),
-            active: Active::start(),
+            active: Active::start(&self.handles.active),
+            handles: Arc::clone(&self.handles),
         }
     }
 }
@@ -198,8 +301,9 @@ pin_project! {
         inner: F,
         start: Instant,
         method: &'static str,
-        route: Option<SharedString>,
+        route: Route,
         stats: Option<RequestStats>,
+        handles: Arc<Handles>,
         active: Active,
     }
 }
@@ -208,7 +312,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("method", &self.method)
-            .field("route", &self.route)
+            .field("route", &route_str(&self.route))
             .finish_non_exhaustive()
     }
 }
@@ -226,48 +330,17 @@ where
         // An error reaching here never became an answer: counted as 500,
         // as the server will answer it.
         let status = out.as_ref().map_or(500, |res| res.status().as_u16());
-        let route = this
-            .route
-            .take()
-            .unwrap_or(SharedString::const_str(UNMATCHED));
-        let labels = [
-            ("http_request_method", SharedString::const_str(this.method)),
-            ("http_route", route),
-            ("http_response_status_code", status_label(status)),
-        ];
-        metrics::histogram!(REQUEST_DURATION, &labels).record(latency.as_secs_f64());
-        metrics::counter!(REQUESTS_TOTAL, &labels).increment(1);
+        this.handles.record(
+            this.method,
+            route_str(this.route),
+            status,
+            latency.as_secs_f64(),
+        );
         if let Some(stats) = this.stats {
             stats.record(status, latency);
         }
         Poll::Ready(out)
     }
-}
-
-/// The status as a label, without formatting the common ones.
-fn status_label(status: u16) -> SharedString {
-    let common = match status {
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        301 => "301",
-        302 => "302",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        409 => "409",
-        413 => "413",
-        422 => "422",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        _ => return SharedString::from(status.to_string()),
-    };
-    SharedString::const_str(common)
 }
 
 #[cfg(test)]
