@@ -108,6 +108,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Histogram samples are drained by a scrape or this, never piling up.
+    tokio::spawn(prometheus::upkeep(prometheus.clone()));
     let mut app = app(&config, &pseudonymizer, redis, flags, health)
         .merge(weather_route(&config, upstreams.get("weather")));
     let metrics_addr = match metrics_listen {

@@ -100,18 +100,21 @@ fn window_json(w: &WindowStats) -> Value {
 
 /// The request statistics as the `requests` component: always `pass`
 /// (whether a rate is bad is the alert rules' call); the details are the
-/// last minute's, 5 minutes' and hour's figures.
+/// last minute's, 5 minutes' and hour's figures, computed at most once a
+/// second (a public readiness probe asks on every call).
 impl HealthSource for RequestStats {
     fn name(&self) -> &str {
         "requests"
     }
 
     fn check(&self) -> ComponentHealth {
-        let details: Map<String, Value> = [Window::Minute, Window::FiveMinutes, Window::Hour]
-            .into_iter()
-            .map(|w| (w.as_str().to_owned(), window_json(&self.window(w))))
-            .collect();
-        ComponentHealth::pass(Value::Object(details))
+        ComponentHealth::pass(self.cached_details(std::time::Duration::from_secs(1), || {
+            let details: Map<String, Value> = [Window::Minute, Window::FiveMinutes, Window::Hour]
+                .into_iter()
+                .map(|w| (w.as_str().to_owned(), window_json(&self.window(w))))
+                .collect();
+            Value::Object(details)
+        }))
     }
 }
 
@@ -145,7 +148,18 @@ mod tests {
         let registry = HealthRegistry::new();
         let stats = RequestStats::new();
         stats.record(200, Duration::from_millis(8));
-        registry.register(stats);
+        registry.register(stats.clone());
+        // The figures are computed at most once a second, whoever asks.
+        let requests = |registry: &HealthRegistry| {
+            parse(&health_report::<String>(registry))["checks"]["requests"][0]["details"]["1m"]
+                ["requests"]
+                .clone()
+        };
+        assert_eq!(requests(&registry), 1);
+        stats.record(200, Duration::from_millis(8));
+        assert_eq!(requests(&registry), 1, "cached");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(requests(&registry), 2);
         registry.register(Fixed("circuit:weather", HealthStatus::Warn));
         let report = health_report::<String>(&registry);
         assert_eq!(report.status(), 200, "warn is still serving");
@@ -154,7 +168,7 @@ mod tests {
         assert_eq!(json["checks"]["circuit:weather"][0]["status"], "warn");
         assert_eq!(
             json["checks"]["requests"][0]["details"]["1m"]["requests"],
-            1
+            2
         );
         assert_eq!(report.headers()["cache-control"], "no-store");
 

@@ -1,13 +1,13 @@
 //! Request metrics, windowed request statistics and the detailed health
 //! report for tower services.
 //!
-//! **In progress** (issue 18): so far [`MetricsLayer`] (OTel-named
+//! **In progress** (issue 18). So far: [`MetricsLayer`] (OTel-named
 //! request metrics through the `metrics` facade, labelled by route
-//! template) and [`RequestStats`], the in-process sliding-window
-//! statistics (request rate, 5xx error rate, latency percentiles over
-//! 1 m, 5 m and 1 h) the health report and the alert rules read. The
-//! stack's wiring, the health and readiness endpoints and the Prometheus
-//! listener follow.
+//! template), [`RequestStats`] (in-process sliding-window statistics:
+//! request rate, 5xx error rate, latency percentiles over 1 m, 5 m and
+//! 1 h), [`readiness`] and [`health_report`] (`application/health+json`)
+//! and, with the `prometheus` feature, the recorder and `/metrics` on a
+//! listener of its own. The database pool adapter follows.
 //!
 //! # Example
 //!

@@ -136,14 +136,21 @@ impl Handles {
                 SharedString::from(status.to_string()),
             ),
         ];
+        let mut by_route = self
+            .by_route
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let series = by_route.entry(route.into()).or_default();
+        // Another request may have registered it meanwhile.
+        if let Some((_, _, histogram, counter)) = series
+            .iter()
+            .find(|(m, s, _, _)| *m == method && *s == status)
+        {
+            return (histogram.clone(), counter.clone());
+        }
         let histogram = metrics::histogram!(REQUEST_DURATION, &labels);
         let counter = metrics::counter!(REQUESTS_TOTAL, &labels);
-        self.by_route
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(route.into())
-            .or_default()
-            .push((method, status, histogram.clone(), counter.clone()));
+        series.push((method, status, histogram.clone(), counter.clone()));
         (histogram, counter)
     }
 }

@@ -28,7 +28,9 @@ use crate::{DURATION_BUCKETS, REQUEST_DURATION};
 
 /// A Prometheus recorder whose request-duration histogram has
 /// [`DURATION_BUCKETS`], and the handle that renders it. Install it with
-/// `metrics::set_global_recorder(recorder)`.
+/// `metrics::set_global_recorder(recorder)`, and run [`upkeep`] beside it:
+/// histogram samples are only drained by a scrape or the upkeep, so
+/// without it memory grows while nobody scrapes.
 pub fn recorder() -> (PrometheusRecorder, PrometheusHandle) {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS)
@@ -60,6 +62,15 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: Prometheus
     );
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "the metrics listener failed");
+    }
+}
+
+/// Drains the recorder's histogram samples every 5 s, whether or not
+/// anyone scrapes; run it for as long as the recorder is installed.
+pub async fn upkeep(handle: PrometheusHandle) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        handle.run_upkeep();
     }
 }
 

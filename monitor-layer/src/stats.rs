@@ -108,11 +108,14 @@ pub struct WindowStats {
 }
 
 /// Request statistics over the last minute, 5 minutes and hour; clones
-/// share them. Cheap to record into: one uncontended lock and a few
+/// share them. Cheap to record into: one short lock (shared by every
+/// request) and a few
 /// counter increments.
 #[derive(Clone)]
 pub struct RequestStats {
     inner: Arc<Mutex<Rings>>,
+    /// The health details last computed, and when.
+    details: Arc<Mutex<Option<(Instant, serde_json::Value)>>>,
 }
 
 impl fmt::Debug for RequestStats {
@@ -263,6 +266,25 @@ impl RequestStats {
                 fine: Ring::new(Duration::from_secs(5)),
                 coarse: Ring::new(Duration::from_secs(60)),
             })),
+            details: Arc::default(),
+        }
+    }
+
+    /// `compute`'s value, computed again only when the last one is older
+    /// than `max_age`.
+    pub(crate) fn cached_details(
+        &self,
+        max_age: Duration,
+        compute: impl FnOnce() -> serde_json::Value,
+    ) -> serde_json::Value {
+        let mut cached = self.details.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*cached {
+            Some((at, value)) if at.elapsed() < max_age => value.clone(),
+            _ => {
+                let value = compute();
+                *cached = Some((Instant::now(), value.clone()));
+                value
+            }
         }
     }
 
@@ -279,11 +301,24 @@ impl RequestStats {
         rings.coarse.record(elapsed, status, bucket);
     }
 
-    /// What the window saw, up to now (its oldest slot may be partly
-    /// outside it: the window is exact to its slot width, 5 s or 1 min).
+    /// What the window saw, up to now: its last whole slots and the
+    /// current one (so a minute is 55–60 s: exact to its slot width, 5 s
+    /// or 1 min); the rate is over the time those cover.
     pub fn window(&self, window: Window) -> WindowStats {
         let rings = self.rings();
         let elapsed = rings.start.elapsed();
+        // What the window's slots cover: its whole slots and the part of
+        // the current one gone by, and never more than the time since the
+        // start (at least a second, so a first request is not a huge rate).
+        let (width, slots) = match window {
+            Window::Minute => (rings.fine.width, 12u32),
+            Window::FiveMinutes => (rings.fine.width, 60),
+            Window::Hour => (rings.coarse.width, 60),
+        };
+        let into_slot = Duration::from_nanos((elapsed.as_nanos() % width.as_nanos()) as u64);
+        let covered = (width * (slots - 1) + into_slot)
+            .min(elapsed)
+            .max(Duration::from_secs(1));
         let mut sum = Sum {
             requests: 0,
             server_errors: 0,
@@ -305,7 +340,7 @@ impl RequestStats {
             requests: sum.requests,
             server_errors: sum.server_errors,
             client_errors: sum.client_errors,
-            rate_per_s: sum.requests as f64 / window.duration().as_secs_f64(),
+            rate_per_s: sum.requests as f64 / covered.as_secs_f64(),
             error_rate,
             p50: sum.percentile(0.50),
             p95: sum.percentile(0.95),
@@ -374,7 +409,8 @@ mod tests {
             (10, 2, 3)
         );
         assert!((minute.error_rate - 0.2).abs() < 1e-9);
-        assert!((minute.rate_per_s - 10.0 / 60.0).abs() < 1e-9);
+        // At the start the rate is over a second, not a minute.
+        assert!((minute.rate_per_s - 10.0).abs() < 1e-9);
 
         // Two minutes on: gone from the minute, still in 5 minutes and the hour.
         tokio::time::advance(Duration::from_secs(120)).await;
