@@ -7,36 +7,19 @@
 
 #![allow(missing_docs)]
 
-use std::{
-    hint::black_box,
-    pin::pin,
-    task::{Context, Poll, Waker},
-};
+use std::hint::black_box;
 
 use criterion::Criterion;
 use guardrails::{
     flag_layer::{Flag, FlagContext, FlagLayer, FlagStore},
     guardrail_core::Principal,
 };
-use guardrails_testkit::{bench::respond_with, ratelimit::install_prometheus};
-use http::{Request, Response};
-use tower::{Layer, Service};
-
-fn status<S: Service<Request<()>, Response = Response<String>>>(
-    svc: &mut S,
-    req: Request<()>,
-) -> u16
-where
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut fut = pin!(svc.call(req));
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(res)) => res.status().as_u16(),
-        Poll::Ready(Err(e)) => panic!("the call failed: {e:?}"),
-        Poll::Pending => unreachable!("the inner service never waits"),
-    }
-}
+use guardrails_testkit::{
+    bench::{respond_with, status},
+    ratelimit::install_prometheus,
+};
+use http::Request;
+use tower::Layer;
 
 fn main() {
     let _recorder = install_prometheus();

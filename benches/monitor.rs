@@ -6,41 +6,16 @@
 
 #![allow(missing_docs)]
 
-use std::{
-    hint::black_box,
-    pin::pin,
-    task::{Context, Poll, Waker},
-    time::Duration,
-};
+use std::{hint::black_box, time::Duration};
 
 use criterion::{BatchSize, Criterion};
-use guardrails::monitor_layer::{DURATION_BUCKETS, MetricsLayer, REQUEST_DURATION, RequestStats};
-use guardrails_testkit::bench::respond_with;
-use http::{Request, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use tower::{Layer, Service};
-
-fn status<S: Service<Request<()>, Response = Response<String>>>(
-    svc: &mut S,
-    req: Request<()>,
-) -> u16
-where
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut fut = pin!(svc.call(req));
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(res)) => res.status().as_u16(),
-        Poll::Ready(Err(e)) => panic!("the call failed: {e:?}"),
-        Poll::Pending => unreachable!("the inner service never waits"),
-    }
-}
+use guardrails::monitor_layer::{MetricsLayer, RequestStats, prometheus};
+use guardrails_testkit::bench::{respond_with, status};
+use http::Request;
+use tower::Layer;
 
 fn main() {
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS)
-        .unwrap()
-        .build_recorder();
+    let (recorder, _handle) = prometheus::recorder();
     metrics::set_global_recorder(recorder).unwrap();
     let mut criterion = Criterion::default().configure_from_args();
     let mut group = criterion.benchmark_group("monitor");

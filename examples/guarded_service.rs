@@ -301,14 +301,7 @@ fn weather_route(config: &ValidConfig, layers: Option<&UpstreamLayers>) -> Route
         let url = url.clone();
         let check = check.clone();
         async move {
-            let failed = |e: OutboundError| {
-                let problem = e.to_problem();
-                match id {
-                    Some(Extension(id)) => problem.request_id(id),
-                    None => problem,
-                }
-                .into_response::<axum::body::Body>()
-            };
+            let failed = |e: OutboundError| problem_response(e.to_problem(), id);
             let mut req = http::Request::get(url)
                 .body(http_body_util::Full::new(bytes::Bytes::new()))
                 .expect("a GET to a parsed URI");
@@ -422,13 +415,7 @@ async fn update_flag(
     id: Option<Extension<RequestId>>,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
-    let answer = |problem: Problem| {
-        match id {
-            Some(Extension(id)) => problem.request_id(id),
-            None => problem,
-        }
-        .into_response::<axum::body::Body>()
-    };
+    let answer = |problem: Problem| problem_response(problem, id);
     let invalid = |problems: Vec<guardrails::guardrail_core::config::ConfigProblem>| {
         let errors: Vec<_> = problems
             .iter()
@@ -467,6 +454,18 @@ async fn update_flag(
 /// Public, but only reached with a valid `Stripe-Signature`.
 async fn stripe_webhook(body: axum::body::Bytes) -> impl IntoResponse {
     Json(json!({ "received": true, "bytes": body.len() }))
+}
+
+/// A handler's own problem, with the request's id.
+fn problem_response(
+    problem: Problem,
+    id: Option<Extension<RequestId>>,
+) -> axum::response::Response {
+    match id {
+        Some(Extension(id)) => problem.request_id(id),
+        None => problem,
+    }
+    .into_response()
 }
 
 /// The same 404 as a route hidden behind a flag that is off.

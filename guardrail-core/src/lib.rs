@@ -64,6 +64,7 @@ pub mod redis;
 pub mod request_id;
 mod scrub;
 mod secret;
+pub mod semconv;
 
 pub use background::{BackgroundTasks, RunningTasks};
 pub use body::{BodyLimit, GuardBody, RejectionBody};

@@ -49,7 +49,7 @@ use std::{
     time::Instant,
 };
 
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use metrics::{Counter, Gauge, Histogram, SharedString};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -64,7 +64,7 @@ pub const REQUESTS_TOTAL: &str = "http_server_requests_total";
 /// `http_server_active_requests`.
 pub const ACTIVE_REQUESTS: &str = "http_server_active_requests";
 /// The route label of a request no route matched.
-pub const UNMATCHED: &str = "unmatched";
+pub const UNMATCHED: &str = guardrail_core::semconv::UNMATCHED_ROUTE;
 
 /// The duration histogram's buckets, in seconds: OpenTelemetry's advisory
 /// buckets for `http.server.request.duration`, plus 2 s (the P1 "P95 >
@@ -209,23 +209,6 @@ impl<S: fmt::Debug> fmt::Debug for Metrics<S> {
     }
 }
 
-/// OTel's method attribute: a standard method, or `_OTHER` (so made-up
-/// methods add no series).
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "_OTHER",
-    }
-}
-
 /// The matched route template (a cheap clone of axum's `Arc<str>`), or
 /// none: `unmatched`.
 #[cfg(feature = "axum")]
@@ -287,7 +270,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let method = method_label(req.method());
+        let method = guardrail_core::semconv::method_name(req.method());
         let route = route_of(&req);
         ResponseFuture {
             inner: self.inner.call(req),

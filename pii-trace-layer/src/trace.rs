@@ -55,7 +55,10 @@ use std::{
     time::Instant,
 };
 
-use guardrail_core::{CallerSlot, ClientIp, EventName, RequestId, emit};
+use guardrail_core::{
+    CallerSlot, ClientIp, EventName, RequestId, emit,
+    semconv::{UNMATCHED_ROUTE as UNMATCHED, method_name},
+};
 use http::{HeaderName, Request, Response, header};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -63,9 +66,6 @@ use tower_service::Service;
 use tracing::{Level, Span};
 
 use crate::Scrubber;
-
-/// The `http.route` of a request no route matched.
-const UNMATCHED: &str = "unmatched";
 
 /// Headers never logged, even when allow-listed.
 const NEVER_LOGGED: [&str; 6] = [
@@ -212,24 +212,6 @@ struct Facts {
     span_fields: Option<usize>,
     /// Which scrubber scrubbed these facts (its address).
     scrubber: usize,
-}
-
-/// The method as OpenTelemetry reports it: a standard method by name, any
-/// other as `_OTHER` (a client's made-up method is free text).
-fn method_name(method: &http::Method) -> &'static str {
-    use http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "_OTHER",
-    }
 }
 
 thread_local! {

@@ -268,44 +268,24 @@ impl Settings {
     /// of the upstream's (not a refusal of ours, not a forwarded status).
     fn report(&self, error: &OutboundError) {
         let upstream = &*self.name;
-        let reason = match error {
-            OutboundError::Timeout => {
-                emit!(
-                    WARN,
-                    EventName::INTEGRATION_BACKEND_FAILED,
-                    backend = upstream,
-                    upstream = upstream,
-                    purpose = "upstream",
-                    reason = "timeout",
-                );
-                "timeout"
-            }
-            OutboundError::Upstream(e) => {
-                emit!(
-                    WARN,
-                    EventName::INTEGRATION_BACKEND_FAILED,
-                    backend = upstream,
-                    upstream = upstream,
-                    purpose = "upstream",
-                    reason = "error",
-                    error = %e,
-                );
-                "error"
-            }
+        let (reason, status, cause) = match error {
+            OutboundError::Timeout => ("timeout", None, None),
+            OutboundError::Upstream(e) => ("error", None, Some(e)),
             OutboundError::Status(s) if !s.forwarded() => {
-                emit!(
-                    WARN,
-                    EventName::INTEGRATION_BACKEND_FAILED,
-                    backend = upstream,
-                    upstream = upstream,
-                    purpose = "upstream",
-                    reason = "status",
-                    status = s.status().as_u16(),
-                );
-                "status"
+                ("status", Some(s.status().as_u16()), None)
             }
             _ => return,
         };
+        emit!(
+            WARN,
+            EventName::INTEGRATION_BACKEND_FAILED,
+            backend = upstream,
+            upstream = upstream,
+            purpose = "upstream",
+            reason = reason,
+            status = status,
+            error = cause.map(tracing::field::display),
+        );
         metrics::counter!(
             metric::OUTBOUND_FAILURES_TOTAL,
             "upstream" => upstream.to_owned(),
