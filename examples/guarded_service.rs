@@ -47,11 +47,13 @@ async fn main() -> ExitCode {
     // A Prometheus recorder for the whole process — the stack's request
     // metrics and every guardrail's — installed before the layers are
     // built, since they register their metrics then.
-    let (recorder, prometheus) = prometheus::recorder();
-    if metrics::set_global_recorder(recorder).is_err() {
-        eprintln!("guarded_service: a metrics recorder is already installed");
-        return ExitCode::from(2);
-    }
+    let prometheus = match prometheus::install() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("guarded_service: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Everything is built before the first log line that says the service
     // runs: a config or setup problem is the only thing logged.
     let built = load_config().and_then(|config| {

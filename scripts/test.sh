@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: every unit, integration, example and doc
 # test of the workspace. Starts what the tests need on a fresh machine:
-# a Redis server on 127.0.0.1:6379 unless REDIS_URL names another.
+# a Redis server on 127.0.0.1:6379 unless REDIS_URL names another, and
+# promtool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +19,10 @@ if [ -z "${REDIS_URL:-}" ] && ! redis_up; then
   for _ in $(seq 50); do redis_up && break; sleep 0.1; done
   redis_up || { echo "redis-server did not come up; see /tmp/guardrails-test-redis.log" >&2; exit 1; }
 fi
+
+# Prometheus's checker, for the exposition and the alert rules; unpacked
+# from Debian's package, no server installed or started.
+PROMTOOL="$(bash scripts/promtool.sh)"
+export PROMTOOL
 
 cargo test --locked --workspace --all-features "$@"

@@ -1740,4 +1740,45 @@ fn metrics_are_served_on_their_own_listener_with_route_templates() {
         text.contains("guardrails_ratelimit_decisions_total"),
         "{text}"
     );
+    // Prometheus's own checker accepts the exposition (it asks, among
+    // other things, for a `# HELP` on every metric).
+    let mut check = std::process::Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Prometheus's `promtool`: `PROMTOOL` (scripts/test.sh sets it), else the
+/// one scripts/promtool.sh finds or unpacks from Debian's package.
+fn promtool() -> String {
+    if let Ok(path) = std::env::var("PROMTOOL") {
+        return path;
+    }
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/promtool.sh"))
+        .output()
+        .expect("run scripts/promtool.sh");
+    assert!(
+        out.status.success(),
+        "scripts/promtool.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -8,8 +8,14 @@
 //! use guardrail_core::metric;
 //!
 //! assert_eq!(metric::RATELIMIT_DECISIONS_TOTAL, "guardrails_ratelimit_decisions_total");
-//! assert!(metric::ALL.iter().all(|name| name.starts_with("guardrails_")));
+//! assert!(metric::ALL.iter().all(|m| m.name.starts_with("guardrails_")));
+//! let keys = metric::ALL.iter().find(|m| m.name == metric::RATELIMIT_KEYS).unwrap();
+//! assert_eq!(keys.kind, metric::Kind::Gauge);
+//! assert!(!keys.help.is_empty());
 //! ```
+//!
+//! An exporter describes them from [`ALL`] (`monitor_layer::prometheus::install`
+//! does), so each carries its `# HELP` line.
 
 /// Rate-limit decisions, by `policy` and `outcome` (`allowed`, `limited`,
 /// `shadow_limited`).
@@ -44,19 +50,85 @@ pub const FLAG_SOURCE_STALE: &str = "guardrails_flag_source_stale";
 /// Handler panics caught by the error boundary.
 pub const PANICS_TOTAL: &str = "guardrails_panics_total";
 
-/// Every metric name above.
-pub const ALL: &[&str] = &[
-    BODY_LIMIT_REJECTED_TOTAL,
-    DEADLINE_EXCEEDED_TOTAL,
-    IN_FLIGHT_REQUESTS,
-    LOAD_SHED_TOTAL,
-    OUTBOUND_IN_FLIGHT,
-    OUTBOUND_FAILURES_TOTAL,
-    FLAG_EVALUATIONS_TOTAL,
-    FLAG_SOURCE_STALE,
-    PANICS_TOTAL,
-    LOG_LINES_DROPPED_TOTAL,
-    RATELIMIT_DECISIONS_TOTAL,
-    RATELIMIT_KEYS,
-    RATELIMIT_BACKEND_ERRORS_TOTAL,
+/// What a metric is, for its `# TYPE` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// A metric's name, kind and help text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metric {
+    /// The name, as exported.
+    pub name: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// One line for `# HELP`.
+    pub help: &'static str,
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Counter,
+        help,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Gauge,
+        help,
+    }
+}
+
+/// Every metric above, described.
+pub const ALL: &[Metric] = &[
+    counter(
+        BODY_LIMIT_REJECTED_TOTAL,
+        "Requests refused for a body over the limit.",
+    ),
+    counter(
+        DEADLINE_EXCEEDED_TOTAL,
+        "Requests answered at their deadline.",
+    ),
+    gauge(
+        IN_FLIGHT_REQUESTS,
+        "Requests in flight through the load shedder.",
+    ),
+    counter(LOAD_SHED_TOTAL, "Requests refused by load shedding."),
+    gauge(
+        OUTBOUND_IN_FLIGHT,
+        "Outbound calls in flight through bulkheads.",
+    ),
+    counter(
+        OUTBOUND_FAILURES_TOTAL,
+        "Outbound calls that failed at the upstream after their retries, by upstream and reason.",
+    ),
+    counter(
+        FLAG_EVALUATIONS_TOTAL,
+        "Feature-flag evaluations, by flag and outcome.",
+    ),
+    gauge(
+        FLAG_SOURCE_STALE,
+        "1 while a flag store serves its last good set (source unreachable).",
+    ),
+    counter(PANICS_TOTAL, "Handler panics caught by the error boundary."),
+    counter(
+        LOG_LINES_DROPPED_TOTAL,
+        "Log lines dropped because the writer's queue was full.",
+    ),
+    counter(
+        RATELIMIT_DECISIONS_TOTAL,
+        "Rate-limit decisions, by policy and outcome.",
+    ),
+    gauge(RATELIMIT_KEYS, "Rate-limit keys held in memory, by policy."),
+    counter(
+        RATELIMIT_BACKEND_ERRORS_TOTAL,
+        "Failed calls to a rate-limit backend, by backend.",
+    ),
 ];

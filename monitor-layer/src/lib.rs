@@ -37,6 +37,6 @@ pub use config::MonitorConfig;
 pub use health::{HEALTH_JSON, health_report, readiness};
 pub use metrics::{
     ACTIVE_REQUESTS, DURATION_BUCKETS, Metrics, MetricsLayer, REQUEST_DURATION, REQUESTS_TOTAL,
-    ResponseFuture, UNMATCHED,
+    ResponseFuture, UNMATCHED, describe,
 };
 pub use stats::{RequestStats, Window, WindowStats};

@@ -63,6 +63,29 @@ pub const REQUEST_DURATION: &str = "http_server_request_duration_seconds";
 pub const REQUESTS_TOTAL: &str = "http_server_requests_total";
 /// `http_server_active_requests`.
 pub const ACTIVE_REQUESTS: &str = "http_server_active_requests";
+/// Describes every metric of the stack to the installed recorder — the
+/// three request metrics (the duration in seconds) and every guardrail's
+/// ([`guardrail_core::metric::ALL`]) — so an exporter writes their help
+/// (`# HELP`, which `promtool check metrics` asks for). Call it once after
+/// installing the recorder ([`prometheus::install`](crate::prometheus::install)
+/// does).
+pub fn describe() {
+    use guardrail_core::metric::{ALL, Kind};
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of HTTP server requests, to the response head."
+    );
+    metrics::describe_counter!(REQUESTS_TOTAL, "HTTP server requests answered.");
+    metrics::describe_gauge!(ACTIVE_REQUESTS, "HTTP server requests in flight.");
+    for metric in ALL {
+        match metric.kind {
+            Kind::Counter => metrics::describe_counter!(metric.name, metric.help),
+            Kind::Gauge => metrics::describe_gauge!(metric.name, metric.help),
+        }
+    }
+}
+
 /// The route label of a request no route matched.
 pub const UNMATCHED: &str = guardrail_core::semconv::UNMATCHED_ROUTE;
 
@@ -343,6 +366,32 @@ mod tests {
 
     use super::*;
     use crate::Window;
+
+    #[test]
+    fn every_metric_is_described() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            metrics::histogram!(REQUEST_DURATION).record(0.1);
+            metrics::counter!(REQUESTS_TOTAL).increment(1);
+            metrics::gauge!(ACTIVE_REQUESTS).set(1.0);
+            for metric in guardrail_core::metric::ALL {
+                match metric.kind {
+                    guardrail_core::metric::Kind::Counter => {
+                        metrics::counter!(metric.name).increment(1)
+                    }
+                    guardrail_core::metric::Kind::Gauge => metrics::gauge!(metric.name).set(1.0),
+                }
+            }
+        });
+        let text = recorder.handle().render();
+        let names = [REQUEST_DURATION, REQUESTS_TOTAL, ACTIVE_REQUESTS]
+            .into_iter()
+            .chain(guardrail_core::metric::ALL.iter().map(|m| m.name));
+        for name in names {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}: {text}");
+        }
+    }
 
     #[tokio::test]
     async fn a_flood_of_random_paths_adds_no_series_and_histograms_have_buckets() {

@@ -40,6 +40,19 @@ pub fn recorder() -> (PrometheusRecorder, PrometheusHandle) {
     (recorder, handle)
 }
 
+/// Installs [`recorder`] as the process's global recorder, describes every
+/// metric of the stack to it ([`describe`](crate::describe)) and returns
+/// the handle that renders it. Install it before building the layers:
+/// they register their metrics when built. Fails if a recorder is already
+/// installed.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let (recorder, handle) = recorder();
+    metrics::set_global_recorder(recorder)
+        .map_err(|_| "a metrics recorder is already installed".to_owned())?;
+    crate::describe();
+    Ok(handle)
+}
+
 /// The exposition of everything recorded, as `text/plain; version=0.0.4`.
 pub fn metrics_response<B: From<String>>(handle: &PrometheusHandle) -> Response<B> {
     let mut res = Response::new(B::from(handle.render()));
