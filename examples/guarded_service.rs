@@ -33,7 +33,7 @@ use guardrails::{
         Deadline, Principal, Problem, Pseudonymizer, RedisConnection, RequestId,
         health::HealthRegistry,
     },
-    monitor_layer::{health_report, prometheus, readiness},
+    monitor_layer::{health_report, prometheus, readiness, sqlx::PoolHealth},
     pii_trace_layer::{Scrubber, init_json_logging},
     timeout_retry_layer::{OutboundError, ReplayBody, UpstreamLayers},
 };
@@ -81,7 +81,7 @@ async fn main() -> ExitCode {
 
     let Guardrails {
         layer,
-        tasks,
+        mut tasks,
         pseudonymizer,
         auth: authenticate,
         redis,
@@ -90,6 +90,23 @@ async fn main() -> ExitCode {
         health,
         ..
     } = guardrails;
+    // The service's database, when `DATABASE_URL` names one: its pool's
+    // health (connections in use, the wait for one, timeouts) joins the
+    // report, readiness and the metrics.
+    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        match database_pool(&url) {
+            Ok(pool) => {
+                let pool_health = PoolHealth::new("database", pool);
+                tasks.push("database pool probe", pool_health.probe());
+                health.register(pool_health);
+            }
+            Err(e) => {
+                eprintln!("guarded_service: DATABASE_URL: {e}");
+                tracing::error!(error = %e, "refusing to start: DATABASE_URL is not a PostgreSQL URL");
+                return ExitCode::from(2);
+            }
+        }
+    }
     // Route coverage, visible at startup: everything else needs a token.
     let public: Vec<String> = authenticate.public_routes().patterns().collect();
     tracing::info!(public_routes = ?public, "authentication required on every route except these");
@@ -191,6 +208,20 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The service's pool: connected lazily, so an unreachable database shows
+/// in readiness (503) rather than stopping the service from starting. The
+/// error is sqlx's word for what is wrong with the URL, never the URL.
+fn database_pool(url: &str) -> Result<sqlx::PgPool, String> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy(url)
+        .map_err(|e| match e {
+            sqlx::Error::Configuration(_) => "not a valid PostgreSQL URL".to_owned(),
+            _ => "the pool could not be set up".to_owned(),
+        })
 }
 
 /// The routes, with their route-level requirements; the stack goes around

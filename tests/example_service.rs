@@ -32,6 +32,8 @@ fn command() -> Command {
     let mut cmd = Command::new(example_binary());
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("GUARDRAILS_CONFIG")
+        // No database unless a test gives one.
+        .env_remove("DATABASE_URL")
         .env("GUARDRAILS_JWT_SECRET", JWT_SECRET)
         .env("GUARDRAILS_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("GUARDRAILS_RATELIMIT_KEY", RATELIMIT_KEY)
@@ -1700,6 +1702,83 @@ fn readiness_is_503_while_a_component_fails() {
     assert_eq!(svc.get("/api/health", "").0, 200, "alive all the same");
     drop(svc);
     std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn the_database_pool_joins_the_report_and_readiness() {
+    // A real PostgreSQL (scripts/test.sh starts one if none runs).
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut cmd = command();
+    cmd.env("DATABASE_URL", &url);
+    let svc = Running::start(cmd);
+    let admin = admin_mfa_token();
+    let database = wait_for(|| {
+        let (status, _, body) = svc.get("/api/monitoring/health", &admin);
+        if status == 429 {
+            return None; // asked too often: the admin's rate limit
+        }
+        assert_eq!(status, 200, "{body}");
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let database = report["checks"]["database"][0].clone();
+        (database["status"] == "pass").then_some(database)
+    });
+    assert_eq!(database["details"]["max"], 10, "{database}");
+    assert!(
+        database["details"]["acquire_wait_ms"].is_number(),
+        "{database}"
+    );
+    assert_eq!(svc.get("/api/ready", "").0, 200);
+    let (_, _, text) = send_to(
+        svc.metrics_addr.as_ref().unwrap(),
+        "GET",
+        "/metrics",
+        "",
+        "",
+    );
+    assert!(
+        text.contains("guardrails_db_pool_max_connections{pool=\"database\"} 10"),
+        "{text}"
+    );
+    drop(svc);
+
+    // A database nobody answers for: readiness fails, the service lives,
+    // and neither the report nor the log holds the URL's password.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut cmd = command();
+    cmd.env(
+        "DATABASE_URL",
+        format!("postgres://app:pg-secret-pw@127.0.0.1:{port}/app"),
+    );
+    let mut svc = Running::start(cmd);
+    let body = wait_for(|| {
+        let (status, _, body) = svc.get("/api/ready", "");
+        (status == 503).then_some(body)
+    });
+    assert_eq!(body, r#"{"status":"fail"}"#);
+    assert_eq!(svc.get("/api/health", "").0, 200, "alive all the same");
+    let (_, _, report) = svc.get("/api/monitoring/health", &admin);
+    assert!(
+        report.contains("connect failed") || report.contains("no connection"),
+        "{report}"
+    );
+    assert!(!report.contains("pg-secret-pw"), "{report}");
+    let (_, log) = svc.terminate();
+    assert!(!log.contains("pg-secret-pw"), "{log}");
+}
+
+/// Asks `f` every 100 ms until it gives a value (at most 10 s).
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -47,6 +47,15 @@ pub const FLAG_EVALUATIONS_TOTAL: &str = "guardrails_flag_evaluations_total";
 /// 1 while a flag store's source can't be reached (serving its last
 /// good set: STALE), else 0.
 pub const FLAG_SOURCE_STALE: &str = "guardrails_flag_source_stale";
+/// A database pool's connections, by `pool` and `state` (`idle`,
+/// `in_use`).
+pub const DB_POOL_CONNECTIONS: &str = "guardrails_db_pool_connections";
+/// A database pool's maximum size, by `pool`.
+pub const DB_POOL_MAX_CONNECTIONS: &str = "guardrails_db_pool_max_connections";
+/// How long the latest probe waited for a connection, by `pool`.
+pub const DB_POOL_ACQUIRE_WAIT_SECONDS: &str = "guardrails_db_pool_acquire_wait_seconds";
+/// Probes that got no connection within their timeout, by `pool`.
+pub const DB_POOL_ACQUIRE_TIMEOUTS_TOTAL: &str = "guardrails_db_pool_acquire_timeouts_total";
 /// Handler panics caught by the error boundary.
 pub const PANICS_TOTAL: &str = "guardrails_panics_total";
 
@@ -116,6 +125,22 @@ pub const ALL: &[Metric] = &[
     gauge(
         FLAG_SOURCE_STALE,
         "1 while a flag store serves its last good set (source unreachable).",
+    ),
+    gauge(
+        DB_POOL_CONNECTIONS,
+        "A database pool's connections, by pool and state (idle, in_use).",
+    ),
+    gauge(
+        DB_POOL_MAX_CONNECTIONS,
+        "A database pool's maximum size, by pool.",
+    ),
+    gauge(
+        DB_POOL_ACQUIRE_WAIT_SECONDS,
+        "How long the latest probe waited for a pool connection, in seconds, by pool.",
+    ),
+    counter(
+        DB_POOL_ACQUIRE_TIMEOUTS_TOTAL,
+        "Probes that got no pool connection within their timeout, by pool.",
     ),
     counter(PANICS_TOTAL, "Handler panics caught by the error boundary."),
     counter(

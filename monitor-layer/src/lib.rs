@@ -31,6 +31,8 @@ mod health;
 mod metrics;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+#[cfg(feature = "sqlx")]
+pub mod sqlx;
 mod stats;
 
 pub use config::MonitorConfig;
