@@ -10,8 +10,8 @@
 //! with a no-op waker, and writes its log lines as the example does: the
 //! JSON lines of `init_json_logging` with the scrubbing writer, to a sink
 //! (`BENCH_LOG_FORMAT=tracing-json` uses tracing-subscriber's own JSON
-//! format instead, for comparison). Subtract `baseline` for a layer's own
-//! cost.
+//! format instead, for comparison). Metrics go to the Prometheus recorder
+//! the example installs. Subtract `baseline` for a layer's own cost.
 
 #![allow(missing_docs)]
 
@@ -23,6 +23,7 @@ use guardrails::{
     Guardrails, GuardrailsConfig, GuardrailsLayer,
     auth_layer::{AuthenticateLayer, JwtVerifier, KeySource},
     guardrail_core::{ClientIpConfig, ResolveClientIpLayer, SetRequestIdLayer},
+    monitor_layer::{MetricsLayer, RequestStats, prometheus},
     pii_trace_layer::{JsonFields, JsonLines, ScrubbingMakeWriter, TraceLayer},
     ratelimit_layer::{RateLimitLayer, RateLimitPolicy},
     timeout_retry_layer::{
@@ -115,6 +116,9 @@ fn example_stack() -> Guardrails {
 fn main() {
     let rt = runtime();
     let _guard = rt.enter();
+    // As the example: the recorder first, so every layer's metrics are
+    // recorded for real (not by the no-op recorder).
+    let _prometheus = prometheus::install().unwrap();
     // The stack's scrubber is the log writer's, as in the example (the
     // writer trusts only lines scrubbed by its own scrubber).
     let stack = example_stack();
@@ -190,6 +194,14 @@ fn main() {
         "auth_hs256_cached",
         &token,
         AuthenticateLayer::new(verifier()).layer(inner()),
+    );
+    measure(
+        &mut group,
+        "metrics_with_stats",
+        &token,
+        MetricsLayer::new()
+            .stats(RequestStats::new())
+            .layer(inner()),
     );
     measure(
         &mut group,

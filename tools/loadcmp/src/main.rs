@@ -7,7 +7,8 @@
 //! loadcmp serve bare     # axum alone
 //! loadcmp serve naive    # tower_governor + tower-http TraceLayer (one INFO
 //!                        # JSON line per request) + a jsonwebtoken HS256
-//!                        # from_fn middleware
+//!                        # from_fn middleware + axum-prometheus (request
+//!                        # metrics, /metrics)
 //! loadcmp tokens N       # a wrk Lua script sending N distinct tokens from
 //!                        # N distinct client addresses (X-Forwarded-For)
 //! ```
@@ -132,7 +133,8 @@ async fn naive_recommendations(
 }
 
 /// The naive stack: rate limits per IP (never tripping), one INFO log line
-/// per request, HS256 tokens checked by a hand-written middleware.
+/// per request, HS256 tokens checked by a hand-written middleware, request
+/// metrics by axum-prometheus.
 fn naive(secret: &[u8]) -> Router {
     tracing_subscriber::fmt()
         .json()
@@ -142,11 +144,14 @@ fn naive(secret: &[u8]) -> Router {
     governor.per_nanosecond(1).burst_size(1_000_000_000);
     let governor = governor.finish().expect("a valid quota");
     let key = Arc::new(DecodingKey::from_secret(secret));
+    let (metrics, prometheus) = axum_prometheus::PrometheusMetricLayer::pair();
     Router::new()
         .route("/api/me", get(me))
         .route("/api/recommendations", get(naive_recommendations))
         .layer(from_fn_with_state(key, authenticate))
         .layer(GovernorLayer::new(governor))
+        .route("/metrics", get(move || async move { prometheus.render() }))
+        .layer(metrics)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
