@@ -41,8 +41,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
-        ["serve", "bare"] => serve(bare()),
-        ["serve", "naive"] => secret().and_then(|s| serve(naive(&s))),
+        ["serve", "bare"] => serve(bare),
+        ["serve", "naive"] => secret().and_then(|s| serve(move || naive(&s))),
         ["tokens", n, rest @ ..] if rest.len() <= 1 => {
             let path = rest.first().copied().unwrap_or("/api/me");
             n.parse()
@@ -65,10 +65,13 @@ fn secret() -> Result<Vec<u8>, String> {
         .ok_or_else(|| "set GUARDRAILS_JWT_SECRET (the example's HS256 secret)".to_owned())
 }
 
-fn serve(app: Router) -> Result<(), String> {
+/// Serves the router `app` builds, built inside the runtime
+/// (axum-prometheus spawns its upkeep task when made).
+fn serve(app: impl FnOnce() -> Router) -> Result<(), String> {
     let addr = std::env::var("GUARDRAILS_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
+        let app = app();
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|e| format!("{addr}: {e}"))?;
