@@ -1121,18 +1121,44 @@ fn the_weather_route_retries_a_503_and_answers_the_upstreams_json() {
     let (url, seen) = scripted_upstream(&["503 Service Unavailable", "ok"]);
     let mut cmd = command();
     cmd.env("GUARDRAILS__UPSTREAMS__WEATHER__URL", &url);
-    let svc = Running::start(cmd);
+    let mut svc = Running::start(cmd);
     let exp = jsonwebtoken::get_current_timestamp() + 600;
     let user = bearer(serde_json::json!({"sub": "user-1", "aud": "authenticated", "exp": exp}));
     // Unauthenticated: refused before any call.
     assert_eq!(svc.get("/api/integrations/weather", "").0, 401);
+    // The caller's W3C trace context goes on to the upstream.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let (status, _, body) = svc.get(
         "/api/integrations/weather?city=x",
-        &format!("{user}Cookie: c=1\r\n"),
+        &format!("{user}Cookie: c=1\r\ntraceparent: 00-{trace}-00f067aa0ba902b7-01\r\n"),
     );
     assert_eq!((status, body.as_str()), (200, r#"{"temp_c":21}"#));
-    let heads = seen.lock().unwrap();
+    let heads = seen.lock().unwrap().clone();
     assert_eq!(heads.len(), 2, "one 503, then the retry");
+    let (_, logs) = svc.terminate();
+    let line = events(&logs, "api.request")
+        .into_iter()
+        .find(|l| {
+            l["http.route"] == "/api/integrations/weather" && l["http.response.status_code"] == 200
+        })
+        .expect("the weather request's line");
+    assert_eq!(line["trace_id"], trace, "{line}");
+    let ours = line["span_id"].as_str().unwrap();
+    for head in heads.iter() {
+        let sent = head
+            .lines()
+            .find_map(|l| l.strip_prefix("traceparent: "))
+            .unwrap_or_else(|| panic!("no traceparent sent: {head}"));
+        let parts: Vec<&str> = sent.split('-').collect();
+        assert_eq!(
+            (parts[0], parts[1], parts[3]),
+            ("00", trace, "01"),
+            "{sent}"
+        );
+        // A span of the call's own, under this request's span.
+        assert_ne!(parts[2], ours);
+        assert_ne!(parts[2], "00f067aa0ba902b7");
+    }
     for head in heads.iter() {
         let lower = head.to_ascii_lowercase();
         assert!(

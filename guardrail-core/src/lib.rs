@@ -65,6 +65,7 @@ pub mod request_id;
 mod scrub;
 mod secret;
 pub mod semconv;
+pub mod trace_context;
 
 pub use background::{BackgroundTasks, RunningTasks};
 pub use body::{BodyLimit, GuardBody, RejectionBody};
@@ -84,6 +85,7 @@ pub use redis::{RedisConfig, RedisConnection, RedisError};
 pub use request_id::{RequestId, RequestIdConfig, SetRequestId, SetRequestIdLayer};
 pub use scrub::Scrub;
 pub use secret::{Secret, SecretError, SecretRef};
+pub use trace_context::TraceContext;
 
 #[doc(hidden)]
 pub mod __private {

@@ -17,7 +17,13 @@
 //!   (scrubbed), `request_id` (the validated id from
 //!   [`SetRequestIdLayer`](guardrail_core::SetRequestIdLayer)),
 //!   `enduser.pseudo.id` (the caller's keyed pseudonym, filled by
-//!   authentication through a [`CallerSlot`]) and `latency_ms`;
+//!   authentication through a [`CallerSlot`]), `latency_ms`, and
+//!   `trace_id` / `span_id` (W3C Trace Context);
+//! - continues the caller's trace from a valid `traceparent` (this
+//!   request gets a span id of its own) and starts a fresh one otherwise —
+//!   a malformed header is never trusted; the request's
+//!   [`TraceContext`] is in its extensions and current while the handler
+//!   runs, so the outbound stack sends it on to upstreams;
 //! - logs no header unless it is allow-listed, and never `Authorization`,
 //!   `Cookie`, `Set-Cookie`, `Proxy-Authorization` or API-key headers;
 //! - writes the event at INFO for 1xx–3xx, WARN for 4xx and ERROR for 5xx
@@ -56,7 +62,7 @@ use std::{
 };
 
 use guardrail_core::{
-    CallerSlot, ClientIp, EventName, RequestId, emit,
+    CallerSlot, ClientIp, EventName, RequestId, TraceContext, emit,
     semconv::{UNMATCHED_ROUTE as UNMATCHED, method_name},
 };
 use http::{HeaderName, Request, Response, header};
@@ -203,6 +209,8 @@ struct Facts {
     client: Option<String>,
     user_agent: Option<String>,
     request_id: String,
+    trace_id: guardrail_core::trace_context::TraceId,
+    span_id: guardrail_core::trace_context::SpanId,
     headers: Vec<(HeaderName, String)>,
     /// The length of the span's formatted fields once made (with
     /// [`JsonFields`](crate::JsonFields)), when the span has no parent (no
@@ -293,6 +301,13 @@ where
                 id
             }
         };
+        // The caller's trace, if it sent a well-formed one; this request's
+        // span under it. Anything else starts a trace here.
+        let context = match TraceContext::from_headers(req.headers()) {
+            Some(incoming) => incoming.child(),
+            None => TraceContext::new_root(),
+        };
+        req.extensions_mut().insert(context.clone());
         let route = route_of(&req);
         let alone = Span::current().is_none();
         let mut facts = Facts {
@@ -314,6 +329,8 @@ where
             // A client may choose its request id (`trust_incoming`): it is
             // scrubbed like any other text it sends.
             request_id: scrub(request_id.as_str()),
+            trace_id: context.trace_id(),
+            span_id: context.span_id(),
             headers: s
                 .headers
                 .iter()
@@ -338,9 +355,13 @@ where
         if alone {
             facts.span_fields = formatted_len(&span);
         }
-        let future = span.in_scope(|| self.inner.call(req));
+        let future = {
+            let _context = context.enter();
+            span.in_scope(|| self.inner.call(req))
+        };
         ResponseFuture {
             inner: future,
+            context,
             span,
             start,
             facts: Some(Box::new(facts)),
@@ -358,6 +379,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
+        context: TraceContext,
         span: Span,
         start: Instant,
         facts: Option<Box<Facts>>,
@@ -415,6 +437,8 @@ fn record(
         "enduser.pseudo.id" = caller.pseudonym(),
         "http.request.headers" = headers.as_deref(),
         request_id = %f.request_id,
+        trace_id = %f.trace_id,
+        span_id = %f.span_id,
         latency_ms = latency_ms,
         "error.type" = error,
     );
@@ -436,6 +460,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let _entered = this.span.enter();
+        let _context = this.context.enter();
         let result = ready!(this.inner.poll(cx));
         // An inner error has no status (OpenTelemetry: `error.type` only).
         let status = result.as_ref().ok().map(|res| res.status().as_u16());
@@ -492,6 +517,68 @@ mod tests {
             .iter()
             .filter(|l| l["event"] == "api.request")
             .collect()
+    }
+
+    #[tokio::test]
+    async fn continues_a_valid_traceparent_and_replaces_a_malformed_one() {
+        const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (_guard, logs) = capture::json();
+        let svc = ServiceBuilder::new().layer(layer()).service(service_fn({
+            let seen = Arc::clone(&seen);
+            move |req: Request<()>| {
+                // What the handler (and an outbound call made in it) sees.
+                let ext = req.extensions().get::<TraceContext>().cloned();
+                seen.lock().unwrap().push((ext, TraceContext::current()));
+                async { Ok::<_, Infallible>(Response::new(())) }
+            }
+        }));
+        let send = |traceparent: Option<&str>| {
+            let mut req = Request::get("/").body(()).unwrap();
+            if let Some(value) = traceparent {
+                req.headers_mut()
+                    .insert("traceparent", value.parse().unwrap());
+            }
+            svc.clone().oneshot(req)
+        };
+        send(Some(PARENT)).await.unwrap();
+        let malformed = "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01";
+        send(Some(malformed)).await.unwrap();
+        send(None).await.unwrap();
+
+        let lines = logs.lines();
+        let events = api_requests(&lines);
+        assert_eq!(events.len(), 3);
+        let ids = |e: &serde_json::Value| {
+            (
+                e["trace_id"].as_str().unwrap().to_owned(),
+                e["span_id"].as_str().unwrap().to_owned(),
+            )
+        };
+        // The caller's trace, a span of this request's own.
+        let (trace, span) = ids(events[0]);
+        assert_eq!(trace, "0af7651916cd43dd8448eb211c80319c");
+        assert_ne!(span, "b7ad6b7169203331");
+        assert_eq!(span.len(), 16);
+        // Malformed (upper case): a fresh trace, not the header's.
+        let (fresh, _) = ids(events[1]);
+        assert_ne!(fresh.to_lowercase(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(fresh.len(), 32);
+        assert!(
+            fresh
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        let (none, _) = ids(events[2]);
+        assert_ne!(none, fresh);
+
+        let seen = seen.lock().unwrap();
+        let (ext, current) = &seen[0];
+        let ext = ext.as_ref().expect("the context in the extensions");
+        assert_eq!(ext.trace_id().to_string(), trace);
+        assert_eq!(ext.span_id().to_string(), span);
+        assert_eq!(current.as_ref(), Some(ext), "current while handled");
+        assert!(TraceContext::current().is_none(), "and not after");
     }
 
     #[tokio::test]

@@ -76,6 +76,7 @@ pub use load_shed::{InFlight, LoadShed, LoadShedLayer};
 pub use outbound::{
     BoxError, Bulkhead, BulkheadFuture, BulkheadLayer, CheckStatus, CheckStatusFuture,
     CheckStatusLayer, CircuitBreaker, CircuitBreakerFuture, CircuitBreakerLayer, CircuitState,
-    CircuitWindow, ClientErrors, Idempotent, OutboundError, ReplayBody, Retry, RetryLayer,
-    UpstreamCircuit, UpstreamConfig, UpstreamLayers, UpstreamRetry, UpstreamStatus,
+    CircuitWindow, ClientErrors, Idempotent, OutboundError, PropagateTraceContext,
+    PropagateTraceContextLayer, ReplayBody, Retry, RetryLayer, UpstreamCircuit, UpstreamConfig,
+    UpstreamLayers, UpstreamRetry, UpstreamStatus,
 };

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 use super::{
     Bulkhead, BulkheadLayer, CheckStatus, CheckStatusLayer, CircuitBreaker, CircuitBreakerLayer,
-    ClientErrors, Retry, RetryLayer,
+    ClientErrors, PropagateTraceContext, PropagateTraceContextLayer, Retry, RetryLayer,
 };
 
 /// `[upstreams.<name>]`: where an upstream is and how calls to it are
@@ -165,6 +165,9 @@ impl Default for UpstreamCircuit {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct UpstreamLayers {
+    /// The current request's trace context on each call (W3C
+    /// `traceparent`).
+    pub trace: PropagateTraceContextLayer,
     /// A failure status becomes an error; failed calls are reported.
     pub check: CheckStatusLayer,
     /// At most `max_concurrent` calls at once.
@@ -177,13 +180,13 @@ pub struct UpstreamLayers {
 }
 
 impl<S> Layer<S> for UpstreamLayers {
-    type Service = CheckStatus<Bulkhead<Retry<CircuitBreaker<S>>>>;
+    type Service = PropagateTraceContext<CheckStatus<Bulkhead<Retry<CircuitBreaker<S>>>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let guarded = self
             .bulkhead
             .layer(self.retry.layer(self.circuit.layer(inner)));
-        self.check.layer(guarded)
+        self.trace.layer(self.check.layer(guarded))
     }
 }
 
@@ -209,6 +212,7 @@ impl UpstreamConfig {
             None => circuit,
         };
         UpstreamLayers {
+            trace: PropagateTraceContextLayer::new(),
             check: CheckStatusLayer::new(name).client_errors(self.client_errors),
             bulkhead: BulkheadLayer::new(self.max_concurrent),
             retry: RetryLayer::new(name)

@@ -19,6 +19,7 @@ mod breaker;
 mod bulkhead;
 mod config;
 mod error;
+mod propagate;
 mod retry;
 mod status;
 
@@ -28,6 +29,7 @@ pub use breaker::{
 pub use bulkhead::{Bulkhead, BulkheadLayer, ResponseFuture as BulkheadFuture};
 pub use config::{CircuitWindow, UpstreamCircuit, UpstreamConfig, UpstreamLayers, UpstreamRetry};
 pub use error::{BoxError, OutboundError};
+pub use propagate::{PropagateTraceContext, PropagateTraceContextLayer};
 pub use retry::{Idempotent, ReplayBody, Retry, RetryLayer};
 pub use status::{
     CheckStatus, CheckStatusLayer, ClientErrors, ResponseFuture as CheckStatusFuture,

@@ -1,0 +1,89 @@
+//! W3C Trace Context on outbound calls: each call carries the trace of
+//! the request being handled (`traceparent` with a span id of its own, and
+//! the caller's `tracestate`), so an upstream's logs join the same trace.
+//! Without a current request (a background job), the request goes as it
+//! was built.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use guardrail_core::TraceContext;
+//! use http::Request;
+//! use timeout_retry_layer::PropagateTraceContextLayer;
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let client = PropagateTraceContextLayer::new().layer(service_fn(|req: Request<()>| async move {
+//!     Ok::<_, Infallible>(req.headers().get("traceparent").cloned())
+//! }));
+//! let request = TraceContext::new_root();
+//! let _entered = request.enter(); // the trace layer does this per request
+//! let sent = client.oneshot(Request::new(())).await.unwrap().unwrap();
+//! let sent = sent.to_str().unwrap();
+//! assert!(sent.starts_with(&format!("00-{}-", request.trace_id())));
+//! assert!(!sent.contains(&request.span_id().to_string()), "a span of its own");
+//! # }
+//! ```
+
+use std::task::{Context, Poll};
+
+use guardrail_core::TraceContext;
+use http::Request;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Layer that applies [`PropagateTraceContext`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PropagateTraceContextLayer {
+    _private: (),
+}
+
+impl PropagateTraceContextLayer {
+    /// Propagates the current request's trace context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S> Layer<S> for PropagateTraceContextLayer {
+    type Service = PropagateTraceContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PropagateTraceContext { inner }
+    }
+}
+
+/// Sets `traceparent` / `tracestate` on each outbound request from
+/// [`TraceContext::current`], replacing any the request had.
+#[derive(Clone, Debug)]
+pub struct PropagateTraceContext<S> {
+    inner: S,
+}
+
+impl<S> PropagateTraceContext<S> {
+    guardrail_core::inner_service_accessors!();
+}
+
+impl<S, B> Service<Request<B>> for PropagateTraceContext<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Read when the call is made, in the handler: the future may be
+        // polled elsewhere.
+        if let Some(current) = TraceContext::current() {
+            current.child().inject(req.headers_mut());
+        }
+        self.inner.call(req)
+    }
+}
