@@ -249,14 +249,64 @@ macro_rules! emit {
             $crate::emit!(TRACE, $name $(, $($rest)+)?);
         }
     }};
-    ($level:ident, $name:expr $(, $($rest:tt)+)?) => {
+    ($level:ident, $name:expr $(, $($rest:tt)+)?) => {{
+        let __name: $crate::event::EventName = $name;
+        $crate::event::count(__name);
         $crate::__private::tracing::event!(
             target: $crate::event::TARGET,
             $crate::__private::tracing::Level::$level,
-            event = $crate::event::EventName::as_str($name),
+            event = $crate::event::EventName::as_str(__name),
             $($($rest)+)?
         )
-    };
+    }};
+}
+
+/// The events alert rules count, whatever the log filter lets through.
+pub const COUNTED: [EventName; 6] = [
+    EventName::SECURITY_AUTH_FAILED,
+    EventName::SECURITY_WEBHOOK_REJECTED,
+    EventName::SECURITY_RATE_LIMITED,
+    EventName::FLAG_KILL_SWITCH_ACTIVATED,
+    EventName::INTEGRATION_BACKEND_FAILED,
+    EventName::INTEGRATION_CIRCUIT_OPENED,
+];
+
+static COUNTS: [std::sync::atomic::AtomicU64; COUNTED.len()] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; COUNTED.len()];
+
+/// Counts `name` if it is one of [`COUNTED`]. Called by
+/// [`emit!`](crate::emit) for every event, before (and whether or not) a
+/// subscriber takes it: a few length comparisons for the others.
+#[doc(hidden)]
+#[inline]
+pub fn count(name: EventName) {
+    let name = name.as_str();
+    for (counted, n) in COUNTED.iter().zip(&COUNTS) {
+        if counted.as_str().len() == name.len() && counted.as_str() == name {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// How many `name` events this process has emitted since it started
+/// (`None` for a name not in [`COUNTED`]): the small hook alert rules read
+/// — counts, never log lines, so a log filter (`RUST_LOG=off`) changes
+/// nothing.
+///
+/// ```
+/// use guardrail_core::{emit, event::{EventName, emitted}};
+///
+/// let before = emitted(EventName::SECURITY_WEBHOOK_REJECTED).unwrap();
+/// emit!(WARN, EventName::SECURITY_WEBHOOK_REJECTED, reason = "bad_signature");
+/// assert!(emitted(EventName::SECURITY_WEBHOOK_REJECTED).unwrap() > before);
+/// assert_eq!(emitted(EventName::API_REQUEST), None);
+/// ```
+pub fn emitted(name: EventName) -> Option<u64> {
+    COUNTED
+        .iter()
+        .position(|counted| counted.as_str() == name.as_str())
+        .map(|i| COUNTS[i].load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// The fields every event about a request carries: the client's masked

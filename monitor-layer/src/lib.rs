@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+pub mod alerts;
 mod config;
 mod health;
 mod metrics;
@@ -35,6 +36,7 @@ pub mod prometheus;
 pub mod sqlx;
 mod stats;
 
+pub use alerts::{Alerts, AlertsConfig, Firing, Severity};
 pub use config::MonitorConfig;
 pub use health::{HEALTH_JSON, health_report, readiness};
 pub use metrics::{

@@ -3,15 +3,16 @@
 //! (if any) the service uses.
 //!
 //! Each request is recorded once ([`RequestStats::record`]): its status
-//! and latency. A window — the last minute, five minutes or hour — gives
-//! the request rate, the error rate (**5xx only**: 4xx are counted apart,
+//! and latency. A window — the last minute, 5 or 30 minutes, hour or 6
+//! hours — gives the request rate, the error rate (**5xx only**: 4xx are counted apart,
 //! so a flood of 401s or 429s is a security signal, not an error-rate
 //! alert) and the latency percentiles.
 //!
 //! Latencies are kept in logarithmic buckets 3 % wide, so a percentile is
 //! within 1.5 % of the true value (relative); memory is fixed: two rings of
 //! 60 slots (5 s slots for the last 5 minutes, 1 min slots for the last
-//! hour), ~700 counters each.
+//! hour), ~700 counters each, and 72 slots of 5 min for 6 hours with
+//! counts only (no percentiles: what slow-burn SLO alerts need).
 //!
 //! # Example
 //!
@@ -61,8 +62,13 @@ pub enum Window {
     Minute,
     /// The last 5 minutes (5 s resolution).
     FiveMinutes,
+    /// The last 30 minutes (1 min resolution).
+    ThirtyMinutes,
     /// The last hour (1 min resolution).
     Hour,
+    /// The last 6 hours (5 min resolution; counts only, no percentiles):
+    /// for slow-burn SLO alerts.
+    SixHours,
 }
 
 impl Window {
@@ -71,7 +77,9 @@ impl Window {
         match self {
             Self::Minute => Duration::from_secs(60),
             Self::FiveMinutes => Duration::from_secs(300),
+            Self::ThirtyMinutes => Duration::from_secs(1800),
             Self::Hour => Duration::from_secs(3600),
+            Self::SixHours => Duration::from_secs(6 * 3600),
         }
     }
 
@@ -80,7 +88,9 @@ impl Window {
         match self {
             Self::Minute => "1m",
             Self::FiveMinutes => "5m",
+            Self::ThirtyMinutes => "30m",
             Self::Hour => "1h",
+            Self::SixHours => "6h",
         }
     }
 }
@@ -107,7 +117,7 @@ pub struct WindowStats {
     pub p99: Option<Duration>,
 }
 
-/// Request statistics over the last minute, 5 minutes and hour; clones
+/// Request statistics over sliding windows from a minute to six hours; clones
 /// share them. Cheap to record into: one short lock (shared by every
 /// request) and a few
 /// counter increments.
@@ -136,6 +146,8 @@ struct Rings {
     fine: Ring,
     /// 1 min slots: the last hour.
     coarse: Ring,
+    /// 5 min slots, counts only: the last 6 hours.
+    long: Ring,
 }
 
 struct Ring {
@@ -149,17 +161,18 @@ struct Slot {
     requests: u64,
     server_errors: u64,
     client_errors: u64,
-    latencies: Box<[u32; BUCKETS]>,
+    /// `None` in a counts-only ring.
+    latencies: Option<Box<[u32; BUCKETS]>>,
 }
 
 impl Slot {
-    fn empty() -> Self {
+    fn empty(latencies: bool) -> Self {
         Self {
             period: u64::MAX,
             requests: 0,
             server_errors: 0,
             client_errors: 0,
-            latencies: Box::new([0; BUCKETS]),
+            latencies: latencies.then(|| Box::new([0; BUCKETS])),
         }
     }
 }
@@ -182,10 +195,10 @@ fn value_of(bucket: usize) -> Duration {
 }
 
 impl Ring {
-    fn new(width: Duration) -> Self {
+    fn new(width: Duration, slots: usize, latencies: bool) -> Self {
         Self {
             width,
-            slots: (0..SLOTS).map(|_| Slot::empty()).collect(),
+            slots: (0..slots).map(|_| Slot::empty(latencies)).collect(),
         }
     }
 
@@ -195,14 +208,17 @@ impl Ring {
 
     fn record(&mut self, elapsed: Duration, status: u16, bucket: usize) {
         let period = self.period(elapsed);
-        let slot = &mut self.slots[(period % SLOTS as u64) as usize];
+        let len = self.slots.len() as u64;
+        let slot = &mut self.slots[(period % len) as usize];
         if slot.period != period {
             // The ring came round: this slot starts over for its new period.
             slot.period = period;
             slot.requests = 0;
             slot.server_errors = 0;
             slot.client_errors = 0;
-            slot.latencies.fill(0);
+            if let Some(latencies) = &mut slot.latencies {
+                latencies.fill(0);
+            }
         }
         slot.requests += 1;
         match status {
@@ -210,7 +226,9 @@ impl Ring {
             400..=499 => slot.client_errors += 1,
             _ => {}
         }
-        slot.latencies[bucket] = slot.latencies[bucket].saturating_add(1);
+        if let Some(latencies) = &mut slot.latencies {
+            latencies[bucket] = latencies[bucket].saturating_add(1);
+        }
     }
 
     /// The sums of the slots of the last `count` periods up to `elapsed`.
@@ -222,7 +240,11 @@ impl Ring {
                 into.requests += slot.requests;
                 into.server_errors += slot.server_errors;
                 into.client_errors += slot.client_errors;
-                for (total, n) in into.latencies.iter_mut().zip(slot.latencies.iter()) {
+                for (total, n) in into
+                    .latencies
+                    .iter_mut()
+                    .zip(slot.latencies.iter().flat_map(|l| l.iter()))
+                {
                     *total += u64::from(*n);
                 }
             }
@@ -263,8 +285,9 @@ impl RequestStats {
         Self {
             inner: Arc::new(Mutex::new(Rings {
                 start: Instant::now(),
-                fine: Ring::new(Duration::from_secs(5)),
-                coarse: Ring::new(Duration::from_secs(60)),
+                fine: Ring::new(Duration::from_secs(5), SLOTS, true),
+                coarse: Ring::new(Duration::from_secs(60), SLOTS, true),
+                long: Ring::new(Duration::from_secs(300), 72, false),
             })),
             details: Arc::default(),
         }
@@ -299,6 +322,7 @@ impl RequestStats {
         let elapsed = rings.start.elapsed();
         rings.fine.record(elapsed, status, bucket);
         rings.coarse.record(elapsed, status, bucket);
+        rings.long.record(elapsed, status, bucket);
     }
 
     /// What the window saw, up to now: its last whole slots and the
@@ -313,7 +337,9 @@ impl RequestStats {
         let (width, slots) = match window {
             Window::Minute => (rings.fine.width, 12u32),
             Window::FiveMinutes => (rings.fine.width, 60),
+            Window::ThirtyMinutes => (rings.coarse.width, 30),
             Window::Hour => (rings.coarse.width, 60),
+            Window::SixHours => (rings.long.width, 72),
         };
         let into_slot = Duration::from_nanos((elapsed.as_nanos() % width.as_nanos()) as u64);
         let covered = (width * (slots - 1) + into_slot)
@@ -328,7 +354,9 @@ impl RequestStats {
         match window {
             Window::Minute => rings.fine.sum(elapsed, 12, &mut sum),
             Window::FiveMinutes => rings.fine.sum(elapsed, 60, &mut sum),
+            Window::ThirtyMinutes => rings.coarse.sum(elapsed, 30, &mut sum),
             Window::Hour => rings.coarse.sum(elapsed, 60, &mut sum),
+            Window::SixHours => rings.long.sum(elapsed, 72, &mut sum),
         }
         drop(rings);
         let error_rate = if sum.requests == 0 {
