@@ -97,7 +97,7 @@ async fn main() -> ExitCode {
         match database_pool(&url) {
             Ok(pool) => {
                 let pool_health = PoolHealth::new("database", pool);
-                tasks.push("database pool probe", pool_health.probe());
+                tasks.push("database_pool_probe", pool_health.probe());
                 health.register(pool_health);
             }
             Err(e) => {

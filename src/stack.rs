@@ -152,6 +152,22 @@ impl Wiring<'_> {
         layer
     }
 
+    /// The alert rules of `[monitor.alerts]` over the stack's statistics
+    /// and health report, evaluated in the background; the firing set in
+    /// the report as `alerts`.
+    #[cfg(feature = "monitor-layer")]
+    fn alerts(&mut self) -> Option<monitor_layer::Alerts> {
+        let config = &self.config.monitor.alerts;
+        if !config.enabled {
+            return None;
+        }
+        let alerts = monitor_layer::Alerts::new(config.clone(), self.stats.clone())
+            .health(self.health.clone());
+        self.tasks.push("alert_rules", alerts.run());
+        self.health.register(alerts.clone());
+        Some(alerts)
+    }
+
     /// Load shedding, its count in the health report.
     #[cfg(feature = "timeout-retry-layer")]
     fn load_shed(&mut self) -> timeout_retry_layer::LoadShedLayer {
@@ -300,10 +316,15 @@ pub struct Guardrails {
     /// it to route layers (`VerifyWebhookLayer::from_config`).
     pub redis: Option<guardrail_core::RedisConnection>,
     /// Request rate, 5xx error rate and latency percentiles over the last
-    /// 1 m, 5 m and 1 h, as the stack's metrics layer records them (for
+    /// 1 m, 5 m, 30 m and 1 h (counts over 6 h), as the stack's metrics layer records them (for
     /// the health report and alert rules).
     #[cfg(feature = "monitor-layer")]
     pub stats: monitor_layer::RequestStats,
+    /// The in-process alert rules (`[monitor.alerts]`, `None` when
+    /// disabled): evaluated by a task in [`tasks`](Self::tasks), the firing
+    /// set in [`health`](Self::health) as `alerts`.
+    #[cfg(feature = "monitor-layer")]
+    pub alerts: Option<monitor_layer::Alerts>,
     /// The flags of `[flags]`, for route gates (`FlagLayer::new(flags,
     /// "ai_recommendations")`) and handlers (`flags.is_enabled(…)`); its
     /// reload is in [`tasks`](Self::tasks), its state in
@@ -352,7 +373,11 @@ impl GuardrailsLayer {
         let flags = wiring.flags()?;
         #[cfg(feature = "monitor-layer")]
         wiring.health.register(wiring.stats.clone());
+        #[cfg(feature = "monitor-layer")]
+        let alerts = wiring.alerts();
         Ok(Guardrails {
+            #[cfg(feature = "monitor-layer")]
+            alerts,
             #[cfg(feature = "monitor-layer")]
             stats: wiring.stats.clone(),
             #[cfg(feature = "flag-layer")]

@@ -594,11 +594,26 @@ async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
     .validate()
     .unwrap();
     let guardrails = GuardrailsLayer::from_config(&c).unwrap();
-    assert_eq!(guardrails.tasks.names(), ["jwks_refresh"]);
+    assert_eq!(guardrails.tasks.names(), ["jwks_refresh", "alert_rules"]);
     assert_eq!(
         guardrails.health.names(),
-        ["rate_limit", "jwks", "circuit:weather", "flags", "requests"]
+        [
+            "rate_limit",
+            "jwks",
+            "circuit:weather",
+            "flags",
+            "requests",
+            "alerts"
+        ]
     );
+    // The alert rules read the report: the failing JWKS component is a P0.
+    let alerts = guardrails
+        .alerts
+        .as_ref()
+        .expect("alert rules on by default");
+    alerts.evaluate();
+    let firing: Vec<String> = alerts.firing().into_iter().map(|f| f.rule).collect();
+    assert_eq!(firing, ["component_failed:jwks"]);
     let report = guardrails.health.report();
     assert_eq!(report.status, HealthStatus::Fail, "no JWKS keys yet");
     let rate_limit = &report.components[0];
@@ -621,8 +636,8 @@ async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
 
     // Spawned and stopped like the example service does on SIGTERM.
     let running = guardrails.tasks.spawn();
-    assert_eq!(running.running(), ["jwks_refresh"]);
-    assert_eq!(running.shutdown().await, ["jwks_refresh"]);
+    assert_eq!(running.running(), ["jwks_refresh", "alert_rules"]);
+    assert_eq!(running.shutdown().await, ["jwks_refresh", "alert_rules"]);
 }
 
 #[test]

@@ -720,8 +720,8 @@ fn background_tasks_run_and_stop_on_sigterm() {
     let stopped: Vec<serde_json::Value> = log_lines(&rest)
         .filter(|l| l["message"] == "background task stopped")
         .collect();
-    assert_eq!(stopped.len(), 1, "{rest}");
-    assert_eq!(stopped[0]["task"], "jwks_refresh");
+    let tasks: Vec<&str> = stopped.iter().filter_map(|l| l["task"].as_str()).collect();
+    assert_eq!(tasks, ["jwks_refresh", "alert_rules"], "{rest}");
     std::fs::remove_file(path).unwrap();
 }
 
@@ -1288,6 +1288,18 @@ fn the_weather_route_maps_upstream_failures_and_opens_its_circuit() {
         10,
         "the open circuit made no call"
     );
+    // The dashboard's breaker panel: 2 is open.
+    let (_, _, text) = send_to(
+        svc.metrics_addr.as_ref().unwrap(),
+        "GET",
+        "/metrics",
+        "",
+        "",
+    );
+    assert!(
+        text.contains("guardrails_circuit_state{upstream=\"weather\"} 2"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1795,6 +1807,61 @@ fn the_database_pool_joins_the_report_and_readiness() {
     assert!(!log.contains("pg-secret-pw"), "{log}");
 }
 
+#[test]
+fn a_burst_of_failed_tokens_fires_the_security_alert() {
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__MONITOR__ALERTS__EVALUATE_EVERY", "1s")
+        .env(
+            "GUARDRAILS__MONITOR__ALERTS__AUTH_FAILURES_PER_MINUTE_P0",
+            "20",
+        );
+    let mut svc = Running::start(cmd);
+    let forged = |i: u32| {
+        format!("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.forged{i}\r\n")
+    };
+    for i in 0..30 {
+        assert_eq!(svc.get("/api/me", &forged(i)).0, 401);
+    }
+    // Within a second or two: the alert in the admins' report.
+    let admin = admin_mfa_token();
+    let firing = wait_for(|| {
+        let (status, _, body) = svc.get("/api/monitoring/health", &admin);
+        if status == 429 {
+            return None;
+        }
+        assert_eq!(status, 200, "{body}");
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let alerts = report["checks"]["alerts"][0].clone();
+        let fired = alerts["details"]["firing"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|f| f["rule"] == "security_auth_failures"));
+        fired.then_some(alerts)
+    });
+    assert_eq!(firing["status"], "warn", "{firing}");
+    // Prometheus reads the same count.
+    let (_, _, text) = send_to(
+        svc.metrics_addr.as_ref().unwrap(),
+        "GET",
+        "/metrics",
+        "",
+        "",
+    );
+    assert!(
+        text.contains("guardrails_events_total{event=\"security.auth_failed\"} 30"),
+        "{text}"
+    );
+    let (_, logs) = svc.terminate();
+    let fired: Vec<_> = events(&logs, "alert.p0")
+        .into_iter()
+        .filter(|l| l["rule"] == "security_auth_failures")
+        .collect();
+    assert_eq!(fired.len(), 1, "fired once: {fired:?}");
+    assert_eq!(fired[0]["state"], "fired");
+    assert_eq!(fired[0]["level"], "ERROR");
+    assert_eq!(fired[0]["value"], 30.0);
+    assert_eq!(fired[0]["threshold"], 20.0);
+}
+
 /// Asks `f` every 100 ms until it gives a value (at most 10 s).
 fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1847,43 +1914,11 @@ fn metrics_are_served_on_their_own_listener_with_route_templates() {
     );
     // Prometheus's own checker accepts the exposition (it asks, among
     // other things, for a `# HELP` on every metric).
-    let mut check = std::process::Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    use std::io::Write as _;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
+    let out = guardrails_testkit::promtool::run(&["check", "metrics"], &text);
     assert!(
         out.status.success(),
         "promtool check metrics: {}{}\n{text}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Prometheus's `promtool`: `PROMTOOL` (scripts/test.sh sets it), else the
-/// one scripts/promtool.sh finds or unpacks from Debian's package.
-fn promtool() -> String {
-    if let Ok(path) = std::env::var("PROMTOOL") {
-        return path;
-    }
-    let out = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/promtool.sh"))
-        .output()
-        .expect("run scripts/promtool.sh");
-    assert!(
-        out.status.success(),
-        "scripts/promtool.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -42,6 +42,13 @@ pub const OUTBOUND_IN_FLIGHT: &str = "guardrails_outbound_in_flight";
 /// Outbound calls that failed at the upstream after their retries, by
 /// `upstream` and `reason` (`timeout`, `error`, `status`).
 pub const OUTBOUND_FAILURES_TOTAL: &str = "guardrails_outbound_failures_total";
+/// A circuit breaker's state, by `upstream`: 0 closed, 1 half-open, 2
+/// open (or forced open).
+pub const CIRCUIT_STATE: &str = "guardrails_circuit_state";
+/// The events alert rules watch ([`event::COUNTED`](crate::event::COUNTED)),
+/// by `event`, as counted when emitted; published by the monitor layer's
+/// alert rules.
+pub const EVENTS_TOTAL: &str = "guardrails_events_total";
 /// Flag evaluations, by `flag` and `outcome` (`on`, `off`): adoption.
 pub const FLAG_EVALUATIONS_TOTAL: &str = "guardrails_flag_evaluations_total";
 /// 1 while a flag store's source can't be reached (serving its last
@@ -117,6 +124,14 @@ pub const ALL: &[Metric] = &[
     counter(
         OUTBOUND_FAILURES_TOTAL,
         "Outbound calls that failed at the upstream after their retries, by upstream and reason.",
+    ),
+    gauge(
+        CIRCUIT_STATE,
+        "A circuit breaker's state, by upstream: 0 closed, 1 half-open, 2 open.",
+    ),
+    counter(
+        EVENTS_TOTAL,
+        "Security, flag and upstream events as the layers emit them, by event.",
     ),
     counter(
         FLAG_EVALUATIONS_TOTAL,

@@ -220,6 +220,8 @@ type EventCounts = [u64; COUNTED.len()];
 
 struct Inner {
     config: AlertsConfig,
+    /// `guardrails_events_total{event}`, one per counted event.
+    published: Vec<metrics::Counter>,
     stats: RequestStats,
     health: Option<HealthRegistry>,
     counts: Box<dyn Fn() -> EventCounts + Send + Sync>,
@@ -284,6 +286,12 @@ impl Alerts {
         Self {
             inner: Arc::new(Inner {
                 config,
+                published: COUNTED
+                    .iter()
+                    .map(|name| {
+                        metrics::counter!(guardrail_core::metric::EVENTS_TOTAL, "event" => name.as_str())
+                    })
+                    .collect(),
                 stats,
                 health: None,
                 counts: Box::new(counts),
@@ -317,6 +325,11 @@ impl Alerts {
     pub fn evaluate(&self) {
         let now = Instant::now();
         let counts = (self.inner.counts)();
+        // The same counts for Prometheus (the rules in
+        // monitoring/prometheus/alerts.yml read them).
+        for (counter, count) in self.inner.published.iter().zip(counts) {
+            counter.absolute(count);
+        }
         let samples = {
             let mut state = self.state();
             state.samples.push_back((now, counts));

@@ -3,7 +3,8 @@
 use guardrail_core::config::ConfigProblem;
 use serde::Deserialize;
 
-/// `[monitor]`: where metrics are served.
+/// `[monitor]`: where metrics are served, and the alert rules
+/// (`[monitor.alerts]`).
 ///
 /// ```
 /// use monitor_layer::MonitorConfig;
@@ -26,12 +27,15 @@ pub struct MonitorConfig {
     /// the service must make public, so anyone who reaches the service
     /// reads its metrics.
     pub metrics_listen: String,
+    /// `[monitor.alerts]`: the in-process alert rules' thresholds.
+    pub alerts: crate::AlertsConfig,
 }
 
 impl Default for MonitorConfig {
     fn default() -> Self {
         Self {
             metrics_listen: "127.0.0.1:9464".into(),
+            alerts: crate::AlertsConfig::default(),
         }
     }
 }
@@ -39,6 +43,7 @@ impl Default for MonitorConfig {
 impl MonitorConfig {
     /// Adds every problem of `[monitor]` to `problems`.
     pub fn validate(&self, problems: &mut Vec<ConfigProblem>) {
+        self.alerts.validate(problems);
         if !self.metrics_listen.is_empty()
             && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
         {

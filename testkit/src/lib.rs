@@ -6,6 +6,7 @@
 //! - [`mod@bench`]: driving a service whose futures never wait with a no-op
 //!   waker, an always-200 inner service, requests from many clients.
 //! - [`redis`]: a Redis server or a Redis Cluster of a test's own.
+//! - [`promtool`]: Prometheus's checker for expositions and rules.
 //! - `ratelimit` (feature `ratelimit`): the rate-limit comparison's requests
 //!   (with axum's `ConnectInfo`) and its one quota, for guardrails and
 //!   tower_governor alike.
@@ -28,6 +29,7 @@
 
 pub mod bench;
 pub mod capture;
+pub mod promtool;
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit;
 pub mod redis;

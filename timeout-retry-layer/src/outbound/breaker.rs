@@ -137,6 +137,17 @@ struct Shared {
     /// locked state, changed only under its lock): a closed breaker lets a
     /// call through without taking the lock.
     closed_generation: AtomicU64,
+    /// `guardrails_circuit_state{upstream}`: 0 closed, 1 half-open, 2 open.
+    state_gauge: metrics::Gauge,
+}
+
+/// The state as `guardrails_circuit_state` reports it.
+fn gauge_value(state: CircuitState) -> f64 {
+    match state {
+        CircuitState::Closed => 0.0,
+        CircuitState::HalfOpen => 1.0,
+        CircuitState::Open | CircuitState::ForcedOpen => 2.0,
+    }
 }
 
 const NOT_CLOSED: u64 = u64::MAX;
@@ -180,6 +191,11 @@ impl CircuitBreakerLayer {
 
     fn with(settings: Settings) -> Self {
         let window = Window::new(settings.window);
+        let state_gauge = metrics::gauge!(
+            guardrail_core::metric::CIRCUIT_STATE,
+            "upstream" => settings.name.to_string()
+        );
+        state_gauge.set(gauge_value(CircuitState::Closed));
         Self {
             shared: Arc::new(Shared {
                 settings,
@@ -189,6 +205,7 @@ impl CircuitBreakerLayer {
                     window,
                 }),
                 closed_generation: AtomicU64::new(0),
+                state_gauge,
             }),
         }
     }
@@ -385,6 +402,7 @@ impl Shared {
         if from == to {
             return;
         }
+        self.state_gauge.set(gauge_value(to));
         let name = &*self.settings.name;
         match to {
             CircuitState::Open | CircuitState::ForcedOpen => emit!(
