@@ -612,6 +612,7 @@ async fn the_stack_hands_over_its_background_tasks_and_health_sources() {
         .as_ref()
         .expect("alert rules on by default");
     alerts.evaluate();
+    alerts.evaluate();
     let firing: Vec<String> = alerts.firing().into_iter().map(|f| f.rule).collect();
     assert_eq!(firing, ["component_failed:jwks"]);
     let report = guardrails.health.report();

@@ -1745,8 +1745,7 @@ fn readiness_is_503_while_a_component_fails() {
 #[test]
 fn the_database_pool_joins_the_report_and_readiness() {
     // A real PostgreSQL (scripts/test.sh starts one if none runs).
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url = guardrails_testkit::database_url();
     let mut cmd = command();
     cmd.env("DATABASE_URL", &url);
     let svc = Running::start(cmd);

@@ -68,7 +68,7 @@ fn rules_and_dashboard_name_only_metrics_the_stack_exports() {
 
     let rules = std::fs::read_to_string(RULES).unwrap();
     let named = metric_names(&rules);
-    assert!(named.len() >= 5, "{named:?}");
+    assert!(named.len() >= 4, "{named:?}");
     let unknown: Vec<_> = named.difference(&exported).collect();
     assert!(unknown.is_empty(), "alerts.yml names {unknown:?}");
 

@@ -280,12 +280,8 @@ static COUNTS: [std::sync::atomic::AtomicU64; COUNTED.len()] =
 #[doc(hidden)]
 #[inline]
 pub fn count(name: EventName) {
-    let name = name.as_str();
-    for (counted, n) in COUNTED.iter().zip(&COUNTS) {
-        if counted.as_str().len() == name.len() && counted.as_str() == name {
-            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return;
-        }
+    if let Some(i) = counted_index(name) {
+        COUNTS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -303,10 +299,20 @@ pub fn count(name: EventName) {
 /// assert_eq!(emitted(EventName::API_REQUEST), None);
 /// ```
 pub fn emitted(name: EventName) -> Option<u64> {
+    counted_index(name).map(|i| COUNTS[i].load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Every [`COUNTED`] event's count so far, in that order.
+pub fn counts() -> [u64; COUNTED.len()] {
+    std::array::from_fn(|i| COUNTS[i].load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Where `name` is in [`COUNTED`] (and in [`counts`]), if it is counted.
+pub fn counted_index(name: EventName) -> Option<usize> {
+    let name = name.as_str();
     COUNTED
         .iter()
-        .position(|counted| counted.as_str() == name.as_str())
-        .map(|i| COUNTS[i].load(std::sync::atomic::Ordering::Relaxed))
+        .position(|counted| counted.as_str().len() == name.len() && counted.as_str() == name)
 }
 
 /// The fields every event about a request carries: the client's masked

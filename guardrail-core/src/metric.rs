@@ -46,8 +46,8 @@ pub const OUTBOUND_FAILURES_TOTAL: &str = "guardrails_outbound_failures_total";
 /// open (or forced open).
 pub const CIRCUIT_STATE: &str = "guardrails_circuit_state";
 /// The events alert rules watch ([`event::COUNTED`](crate::event::COUNTED)),
-/// by `event`, as counted when emitted; published by the monitor layer's
-/// alert rules.
+/// by `event`, as counted when emitted; published at each scrape by the
+/// monitor layer's Prometheus endpoint.
 pub const EVENTS_TOTAL: &str = "guardrails_events_total";
 /// Flag evaluations, by `flag` and `outcome` (`on`, `off`): adoption.
 pub const FLAG_EVALUATIONS_TOTAL: &str = "guardrails_flag_evaluations_total";

@@ -103,11 +103,21 @@ impl TraceContext {
             return None;
         }
         let mut ctx = Self::parse_traceparent(value.as_bytes())?;
+        // Several tracestate headers are one list, joined with commas.
         let mut states = headers.get_all(&TRACESTATE).iter();
         ctx.state = match (states.next(), states.next()) {
-            (Some(state), None) if valid_tracestate(state.as_bytes()) => Some(state.clone()),
-            _ => None,
-        };
+            (None, _) => None,
+            (Some(state), None) => Some(state.clone()),
+            (Some(first), Some(second)) => {
+                let mut joined = first.as_bytes().to_vec();
+                for next in std::iter::once(second).chain(states) {
+                    joined.push(b',');
+                    joined.extend_from_slice(next.as_bytes());
+                }
+                HeaderValue::from_bytes(&joined).ok()
+            }
+        }
+        .filter(|state| valid_tracestate(state.as_bytes()));
         Some(ctx)
     }
 
@@ -134,7 +144,9 @@ impl TraceContext {
         for (i, byte) in span_id.iter_mut().enumerate() {
             *byte = hex_byte(&v[36 + 2 * i..38 + 2 * i])?;
         }
-        let flags = hex_byte(&v[53..55])?;
+        // Only `sampled` is defined for version 00, which is what this
+        // writes on: the other bits are not passed on.
+        let flags = hex_byte(&v[53..55])? & 0x01;
         if trace_id == [0; 16] || span_id == [0; 8] {
             return None;
         }
@@ -200,7 +212,10 @@ impl TraceContext {
     /// enters its span.
     pub fn enter(&self) -> Entered {
         let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
-        Entered { previous }
+        Entered {
+            previous,
+            _not_send: std::marker::PhantomData,
+        }
     }
 
     /// The context of the request being handled on this thread, if any.
@@ -209,10 +224,13 @@ impl TraceContext {
     }
 }
 
-/// Restores the previous current [`TraceContext`] when dropped.
+/// Restores the previous current [`TraceContext`] when dropped. Not
+/// `Send`: it must be dropped on the thread that entered (don't hold it
+/// across an `.await`).
 #[must_use = "the context is current only while the guard lives"]
 pub struct Entered {
     previous: Option<TraceContext>,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for Entered {
@@ -328,6 +346,10 @@ mod tests {
         let ctx = TraceContext::from_headers(&headers(&[("traceparent", &unsampled)])).unwrap();
         assert!(!ctx.sampled());
         assert_eq!(ctx.child().traceparent().to_str().unwrap()[53..], *"00");
+        // Bits other than `sampled` are not passed on.
+        let other = VALID.replace("-01", "-ff");
+        let ctx = TraceContext::from_headers(&headers(&[("traceparent", &other)])).unwrap();
+        assert_eq!(ctx.traceparent(), VALID);
     }
 
     #[test]
@@ -380,6 +402,14 @@ mod tests {
             "rojo=00f067aa0ba902b7"
         );
         assert!(with(&"a=b,".repeat(200)).tracestate().is_none(), "too long");
+        // Two headers are one list.
+        let two = TraceContext::from_headers(&headers(&[
+            ("traceparent", VALID),
+            ("tracestate", "a=1"),
+            ("tracestate", "b=2"),
+        ]))
+        .unwrap();
+        assert_eq!(two.tracestate().unwrap(), "a=1,b=2");
         // The state alone (no traceparent) is not a context.
         assert!(TraceContext::from_headers(&headers(&[("tracestate", "a=b")])).is_none());
     }

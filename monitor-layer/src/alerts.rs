@@ -63,7 +63,7 @@ use guardrail_core::{
     EventName,
     config::ConfigProblem,
     emit,
-    event::{COUNTED, emitted},
+    event::{COUNTED, counted_index},
     health::{ComponentHealth, HealthRegistry, HealthSource, HealthStatus},
 };
 use serde::{Deserialize, Serialize};
@@ -145,8 +145,12 @@ impl AlertsConfig {
         let mut problem = |key: &str, message: &str| {
             problems.push(ConfigProblem::new(format!("monitor.alerts.{key}"), message));
         };
-        if self.evaluate_every < Duration::from_secs(1) {
-            problem("evaluate_every", "must be at least 1s");
+        // Event windows are counted from the samples taken at each
+        // evaluation: they are exact to one interval.
+        if self.evaluate_every < Duration::from_secs(1)
+            || self.evaluate_every > Duration::from_secs(15)
+        {
+            problem("evaluate_every", "must be from 1s to 15s");
         }
         if self.min_requests == 0 {
             problem("min_requests", "must be at least 1");
@@ -161,6 +165,12 @@ impl AlertsConfig {
             if !(rate > 0.0 && rate < 1.0) {
                 problem(key, "must be a fraction above 0 and below 1, such as 0.05");
             }
+        }
+        if self.error_rate_p1 > self.error_rate_p0 {
+            problem(
+                "error_rate_p1",
+                "must not be above error_rate_p0 (P1 warns before P0 pages)",
+            );
         }
         if self.slo.is_some_and(|slo| !(slo > 0.0 && slo < 1.0)) {
             problem(
@@ -220,10 +230,8 @@ type EventCounts = [u64; COUNTED.len()];
 
 struct Inner {
     config: AlertsConfig,
-    /// `guardrails_events_total{event}`, one per counted event.
-    published: Vec<metrics::Counter>,
     stats: RequestStats,
-    health: Option<HealthRegistry>,
+    health: std::sync::OnceLock<HealthRegistry>,
     counts: Box<dyn Fn() -> EventCounts + Send + Sync>,
     state: Mutex<State>,
 }
@@ -232,6 +240,10 @@ struct Inner {
 struct State {
     /// Firing rules by name: since when, and the last reading.
     firing: BTreeMap<String, (Instant, Reading)>,
+    /// Rules that need a streak: how many evaluations in a row their
+    /// change has held (over the threshold while not firing, at or under
+    /// the resolve level while firing).
+    streaks: BTreeMap<String, u32>,
     /// Event counts as sampled at each evaluation (the last 5 minutes and
     /// one more).
     samples: VecDeque<(Instant, EventCounts)>,
@@ -247,28 +259,24 @@ struct Reading {
     window: &'static str,
     /// The traffic guard holds (always, for rules without one).
     enough: bool,
+    /// Evaluations in a row a change must hold before it is made (1: at
+    /// once). Rules whose value is only 0 or 1 (a component failing) have
+    /// no resolve level to stop flapping: they wait for a streak instead.
+    streak: u32,
 }
+
+/// The streak of a rule that is only on or off.
+const ON_OFF_STREAK: u32 = 2;
 
 fn index_of(name: EventName) -> usize {
-    COUNTED
-        .iter()
-        .position(|n| n.as_str() == name.as_str())
-        .expect("a counted event")
-}
-
-fn process_counts() -> EventCounts {
-    let mut counts = [0; COUNTED.len()];
-    for (count, name) in counts.iter_mut().zip(COUNTED) {
-        *count = emitted(name).unwrap_or(0);
-    }
-    counts
+    counted_index(name).expect("a counted event")
 }
 
 impl Alerts {
     /// The rules of `config` over `stats`, counting the events this process
     /// emits from now on.
     pub fn new(config: AlertsConfig, stats: RequestStats) -> Self {
-        Self::with_counts(config, stats, process_counts)
+        Self::with_counts(config, stats, guardrail_core::event::counts)
     }
 
     /// The same, with the event counts read from `counts` (cumulative, in
@@ -286,14 +294,8 @@ impl Alerts {
         Self {
             inner: Arc::new(Inner {
                 config,
-                published: COUNTED
-                    .iter()
-                    .map(|name| {
-                        metrics::counter!(guardrail_core::metric::EVENTS_TOTAL, "event" => name.as_str())
-                    })
-                    .collect(),
                 stats,
-                health: None,
+                health: std::sync::OnceLock::new(),
                 counts: Box::new(counts),
                 state: Mutex::new(state),
             }),
@@ -301,11 +303,11 @@ impl Alerts {
     }
 
     /// Also fires `component_failed:<name>` (P0) while a component of
-    /// `registry` fails. Call before cloning.
-    pub fn health(mut self, registry: HealthRegistry) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.health = Some(registry);
-        }
+    /// `registry` fails (for two evaluations in a row: a component that
+    /// flips does not page every few seconds). The first registry given
+    /// is kept.
+    pub fn health(self, registry: HealthRegistry) -> Self {
+        let _ = self.inner.health.set(registry);
         self
     }
 
@@ -325,11 +327,6 @@ impl Alerts {
     pub fn evaluate(&self) {
         let now = Instant::now();
         let counts = (self.inner.counts)();
-        // The same counts for Prometheus (the rules in
-        // monitoring/prometheus/alerts.yml read them).
-        for (counter, count) in self.inner.published.iter().zip(counts) {
-            counter.absolute(count);
-        }
         let samples = {
             let mut state = self.state();
             state.samples.push_back((now, counts));
@@ -342,40 +339,58 @@ impl Alerts {
             state.samples.clone()
         };
         // Unlocked: the health report asks this component too.
-        let readings = self.readings(&samples, now);
-        let mut state = self.state();
+        let mut readings = self.readings(&samples, now);
         let resolve_ratio = self.inner.config.resolve_ratio;
-        // Rules that did not read at all (a component no longer failing)
-        // resolve.
-        let stale: Vec<String> = state
-            .firing
-            .keys()
-            .filter(|rule| !readings.iter().any(|r| &r.rule == *rule))
-            .cloned()
-            .collect();
-        for rule in stale {
-            if let Some((_, mut last)) = state.firing.remove(&rule) {
-                last.value = 0.0;
-                announce("resolved", &last);
+        // Announced once the lock is released (a subscriber may ask).
+        let mut announce_later = Vec::new();
+        {
+            let mut state = self.state();
+            let state = &mut *state;
+            // A firing rule that did not read at all (a component no longer
+            // failing) reads as 0, a clean reading.
+            for (rule, (_, last)) in &state.firing {
+                if !readings.iter().any(|r| &r.rule == rule) {
+                    let mut clean = last.clone();
+                    clean.value = 0.0;
+                    readings.push(clean);
+                }
+            }
+            state
+                .streaks
+                .retain(|rule, _| readings.iter().any(|r| &r.rule == rule));
+            for reading in readings {
+                let firing = state.firing.contains_key(&reading.rule);
+                let change = if firing {
+                    !reading.enough || reading.value <= reading.threshold * resolve_ratio
+                } else {
+                    reading.enough && reading.value > reading.threshold
+                };
+                let held = if change {
+                    let streak = state.streaks.entry(reading.rule.clone()).or_default();
+                    *streak += 1;
+                    *streak >= reading.streak
+                } else {
+                    state.streaks.remove(&reading.rule);
+                    false
+                };
+                if held {
+                    state.streaks.remove(&reading.rule);
+                    if firing {
+                        state.firing.remove(&reading.rule);
+                        announce_later.push(("resolved", reading));
+                    } else {
+                        state
+                            .firing
+                            .insert(reading.rule.clone(), (now, reading.clone()));
+                        announce_later.push(("fired", reading));
+                    }
+                } else if let Some((_, last)) = state.firing.get_mut(&reading.rule) {
+                    *last = reading;
+                }
             }
         }
-        for reading in readings {
-            match state.firing.get_mut(&reading.rule) {
-                Some((_, last)) => {
-                    if !reading.enough || reading.value <= reading.threshold * resolve_ratio {
-                        state.firing.remove(&reading.rule);
-                        announce("resolved", &reading);
-                    } else {
-                        *last = reading;
-                    }
-                }
-                None => {
-                    if reading.enough && reading.value > reading.threshold {
-                        announce("fired", &reading);
-                        state.firing.insert(reading.rule.clone(), (now, reading));
-                    }
-                }
-            }
+        for (what, reading) in &announce_later {
+            announce(what, reading);
         }
     }
 
@@ -421,6 +436,7 @@ impl Alerts {
             threshold,
             window,
             enough,
+            streak: 1,
         };
         // Events in the last `window`: now minus the latest sample at or
         // before its start (or the first sample, when younger).
@@ -556,17 +572,20 @@ impl Alerts {
                 ));
             }
         }
-        if let Some(health) = &self.inner.health {
+        if let Some(health) = self.inner.health.get() {
             for component in health.report().components {
                 if component.name != ALERTS && component.health.status == HealthStatus::Fail {
-                    readings.push(reading(
-                        &format!("component_failed:{}", component.name),
-                        Severity::P0,
-                        1.0,
-                        0.0,
-                        "now",
-                        true,
-                    ));
+                    readings.push(Reading {
+                        streak: ON_OFF_STREAK,
+                        ..reading(
+                            &format!("component_failed:{}", component.name),
+                            Severity::P0,
+                            1.0,
+                            0.0,
+                            "now",
+                            true,
+                        )
+                    });
                 }
             }
         }
@@ -717,6 +736,10 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn latency_traffic_and_slow_requests() {
+        // Every test that makes alert events holds a subscriber: a callsite
+        // first reached on a thread without one could be cached as
+        // uninteresting for the test that captures.
+        let (_guard, _logs) = capture::json();
         let stats = RequestStats::new();
         let alerts = Alerts::new(AlertsConfig::default(), stats.clone());
         // P95 of 3 s over 5 minutes (P1), P99 over a second in the last
@@ -821,6 +844,10 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_failing_component_is_a_p0_and_the_firing_set_is_in_the_report() {
+        // Every test that makes alert events holds a subscriber: a callsite
+        // first reached on a thread without one could be cached as
+        // uninteresting for the test that captures.
+        let (_guard, _logs) = capture::json();
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let registry = HealthRegistry::new();
         registry.register(Toggle(Arc::clone(&failing)));
@@ -830,7 +857,15 @@ mod tests {
         alerts.evaluate();
         assert_eq!(registry.report().status, HealthStatus::Pass);
 
+        // One failing evaluation is not enough (a flip), two are.
         failing.store(true, Ordering::Relaxed);
+        alerts.evaluate();
+        assert!(rules(&alerts).is_empty());
+        failing.store(false, Ordering::Relaxed);
+        alerts.evaluate();
+        failing.store(true, Ordering::Relaxed);
+        alerts.evaluate();
+        assert!(rules(&alerts).is_empty(), "it flipped");
         alerts.evaluate();
         assert_eq!(rules(&alerts), ["component_failed:database"]);
         let report = registry.report();
@@ -843,13 +878,20 @@ mod tests {
         );
         assert_eq!(mine.health.details["firing"][0]["severity"], "P0");
 
+        // Resolved after two clean evaluations.
         failing.store(false, Ordering::Relaxed);
+        alerts.evaluate();
+        assert_eq!(rules(&alerts), ["component_failed:database"]);
         alerts.evaluate();
         assert!(rules(&alerts).is_empty());
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn slo_burn_rates_fire_on_both_windows() {
+        // Every test that makes alert events holds a subscriber: a callsite
+        // first reached on a thread without one could be cached as
+        // uninteresting for the test that captures.
+        let (_guard, _logs) = capture::json();
         let stats = RequestStats::new();
         let config = AlertsConfig {
             slo: Some(0.999),

@@ -1,13 +1,17 @@
 //! Request metrics, windowed request statistics and the detailed health
 //! report for tower services.
 //!
-//! **In progress** (issue 18). So far: [`MetricsLayer`] (OTel-named
-//! request metrics through the `metrics` facade, labelled by route
-//! template), [`RequestStats`] (in-process sliding-window statistics:
-//! request rate, 5xx error rate, latency percentiles over 1 m, 5 m and
-//! 1 h), [`readiness`] and [`health_report`] (`application/health+json`)
-//! and, with the `prometheus` feature, the recorder and `/metrics` on a
-//! listener of its own. The database pool adapter follows.
+//! - [`MetricsLayer`]: OTel-named request metrics through the `metrics`
+//!   facade, labelled by route template; [`describe`] gives every metric
+//!   of the stack its help.
+//! - [`RequestStats`]: in-process sliding-window statistics — request
+//!   rate, 5xx error rate, latency percentiles over 1 m, 5 m, 30 m and
+//!   1 h, counts over 6 h.
+//! - [`readiness`] and [`health_report`]: `application/health+json`.
+//! - [`Alerts`]: the seeds' P0/P1/P2 alert rules in process.
+//! - [`prometheus`] (feature `prometheus`): the recorder and `/metrics`
+//!   on a listener of its own.
+//! - [`sqlx`](mod@crate::sqlx) (feature `sqlx`): a database pool's health.
 //!
 //! # Example
 //!
@@ -41,6 +45,6 @@ pub use config::MonitorConfig;
 pub use health::{HEALTH_JSON, health_report, readiness};
 pub use metrics::{
     ACTIVE_REQUESTS, DURATION_BUCKETS, Metrics, MetricsLayer, REQUEST_DURATION, REQUESTS_TOTAL,
-    ResponseFuture, UNMATCHED, describe,
+    ResponseFuture, UNMATCHED, describe, publish_event_counts,
 };
 pub use stats::{RequestStats, Window, WindowStats};

@@ -86,6 +86,19 @@ pub fn describe() {
     }
 }
 
+/// Sets `guardrails_events_total{event}` to how many of each event alert
+/// rules watch ([`guardrail_core::event::COUNTED`]) this process has
+/// emitted, for the Prometheus rules that read them
+/// ([`prometheus::metrics_response`](crate::prometheus::metrics_response)
+/// calls it before each scrape; call it yourself with another exporter).
+pub fn publish_event_counts() {
+    use guardrail_core::event::{COUNTED, counts};
+    for (name, count) in COUNTED.iter().zip(counts()) {
+        metrics::counter!(guardrail_core::metric::EVENTS_TOTAL, "event" => name.as_str())
+            .absolute(count);
+    }
+}
+
 /// The route label of a request no route matched.
 pub const UNMATCHED: &str = guardrail_core::semconv::UNMATCHED_ROUTE;
 

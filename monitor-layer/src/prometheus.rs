@@ -53,8 +53,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
-/// The exposition of everything recorded, as `text/plain; version=0.0.4`.
+/// The exposition of everything recorded, as `text/plain; version=0.0.4`
+/// (the event counts published first: [`publish_event_counts`](crate::publish_event_counts)).
 pub fn metrics_response<B: From<String>>(handle: &PrometheusHandle) -> Response<B> {
+    crate::publish_event_counts();
     let mut res = Response::new(B::from(handle.render()));
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -292,12 +292,7 @@ mod tests {
 
     use super::PoolHealth;
 
-    /// A real PostgreSQL: `DATABASE_URL`, else the local server
-    /// (scripts/test.sh starts one if none runs). Never skipped.
-    fn database_url() -> String {
-        std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-    }
+    use guardrails_testkit::database_url;
 
     #[tokio::test]
     async fn an_exhausted_pool_fails_and_recovers() {

@@ -61,6 +61,10 @@ pub struct TraceConfig {
     /// `[trace.scrub]`: scrubber adjustments (classes off, extra keys,
     /// custom patterns, IP masking).
     pub scrub: ScrubConfig,
+    /// Whether a caller's W3C `traceparent` is continued (default true);
+    /// false starts a trace here for every request (a service whose
+    /// callers are not yours and whose traces they must not steer).
+    pub trust_traceparent: bool,
 }
 
 impl Default for TraceConfig {
@@ -72,6 +76,7 @@ impl Default for TraceConfig {
             server_error_level: LevelName::Error,
             pseudonym_key: None,
             scrub: ScrubConfig::default(),
+            trust_traceparent: true,
         }
     }
 }
@@ -145,10 +150,13 @@ impl TraceLayer {
                 HeaderName::try_from(h.as_str()).map_err(|_| TraceError::Header { name: h.clone() })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(TraceLayer::new(scrubber).headers(headers).levels(
-            config.success_level.into(),
-            config.client_error_level.into(),
-            config.server_error_level.into(),
-        ))
+        Ok(TraceLayer::new(scrubber)
+            .headers(headers)
+            .levels(
+                config.success_level.into(),
+                config.client_error_level.into(),
+                config.server_error_level.into(),
+            )
+            .trust_traceparent(config.trust_traceparent))
     }
 }

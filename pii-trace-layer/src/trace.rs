@@ -113,6 +113,7 @@ struct Shared {
     scrubber: Arc<Scrubber>,
     headers: Vec<HeaderName>,
     levels: [Level; 3],
+    trust_traceparent: bool,
 }
 
 impl fmt::Debug for TraceLayer {
@@ -132,6 +133,7 @@ impl TraceLayer {
                 scrubber,
                 headers: Vec::new(),
                 levels: [Level::INFO, Level::WARN, Level::ERROR],
+                trust_traceparent: true,
             }),
         }
     }
@@ -156,6 +158,13 @@ impl TraceLayer {
     /// Levels for 1xx–3xx, 4xx and 5xx (and inner errors).
     pub fn levels(mut self, success: Level, client_error: Level, server_error: Level) -> Self {
         self.shared_mut().levels = [success, client_error, server_error];
+        self
+    }
+
+    /// Whether a caller's well-formed `traceparent` is continued (the
+    /// default); with `false` every request starts a trace of its own.
+    pub fn trust_traceparent(mut self, trust: bool) -> Self {
+        self.shared_mut().trust_traceparent = trust;
         self
     }
 }
@@ -303,7 +312,11 @@ where
         };
         // The caller's trace, if it sent a well-formed one; this request's
         // span under it. Anything else starts a trace here.
-        let context = match TraceContext::from_headers(req.headers()) {
+        let incoming = s
+            .trust_traceparent
+            .then(|| TraceContext::from_headers(req.headers()))
+            .flatten();
+        let context = match incoming {
             Some(incoming) => incoming.child(),
             None => TraceContext::new_root(),
         };
@@ -542,13 +555,25 @@ mod tests {
             svc.clone().oneshot(req)
         };
         send(Some(PARENT)).await.unwrap();
+        // Not trusted: a trace of its own.
+        let untrusting = ServiceBuilder::new()
+            .layer(layer().trust_traceparent(false))
+            .service(service_fn(|_req: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(()))
+            }));
+        let mut req = Request::get("/").body(()).unwrap();
+        req.headers_mut()
+            .insert("traceparent", PARENT.parse().unwrap());
+        untrusting.oneshot(req).await.unwrap();
         let malformed = "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01";
         send(Some(malformed)).await.unwrap();
         send(None).await.unwrap();
 
         let lines = logs.lines();
-        let events = api_requests(&lines);
-        assert_eq!(events.len(), 3);
+        let mut events = api_requests(&lines);
+        assert_eq!(events.len(), 4);
+        let untrusted = events.remove(1);
+        assert_ne!(untrusted["trace_id"], "0af7651916cd43dd8448eb211c80319c");
         let ids = |e: &serde_json::Value| {
             (
                 e["trace_id"].as_str().unwrap().to_owned(),

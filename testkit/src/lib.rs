@@ -30,6 +30,14 @@
 pub mod bench;
 pub mod capture;
 pub mod promtool;
+
+/// A real PostgreSQL for the tests: `DATABASE_URL`, else the local server
+/// (`scripts/test.sh` starts one if none answers). Tests that need one are
+/// never skipped.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit;
 pub mod redis;

@@ -50,6 +50,11 @@ pub struct UpstreamConfig {
     /// What the caller gets when the upstream answers a 4xx other than
     /// 429: `"bad_gateway"` (502, default) or `"forward"` (its status).
     pub client_errors: ClientErrors,
+    /// Whether calls carry the current request's W3C trace context
+    /// (`traceparent`, `tracestate`; default true). Turn it off for a
+    /// third party that should not see your trace ids or your callers'
+    /// `tracestate`.
+    pub propagate_trace: bool,
     /// `[upstreams.<name>.retry]`.
     pub retry: UpstreamRetry,
     /// `[upstreams.<name>.circuit]`.
@@ -123,6 +128,7 @@ impl Default for UpstreamConfig {
             deadline: Duration::from_secs(5),
             max_concurrent: 64,
             client_errors: ClientErrors::default(),
+            propagate_trace: true,
             retry: UpstreamRetry::default(),
             circuit: UpstreamCircuit::default(),
         }
@@ -212,7 +218,7 @@ impl UpstreamConfig {
             None => circuit,
         };
         UpstreamLayers {
-            trace: PropagateTraceContextLayer::new(),
+            trace: PropagateTraceContextLayer::new().enabled(self.propagate_trace),
             check: CheckStatusLayer::new(name).client_errors(self.client_errors),
             bulkhead: BulkheadLayer::new(self.max_concurrent),
             retry: RetryLayer::new(name)

@@ -35,15 +35,28 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// Layer that applies [`PropagateTraceContext`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct PropagateTraceContextLayer {
-    _private: (),
+    enabled: bool,
+}
+
+impl Default for PropagateTraceContextLayer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl PropagateTraceContextLayer {
     /// Propagates the current request's trace context.
     pub fn new() -> Self {
-        Self::default()
+        Self { enabled: true }
+    }
+
+    /// `false`: requests go as they were built (`[upstreams.<name>]
+    /// propagate_trace = false`, for a third party).
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
     }
 }
 
@@ -51,7 +64,10 @@ impl<S> Layer<S> for PropagateTraceContextLayer {
     type Service = PropagateTraceContext<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PropagateTraceContext { inner }
+        PropagateTraceContext {
+            inner,
+            enabled: self.enabled,
+        }
     }
 }
 
@@ -60,6 +76,7 @@ impl<S> Layer<S> for PropagateTraceContextLayer {
 #[derive(Clone, Debug)]
 pub struct PropagateTraceContext<S> {
     inner: S,
+    enabled: bool,
 }
 
 impl<S> PropagateTraceContext<S> {
@@ -81,7 +98,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // Read when the call is made, in the handler: the future may be
         // polled elsewhere.
-        if let Some(current) = TraceContext::current() {
+        if let Some(current) = self.enabled.then(TraceContext::current).flatten() {
             current.child().inject(req.headers_mut());
         }
         self.inner.call(req)
