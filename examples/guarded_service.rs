@@ -34,7 +34,7 @@ use guardrails::{
         health::HealthRegistry,
     },
     monitor_layer::{health_report, prometheus, readiness, sqlx::PoolHealth},
-    pii_trace_layer::{Scrubber, init_json_logging},
+    pii_trace_layer::{Scrubber, init_json_logging_with},
     timeout_retry_layer::{OutboundError, ReplayBody, UpstreamLayers},
 };
 use serde_json::json;
@@ -67,9 +67,29 @@ async fn main() -> ExitCode {
         Ok((_, guardrails)) => Arc::clone(&guardrails.scrubber),
         Err(_) => Arc::new(Scrubber::new(Pseudonymizer::random())),
     };
+    // With the `otel` feature and `trace.otlp_endpoint` set, each request's
+    // span also goes to an OpenTelemetry collector, in the caller's trace.
+    #[cfg(feature = "otel")]
+    let (otlp, otlp_export) = match &built {
+        Ok((config, _)) if !config.trace.otlp_endpoint.is_empty() => {
+            match guardrails::pii_trace_layer::otel::otlp_layer(
+                &config.trace.otlp_endpoint,
+                "guarded_service",
+            ) {
+                Ok((layer, export)) => (Some(layer), Some(export)),
+                Err(e) => {
+                    eprintln!("guarded_service: refusing to start: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => (None, None),
+    };
+    #[cfg(not(feature = "otel"))]
+    let otlp = None::<tracing_subscriber::layer::Identity>;
     // Lines are written in batches off the request path; the guard writes
     // what is queued when `main` returns, so no line is lost on shutdown.
-    let logging = init_json_logging(scrubber).map_err(|e| e.to_string());
+    let logging = init_json_logging_with(scrubber, otlp).map_err(|e| e.to_string());
     let (config, guardrails, _log_guard) = match (built, logging) {
         (Ok((config, guardrails)), Ok(guard)) => (config, guardrails, guard),
         (Err(message), _) | (Ok(_), Err(message)) => {
@@ -197,6 +217,11 @@ async fn main() -> ExitCode {
     };
     // Each task's stop is logged: `background task stopped`.
     background.shutdown().await;
+    #[cfg(feature = "otel")]
+    if let Some(export) = otlp_export {
+        // The spans still queued; off the runtime (the export blocks).
+        let _ = tokio::task::spawn_blocking(move || export.shutdown()).await;
+    }
     match finished {
         None | Some(Ok(Ok(()))) => ExitCode::SUCCESS,
         Some(Ok(Err(err))) => {

@@ -1861,6 +1861,60 @@ fn a_burst_of_failed_tokens_fires_the_security_alert() {
     assert_eq!(fired[0]["threshold"], 20.0);
 }
 
+#[test]
+fn request_spans_go_to_an_opentelemetry_collector_in_the_callers_trace() {
+    // The example built with every feature, `otel` included.
+    let (url, bodies) = guardrails_testkit::otlp::collector();
+    let mut cmd = command();
+    cmd.env("GUARDRAILS__TRACE__OTLP_ENDPOINT", &url);
+    let mut svc = Running::start(cmd);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (status, _, _) = svc.get(
+        "/api/me",
+        &format!(
+            "{}traceparent: 00-{trace}-00f067aa0ba902b7-01\r\n",
+            user_token("user-1")
+        ),
+    );
+    assert_eq!(status, 200);
+    // SIGTERM: the service sends what is queued before it exits.
+    let (status, logs) = svc.terminate();
+    assert!(status.success(), "{logs}");
+    let line = events(&logs, "api.request")
+        .into_iter()
+        .find(|l| l["http.route"] == "/api/me")
+        .expect("the request's line");
+    assert_eq!(line["trace_id"], trace);
+    let spans = guardrails_testkit::otlp::spans(&bodies.lock().unwrap());
+    let exported = spans
+        .iter()
+        .find(|(t, ..)| t == trace)
+        .unwrap_or_else(|| panic!("no span of the caller's trace: {spans:?}"));
+    assert_eq!(
+        exported.1,
+        line["span_id"].as_str().unwrap(),
+        "the logged span id"
+    );
+    assert_eq!(
+        exported.2, "00f067aa0ba902b7",
+        "the caller's span is the parent"
+    );
+    assert_eq!(exported.3, "api.request");
+}
+
+#[test]
+fn an_otlp_endpoint_that_is_no_http_url_refuses_to_start() {
+    let out = command()
+        .env("GUARDRAILS__TRACE__OTLP_ENDPOINT", "collector:4318")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("trace.otlp_endpoint"), "{err}");
+}
+
 /// Asks `f` every 100 ms until it gives a value (at most 10 s).
 fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

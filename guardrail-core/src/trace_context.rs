@@ -170,6 +170,23 @@ impl TraceContext {
         }
     }
 
+    /// A context of these ids, with this one's flags and `tracestate` (to
+    /// adopt the ids a tracer gave the span, e.g. OpenTelemetry's). `None`
+    /// for an all-zero id.
+    pub fn with_ids(&self, trace_id: [u8; 16], span_id: [u8; 8]) -> Option<Self> {
+        (trace_id != [0; 16] && span_id != [0; 8]).then(|| Self {
+            trace_id: TraceId(trace_id),
+            span_id: SpanId(span_id),
+            flags: self.flags,
+            state: self.state.clone(),
+        })
+    }
+
+    /// The flags byte (`01`: sampled).
+    pub fn flags(&self) -> u8 {
+        self.flags
+    }
+
     /// The trace id.
     pub fn trace_id(&self) -> TraceId {
         self.trace_id
@@ -261,6 +278,11 @@ fn valid_tracestate(v: &[u8]) -> bool {
 }
 
 impl TraceId {
+    /// The 16 bytes.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
     fn random() -> Self {
         // A v4 UUID: 122 random bits, the right-most 7 bytes all random
         // (what Trace Context level 2 asks of a random trace id).
@@ -269,6 +291,11 @@ impl TraceId {
 }
 
 impl SpanId {
+    /// The 8 bytes.
+    pub fn to_bytes(self) -> [u8; 8] {
+        self.0
+    }
+
     fn random() -> Self {
         // Eight of a v4 UUID's random bytes (not the version or variant).
         let b = uuid::Uuid::new_v4().into_bytes();

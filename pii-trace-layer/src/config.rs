@@ -65,6 +65,10 @@ pub struct TraceConfig {
     /// false starts a trace here for every request (a service whose
     /// callers are not yours and whose traces they must not steer).
     pub trust_traceparent: bool,
+    /// An OpenTelemetry collector's OTLP/HTTP traces URL (such as
+    /// `http://127.0.0.1:4318/v1/traces`) to export request spans to;
+    /// `""` (default) exports nothing. Needs the cargo feature `otel`.
+    pub otlp_endpoint: String,
 }
 
 impl Default for TraceConfig {
@@ -77,6 +81,7 @@ impl Default for TraceConfig {
             pseudonym_key: None,
             scrub: ScrubConfig::default(),
             trust_traceparent: true,
+            otlp_endpoint: String::new(),
         }
     }
 }
@@ -84,6 +89,17 @@ impl Default for TraceConfig {
 impl TraceConfig {
     /// Adds every problem of this section to `problems`.
     pub fn validate(&self, profile: Profile, problems: &mut Vec<ConfigProblem>) {
+        if !self.otlp_endpoint.is_empty() {
+            #[cfg(feature = "otel")]
+            if let Err(e) = crate::otel::check_endpoint(&self.otlp_endpoint) {
+                problems.push(ConfigProblem::new("trace.otlp_endpoint", e));
+            }
+            #[cfg(not(feature = "otel"))]
+            problems.push(ConfigProblem::new(
+                "trace.otlp_endpoint",
+                "is set, but this build has no OpenTelemetry export (cargo feature `otel`)",
+            ));
+        }
         for (i, h) in self.headers.iter().enumerate() {
             if HeaderName::try_from(h.as_str()).is_err() {
                 problems.push(ConfigProblem::new(

@@ -25,6 +25,8 @@ mod config;
 mod error;
 pub mod events;
 pub mod json_format;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod scrub;
 pub mod trace;
 pub mod writer;
@@ -36,4 +38,6 @@ pub use events::Events;
 pub use json_format::{JsonFields, JsonLines};
 pub use scrub::{Class, CustomRule, Finding, LineScrubber, ScrubConfig, Scrubber};
 pub use trace::{Trace, TraceLayer};
-pub use writer::{LogGuard, ScrubbingMakeWriter, ScrubbingWriter, init_json_logging};
+pub use writer::{
+    LogGuard, ScrubbingMakeWriter, ScrubbingWriter, init_json_logging, init_json_logging_with,
+};

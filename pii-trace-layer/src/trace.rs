@@ -316,11 +316,10 @@ where
             .trust_traceparent
             .then(|| TraceContext::from_headers(req.headers()))
             .flatten();
-        let context = match incoming {
+        let context = match &incoming {
             Some(incoming) => incoming.child(),
             None => TraceContext::new_root(),
         };
-        req.extensions_mut().insert(context.clone());
         let route = route_of(&req);
         let alone = Span::current().is_none();
         let mut facts = Facts {
@@ -365,6 +364,14 @@ where
             "http.request.method" = facts.method,
             "http.route" = %facts.route,
         );
+        // With OpenTelemetry export, the exported span's own ids.
+        #[cfg(feature = "otel")]
+        let context = crate::otel::adopt(&span, incoming.as_ref(), context);
+        #[cfg(not(feature = "otel"))]
+        let _ = incoming;
+        facts.trace_id = context.trace_id();
+        facts.span_id = context.span_id();
+        req.extensions_mut().insert(context.clone());
         if alone {
             facts.span_fields = formatted_len(&span);
         }

@@ -161,15 +161,32 @@ impl<W: io::Write> Drop for ScrubbingWriter<W> {
 /// Keep the returned guard until the service exits: dropping it writes
 /// every queued line.
 pub fn init_json_logging(scrubber: Arc<Scrubber>) -> Result<LogGuard, crate::TraceError> {
+    init_json_logging_with(scrubber, None::<tracing_subscriber::layer::Identity>)
+}
+
+/// [`init_json_logging`] with one more layer beside the log lines, such
+/// as the OpenTelemetry export (feature `otel`:
+/// [`otel::otlp_layer`](crate::otel)); `RUST_LOG` filters what it sees too.
+pub fn init_json_logging_with<L>(
+    scrubber: Arc<Scrubber>,
+    layer: Option<L>,
+) -> Result<LogGuard, crate::TraceError>
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) =
         crate::BatchedWriter::new(io::stdout(), crate::batched::DEFAULT_QUEUE_LINES);
-    tracing_subscriber::fmt()
+    let lines = tracing_subscriber::fmt::layer()
         .event_format(crate::JsonLines::default())
         .fmt_fields(crate::JsonFields)
-        .with_env_filter(filter)
-        .with_writer(ScrubbingMakeWriter::new(scrubber, writer.clone()))
+        .with_writer(ScrubbingMakeWriter::new(scrubber, writer.clone()));
+    tracing_subscriber::registry()
+        .with(layer)
+        .with(filter)
+        .with(lines)
         .try_init()
         .map_err(|e| crate::TraceError::Subscriber {
             message: e.to_string(),

@@ -7,6 +7,7 @@
 //!   waker, an always-200 inner service, requests from many clients.
 //! - [`redis`]: a Redis server or a Redis Cluster of a test's own.
 //! - [`promtool`]: Prometheus's checker for expositions and rules.
+//! - [`otlp`]: a stand-in OpenTelemetry collector.
 //! - `ratelimit` (feature `ratelimit`): the rate-limit comparison's requests
 //!   (with axum's `ConnectInfo`) and its one quota, for guardrails and
 //!   tower_governor alike.
@@ -29,6 +30,7 @@
 
 pub mod bench;
 pub mod capture;
+pub mod otlp;
 pub mod promtool;
 
 /// A real PostgreSQL for the tests: `DATABASE_URL`, else the local server
