@@ -220,7 +220,9 @@ async fn main() -> ExitCode {
     #[cfg(feature = "otel")]
     if let Some(export) = otlp_export {
         // The spans still queued; off the runtime (the export blocks).
-        let _ = tokio::task::spawn_blocking(move || export.shutdown()).await;
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || export.shutdown()).await {
+            tracing::warn!(error = %e, "OpenTelemetry export: spans still queued may be lost");
+        }
     }
     match finished {
         None | Some(Ok(Ok(()))) => ExitCode::SUCCESS,

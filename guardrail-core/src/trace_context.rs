@@ -170,14 +170,14 @@ impl TraceContext {
         }
     }
 
-    /// A context of these ids, with this one's flags and `tracestate` (to
-    /// adopt the ids a tracer gave the span, e.g. OpenTelemetry's). `None`
-    /// for an all-zero id.
-    pub fn with_ids(&self, trace_id: [u8; 16], span_id: [u8; 8]) -> Option<Self> {
+    /// A context of these ids and flags (only `sampled` is kept), with
+    /// this one's `tracestate`: to adopt what a tracer gave the span, e.g.
+    /// OpenTelemetry's. `None` for an all-zero id.
+    pub fn with_ids(&self, trace_id: [u8; 16], span_id: [u8; 8], flags: u8) -> Option<Self> {
         (trace_id != [0; 16] && span_id != [0; 8]).then(|| Self {
             trace_id: TraceId(trace_id),
             span_id: SpanId(span_id),
-            flags: self.flags,
+            flags: flags & 0x01,
             state: self.state.clone(),
         })
     }

@@ -11,10 +11,18 @@
 //! a log line and its span in the tracing backend are found by the same
 //! ids. Without the layer in the subscriber nothing changes.
 //!
-//! Span names and the fields the trace layer puts on its span (request
-//! id, method, route template) are exported — never the path, the query
-//! or headers. Events inside the span are not exported as span events
-//! (the log lines carry them, scrubbed).
+//! Only the trace layer's `api.request` spans reach the exporter (a
+//! per-layer filter): no other span, and no event — handler events stay
+//! in the log lines, scrubbed — and no code location, thread or target
+//! attributes. What is exported is the span's name and the fields the
+//! trace layer gives it (request id, scrubbed; method; route template):
+//! never the path, the query or headers. A value a handler later records
+//! on that span (`Span::current().record("http.route", …)`) is exported as
+//! recorded — the trace layer does not scrub it again.
+//!
+//! The caller's `traceparent` decides sampling as the SDK's sampler does
+//! (parent-based by default); a span not sampled is not exported, and its
+//! log line says so (`trace_flags` 00 in the ids the request carries on).
 //!
 //! # Example
 //!
@@ -28,7 +36,7 @@
 //! let (layer, export) = otlp_layer("http://127.0.0.1:4318/v1/traces", "checkout")?;
 //! let _logs = init_json_logging_with(scrubber, Some(layer))?;
 //! // … serve; on shutdown, send what is queued:
-//! export.shutdown();
+//! export.shutdown()?;
 //! # Ok(())
 //! # }
 //! ```
@@ -42,25 +50,38 @@ use opentelemetry::trace::{
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Layer as _;
 
-/// The `tracing` layer [`otlp_layer`] builds.
-pub type OtlpLayer = tracing_opentelemetry::OpenTelemetryLayer<
+/// The `tracing` layer [`otlp_layer`] builds: OpenTelemetry's, seeing
+/// only `api.request` spans.
+pub type OtlpLayer = tracing_subscriber::filter::Filtered<
+    tracing_opentelemetry::OpenTelemetryLayer<
+        tracing_subscriber::Registry,
+        opentelemetry_sdk::trace::Tracer,
+    >,
+    tracing_subscriber::filter::FilterFn<fn(&tracing::Metadata<'_>) -> bool>,
     tracing_subscriber::Registry,
-    opentelemetry_sdk::trace::Tracer,
 >;
 
-/// The running export: [`shutdown`](Self::shutdown) sends what is queued
-/// (dropping it does too, without waiting for the answer).
+/// The running export. Call [`shutdown`](Self::shutdown) when the service
+/// stops: spans still queued are sent then (dropping it sends nothing:
+/// the subscriber keeps the exporter).
 pub struct OtlpExport {
     provider: SdkTracerProvider,
 }
 
 impl OtlpExport {
-    /// Sends every finished span still queued, then stops.
-    pub fn shutdown(self) {
-        let _ = self.provider.force_flush();
-        let _ = self.provider.shutdown();
+    /// Sends every finished span still queued, then stops the export.
+    /// Blocks (up to the SDK's 5 s): call it off the async runtime
+    /// (`tokio::task::spawn_blocking`).
+    pub fn shutdown(self) -> Result<(), String> {
+        self.provider.shutdown().map_err(|e| e.to_string())
     }
+}
+
+/// The spans the export sees: the trace layer's own.
+fn only_request_spans(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && meta.target() == guardrail_core::event::TARGET && meta.name() == "api.request"
 }
 
 impl fmt::Debug for OtlpExport {
@@ -105,9 +126,15 @@ pub fn otlp_layer(
         )
         .build();
     let tracer = provider.tracer("guardrails");
+    let only: fn(&tracing::Metadata<'_>) -> bool = only_request_spans;
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_tracked_inactivity(false);
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_level(false)
+        .with_filter(tracing_subscriber::filter::FilterFn::new(only));
     Ok((layer, OtlpExport { provider }))
 }
 
@@ -115,8 +142,14 @@ pub fn otlp_layer(
 /// (this build's client speaks no TLS: a sidecar or node-local collector).
 pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
     let uri: http::Uri = endpoint.parse().map_err(|_| "not a URL")?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
-        return Err("must be an http:// URL with a host, such as http://127.0.0.1:4318/v1/traces");
+    // The exporter posts to the URL as given: the traces path must be in it.
+    if uri.scheme_str() != Some("http")
+        || uri.host().is_none_or(str::is_empty)
+        || matches!(uri.path(), "" | "/")
+    {
+        return Err(
+            "must be an http:// URL with a host and the traces path, such as http://127.0.0.1:4318/v1/traces",
+        );
     }
     Ok(())
 }
@@ -156,6 +189,7 @@ pub(crate) fn adopt(
         .with_ids(
             exported.trace_id().to_bytes(),
             exported.span_id().to_bytes(),
+            exported.trace_flags().to_u8(),
         )
         .unwrap_or(fallback)
 }

@@ -40,7 +40,8 @@ pub fn collector() -> (String, Arc<Mutex<Vec<String>>>) {
                     .unwrap()
                     .push(String::from_utf8_lossy(&body).into_owned());
             }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     });
     (url, bodies)
