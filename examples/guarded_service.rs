@@ -90,7 +90,7 @@ async fn main() -> ExitCode {
     // Lines are written in batches off the request path; the guard writes
     // what is queued when `main` returns, so no line is lost on shutdown.
     let logging = init_json_logging_with(scrubber, otlp).map_err(|e| e.to_string());
-    let (config, guardrails, _log_guard) = match (built, logging) {
+    let (config, guardrails, log_guard) = match (built, logging) {
         (Ok((config, guardrails)), Ok(guard)) => (config, guardrails, guard),
         (Err(message), _) | (Ok(_), Err(message)) => {
             eprintln!("guarded_service: refusing to start: {message}");
@@ -110,6 +110,9 @@ async fn main() -> ExitCode {
         health,
         ..
     } = guardrails;
+    // The log writer in the health report (`logging`: lines dropped while
+    // its queue was full).
+    health.register_arc(log_guard.health_source());
     // The service's database, when `DATABASE_URL` names one: its pool's
     // health (connections in use, the wait for one, timeouts) joins the
     // report, readiness and the metrics.

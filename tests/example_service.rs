@@ -1700,7 +1700,14 @@ fn readiness_is_public_and_the_health_report_is_for_admins() {
     );
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["status"], "pass", "{report}");
-    for component in ["rate_limit", "circuit:weather", "flags", "requests"] {
+    for component in [
+        "rate_limit",
+        "circuit:weather",
+        "flags",
+        "requests",
+        "logging",
+        "alerts",
+    ] {
         assert_eq!(
             report["checks"][component][0]["status"], "pass",
             "{component}: {report}"
