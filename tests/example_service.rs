@@ -101,6 +101,12 @@ impl Running {
         self.send("GET", path, extra, "")
     }
 
+    /// `GET /metrics` on the service's metrics listener.
+    fn scrape(&self) -> (u16, String, String) {
+        let metrics = self.metrics_addr.as_ref().expect("a metrics listener");
+        send_to(metrics, "GET", "/metrics", "", "")
+    }
+
     /// Sends one request; returns (status, lower-cased head, body).
     fn send(&self, method: &str, path: &str, extra: &str, body: &str) -> (u16, String, String) {
         send_to(&self.addr, method, path, extra, body)
@@ -1288,13 +1294,7 @@ fn the_weather_route_maps_upstream_failures_and_opens_its_circuit() {
         "the open circuit made no call"
     );
     // The dashboard's breaker panel: 2 is open.
-    let (_, _, text) = send_to(
-        svc.metrics_addr.as_ref().unwrap(),
-        "GET",
-        "/metrics",
-        "",
-        "",
-    );
+    let (_, _, text) = svc.scrape();
     assert!(
         text.contains("guardrails_circuit_state{upstream=\"weather\"} 2"),
         "{text}"
@@ -1772,13 +1772,7 @@ fn the_database_pool_joins_the_report_and_readiness() {
         "{database}"
     );
     assert_eq!(svc.get("/api/ready", "").0, 200);
-    let (_, _, text) = send_to(
-        svc.metrics_addr.as_ref().unwrap(),
-        "GET",
-        "/metrics",
-        "",
-        "",
-    );
+    let (_, _, text) = svc.scrape();
     assert!(
         text.contains("guardrails_db_pool_max_connections{pool=\"database\"} 10"),
         "{text}"
@@ -1844,13 +1838,7 @@ fn a_burst_of_failed_tokens_fires_the_security_alert() {
     });
     assert_eq!(firing["status"], "warn", "{firing}");
     // Prometheus reads the same count.
-    let (_, _, text) = send_to(
-        svc.metrics_addr.as_ref().unwrap(),
-        "GET",
-        "/metrics",
-        "",
-        "",
-    );
+    let (_, _, text) = svc.scrape();
     assert!(
         text.contains("guardrails_events_total{event=\"security.auth_failed\"} 30"),
         "{text}"
@@ -1938,7 +1926,6 @@ fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
 #[test]
 fn metrics_are_served_on_their_own_listener_with_route_templates() {
     let svc = Running::start(command());
-    let metrics = svc.metrics_addr.clone().expect("a metrics listener");
     let user = user_token("user-1");
     assert_eq!(svc.get("/api/users/user-1/profile", &user).0, 200);
     for i in 0..20 {
@@ -1946,7 +1933,7 @@ fn metrics_are_served_on_their_own_listener_with_route_templates() {
     }
     // Not on the public port.
     assert_eq!(svc.get("/metrics", &user).0, 404);
-    let (status, head, text) = send_to(&metrics, "GET", "/metrics", "", "");
+    let (status, head, text) = svc.scrape();
     assert_eq!(status, 200, "{text}");
     assert!(head.contains("content-type: text/plain"), "{head}");
     assert!(
